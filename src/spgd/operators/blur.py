@@ -1,0 +1,344 @@
+"""Blur: y = k * x, per channel, with reflection padding (the benchmark's Gaussian and motion blur).
+
+The kernel is applied as a cross-correlation (as torch's ``conv2d`` and the reference code of DPS/SPGD do;
+for symmetric kernels it is the same as a convolution) on the image reflection-padded by ``k // 2`` pixels
+per side, so the output has the input's size. The adjoint is exact: the transposed correlation followed by
+the adjoint of the reflection padding (the padded border folded back onto the pixels it was copied from).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import SpgdError
+from .base import LinearOperator, SeededPartsMixin, check_channels, check_image
+
+# ----------------------------------------------------------------------------------------------------------
+# Stateless kernels
+
+
+def _check_kernel_size(kernel_size: int) -> int:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise SpgdError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
+    return kernel_size
+
+
+def gaussian_kernel(kernel_size: int = 61, std: float = 3.0) -> Tensor:
+    """The (k, k) Gaussian kernel of the benchmark, in float64.
+
+    Equal to ``scipy.ndimage.gaussian_filter`` (truncate 4.0, mode "reflect") of a centred unit impulse,
+    which is how DPS builds it: a sampled Gaussian of radius ``int(4 std + 0.5)``, normalised to sum 1,
+    with any part beyond the k x k window folded back by the half-sample reflection.
+    """
+    _check_kernel_size(kernel_size)
+    if not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
+        raise SpgdError(f"std of the Gaussian kernel must be a finite number > 0, got {std!r}")
+    radius = int(4.0 * std + 0.5)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * offsets**2 / std**2)
+    weights /= weights.sum()
+    n, c = kernel_size, kernel_size // 2
+    # out[i] = sum_j weights[j] * impulse[reflect(i + j)]; the impulse sits at c
+    idx = np.arange(n)[:, None] + offsets[None, :].astype(np.int64)
+    idx = np.mod(idx, 2 * n)
+    idx = np.where(idx >= n, 2 * n - 1 - idx, idx)
+    profile = np.where(idx == c, weights[None, :], 0.0).sum(axis=1)
+    return torch.from_numpy(np.outer(profile, profile))
+
+
+def _uniform(g: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
+    return low + (high - low) * float(torch.rand((), generator=g, dtype=torch.float64))
+
+
+def _beta_1_30(g: torch.Generator) -> float:
+    # inverse CDF of Beta(1, b): 1 - (1 - u)^(1/b)
+    return 1.0 - (1.0 - _uniform(g)) ** (1.0 / 30.0)
+
+
+def _beta_2_20(g: torch.Generator) -> float:
+    # Gamma(2) / (Gamma(2) + Gamma(20)), the gammas as sums of unit exponentials
+    e = -torch.log1p(-torch.rand(22, generator=g, dtype=torch.float64))
+    return float(e[:2].sum() / e.sum())
+
+
+def _triangular(g: torch.Generator, low: float, mode: float, high: float) -> float:
+    u = _uniform(g)
+    split = (mode - low) / (high - low)
+    if u < split:
+        return low + math.sqrt(u * (high - low) * (mode - low))
+    return high - math.sqrt((1.0 - u) * (high - low) * (high - mode))
+
+
+def _camera_shake_path(size: int, intensity: float, g: torch.Generator) -> Tensor:
+    """Random camera-shake trajectory (complex points) on a (2 size)^2 canvas, as in the `motionblur` package.
+
+    Step lengths ~ Beta(1, 30) scaled by (1 - intensity) and the canvas diagonal until the path reaches a
+    random length; turning angles from a triangular law with random sign flips (jitter ~ Beta(2, 20));
+    the path is centred on its mean point, rotated by a random angle and moved to the canvas centre.
+    """
+    eps = 1e-12
+    canvas = 2 * size
+    diagonal = math.sqrt(2.0) * canvas
+    max_len = 0.75 * diagonal * (_uniform(g) + _uniform(g, 0.0, intensity))
+    steps: list = []
+    total = 0.0
+    while total < max_len and len(steps) < 10_000:
+        step = _beta_1_30(g) * (1.0 - intensity + eps) * diagonal
+        if step < max_len:
+            steps.append(step)
+            total += step
+    if not steps:  # pragma: no cover - only for a zero path length
+        steps = [0.0]
+    max_angle = _uniform(g, 0.0, intensity * math.pi)
+    jitter = _beta_2_20(g)
+    angles = [_uniform(g, -max_angle, max_angle)]
+    while len(angles) < len(steps):
+        angle = _triangular(g, 0.0, intensity * max_angle, max_angle + eps)
+        sign = math.copysign(1.0, angles[-1]) if angles[-1] != 0 else 0.0
+        angle *= -sign if _uniform(g) < jitter else sign
+        angles.append(angle)
+    increments = torch.polar(torch.tensor(steps, dtype=torch.float64), torch.tensor(angles, dtype=torch.float64))
+    path = torch.cumsum(increments, 0)
+    path = path - path.mean()
+    rotation = _uniform(g, 0.0, math.pi)
+    path = path * complex(math.cos(rotation), math.sin(rotation))
+    return path + complex(canvas / 2, canvas / 2)
+
+
+def _raster_polyline(path: Tensor, canvas: int, width: float) -> Tensor:
+    """Anti-aliased rasterisation: coverage = clamp(width/2 + 1/2 - distance to the polyline, 0, 1)."""
+    coords = torch.arange(canvas, dtype=torch.float64)
+    px = torch.complex(coords[None, :].expand(canvas, canvas), coords[:, None].expand(canvas, canvas)).reshape(-1, 1)
+    a = path[:-1][None, :] if path.numel() > 1 else path[None, :]
+    b = path[1:][None, :] if path.numel() > 1 else path[None, :]
+    ab = b - a
+    denom = (ab.abs() ** 2).clamp_min(1e-24)
+    t = (((px - a) * ab.conj()).real / denom).clamp(0.0, 1.0)
+    dist = (px - (a + t * ab)).abs().min(dim=1).values
+    return (width / 2 + 0.5 - dist).clamp(0.0, 1.0).reshape(canvas, canvas)
+
+
+def motion_kernel(kernel_size: int = 61, intensity: float = 0.5, generator: Optional[torch.Generator] = None) -> Tensor:
+    """A random (k, k) camera-shake kernel (float64, non-negative, sum 1) like DPS's `motionblur.Kernel`.
+
+    The trajectory is drawn on a canvas twice the kernel size, rasterised as an anti-aliased line of width
+    ``max(1, int(diagonal / 150))``, smoothed by a Gaussian of std ``max(1, int(diagonal / 100))``,
+    averaged 2x2 down to k x k and normalised to sum 1. Written from the package's description, so the same
+    seed gives a kernel of the same family, not the same pixels, as `motionblur`.
+    """
+    _check_kernel_size(kernel_size)
+    if not (isinstance(intensity, (int, float)) and 0.0 <= intensity < 1.0):
+        raise SpgdError(f"motion blur intensity must be in [0, 1), got {intensity!r}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    canvas = 2 * kernel_size
+    diagonal = math.sqrt(2.0) * canvas
+    path = _camera_shake_path(kernel_size, float(intensity), g)
+    image = _raster_polyline(path, canvas, max(1.0, float(int(diagonal / 150))))
+    blur_std = max(1, int(diagonal * 0.01))
+    smooth = gaussian_kernel(2 * (3 * blur_std) + 1, blur_std)
+    image = F.conv2d(F.pad(image[None, None], (3 * blur_std,) * 4), smooth[None, None])
+    image = F.avg_pool2d(image, 2)[0, 0]
+    total = image.sum()
+    if total <= 0:  # pragma: no cover - the path always covers some pixel
+        image = torch.zeros_like(image)
+        image[kernel_size // 2, kernel_size // 2] = 1.0
+        total = image.sum()
+    return image / total
+
+
+def _reflect_pad_adjoint(z: Tensor, pad: int, dim: int) -> Tensor:
+    """Adjoint of reflection padding by `pad` along `dim` (fold the mirrored borders back)."""
+    if pad == 0:
+        return z
+    n = z.shape[dim] - 2 * pad
+    x = z.narrow(dim, pad, n).clone()
+    left = z.narrow(dim, 0, pad).flip(dim)  # left[j] was copied from x[j + 1]
+    right = z.narrow(dim, pad + n, pad).flip(dim)  # right reversed: was copied from x[n - 1 - pad + j]
+    x.narrow(dim, 1, pad).add_(left)
+    x.narrow(dim, n - 1 - pad, pad).add_(right)
+    return x
+
+
+def _grouped_weight(kernel: Tensor, batch: int, channels: int, x: Tensor) -> Tensor:
+    k = kernel.to(device=x.device, dtype=x.dtype)
+    if k.ndim == 2:
+        k = k.expand(batch, *k.shape)
+    elif k.shape[0] == 1:
+        k = k.expand(batch, *k.shape[1:])
+    return k[:, None].expand(batch, channels, *k.shape[1:]).reshape(batch * channels, 1, *k.shape[1:])
+
+
+def blur(x: Tensor, kernel: Tensor) -> Tensor:
+    """Per-channel cross-correlation of x (B, C, H, W) with kernel (k, k) or (B, k, k), reflection padded."""
+    b, c, h, w = x.shape
+    kh, kw = kernel.shape[-2:]
+    xp = F.pad(x.reshape(1, b * c, h, w), (kw // 2, kw // 2, kh // 2, kh // 2), mode="reflect")
+    return F.conv2d(xp, _grouped_weight(kernel, b, c, x), groups=b * c).reshape(b, c, h, w)
+
+
+def blur_adjoint(y: Tensor, kernel: Tensor) -> Tensor:
+    """Exact adjoint of `blur`."""
+    b, c, h, w = y.shape
+    kh, kw = kernel.shape[-2:]
+    z = F.conv_transpose2d(y.reshape(1, b * c, h, w), _grouped_weight(kernel, b, c, y), groups=b * c)
+    z = _reflect_pad_adjoint(z, kh // 2, 2)
+    z = _reflect_pad_adjoint(z, kw // 2, 3)
+    return z.reshape(b, c, h, w)
+
+
+def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path]) -> Tensor:
+    """A user kernel from a tensor/array or a .npy / image file, checked (2-D or (B,k,k), odd, >= 0),
+    normalised to sum 1 (each per-image kernel separately), as float32."""
+    if isinstance(kernel, (str, Path)):
+        path = Path(kernel)
+        if not path.is_file():
+            raise SpgdError(f"kernel file not found: {path}")
+        if path.suffix.lower() == ".npy":
+            kernel = np.load(path, allow_pickle=False)
+        else:
+            from PIL import Image
+
+            try:
+                with Image.open(path) as im:
+                    kernel = np.asarray(im.convert("F"), dtype=np.float64)
+            except Exception as err:  # noqa: BLE001 - any decoding failure is a bad user file
+                raise SpgdError(f"cannot read kernel file {path} (.npy or an image such as .png): {err}") from err
+    k = torch.as_tensor(np.asarray(kernel) if not isinstance(kernel, Tensor) else kernel).detach()
+    if k.ndim == 4 and k.shape[1] == 1:
+        k = k[:, 0]
+    if k.ndim not in (2, 3):
+        raise SpgdError(f"a blur kernel must be 2-D (k, k) or per image (B, k, k), got shape {tuple(k.shape)}")
+    k = k.to(torch.float64)
+    if k.shape[-1] % 2 == 0 or k.shape[-2] % 2 == 0:
+        raise SpgdError(f"a blur kernel must have odd height and width, got {tuple(k.shape[-2:])}")
+    if not torch.isfinite(k).all() or (k < 0).any():
+        raise SpgdError("a blur kernel must be finite and non-negative")
+    sums = k.sum(dim=(-2, -1), keepdim=True)
+    if (sums <= 0).any():
+        raise SpgdError("a blur kernel must have a positive sum")
+    return (k / sums).to(torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Operators
+
+
+class _BlurBase(LinearOperator):
+    """Shared forward/adjoint; subclasses provide `_kernel_for(x)`."""
+
+    def __init__(self, noise_sigma: float, channels: Optional[int]):
+        super().__init__(noise_sigma)
+        self.channels = check_channels(channels)
+
+    def _kernel_for(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check(self, x: Tensor) -> None:
+        check_image(x, type(self).__name__, self.channels)
+
+    def _checked_kernel(self, x: Tensor) -> Tensor:
+        self._check(x)
+        k = self._kernel_for(x)
+        kh, kw = k.shape[-2:]
+        if kh > x.shape[2] or kw > x.shape[3]:
+            raise SpgdError(
+                f"{type(self).__name__}: kernel {kh}x{kw} is larger than the image {x.shape[2]}x{x.shape[3]}; "
+                "use a kernel no larger than the image"
+            )
+        return k
+
+    def forward(self, x: Tensor) -> Tensor:
+        return blur(x, self._checked_kernel(x))
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return blur_adjoint(y, self._checked_kernel(y))
+
+
+class Blur(_BlurBase):
+    """Blur with a user kernel: a tensor (k, k) shared by the batch or (B, k, k) per image, or a .npy /
+    image file. The kernel is normalised to sum 1."""
+
+    def __init__(
+        self,
+        kernel: Union[Tensor, np.ndarray, str, Path],
+        noise_sigma: float = 0.01,
+        channels: Optional[int] = 3,  # expected channels; None accepts any
+    ):
+        super().__init__(noise_sigma, channels)
+        self.register_buffer("kernel", load_kernel(kernel))
+
+    def _kernel_for(self, x: Tensor) -> Tensor:
+        k = self.kernel
+        if k.ndim == 3 and k.shape[0] not in (1, x.shape[0]):
+            raise SpgdError(
+                f"Blur holds {k.shape[0]} per-image kernels but the batch has {x.shape[0]} images; "
+                f"give one (k, k) kernel or {x.shape[0]}"
+            )
+        return k
+
+    def random_parts(self) -> dict:
+        return {"kernel": self.kernel.detach().cpu()}
+
+
+class GaussianBlur(_BlurBase):
+    """Gaussian blur of the benchmark (kernel 61, std 3.0), reflection padded, per channel."""
+
+    def __init__(
+        self,
+        kernel_size: int = 61,  # odd size of the square kernel
+        std: float = 3.0,  # standard deviation in pixels
+        noise_sigma: float = 0.01,
+        channels: Optional[int] = 3,
+    ):
+        super().__init__(noise_sigma, channels)
+        self.kernel_size = _check_kernel_size(kernel_size)
+        self.std = std
+        self.register_buffer("kernel", gaussian_kernel(kernel_size, std).to(torch.float32))
+
+    def _kernel_for(self, x: Tensor) -> Tensor:
+        return self.kernel
+
+    def random_parts(self) -> dict:
+        return {"kernel": self.kernel.detach().cpu()}
+
+
+class MotionBlur(SeededPartsMixin, _BlurBase):
+    """Motion blur of the benchmark (kernel 61, intensity 0.5): one random camera-shake kernel per image,
+    image i drawn from seed ``seed + i``; or a given ``kernel`` ((k, k) shared or (B, k, k))."""
+
+    _part_name = "kernel"
+
+    def __init__(
+        self,
+        kernel_size: int = 61,  # odd size of the square kernel
+        intensity: float = 0.5,  # in [0, 1): longer, more jittery paths when larger
+        seed: int = 0,  # image i of a batch uses seed + i
+        kernel: Optional[Union[Tensor, np.ndarray, str, Path]] = None,  # fixed kernel(s) instead of random ones
+        noise_sigma: float = 0.01,
+        channels: Optional[int] = 3,
+    ):
+        super().__init__(noise_sigma, channels)
+        self.kernel_size = _check_kernel_size(kernel_size)
+        if not (isinstance(intensity, (int, float)) and 0.0 <= intensity < 1.0):
+            raise SpgdError(f"motion blur intensity must be in [0, 1), got {intensity!r}")
+        self.intensity = float(intensity)
+        explicit = None
+        if kernel is not None:
+            explicit = load_kernel(kernel)
+            if explicit.ndim == 2:
+                explicit = explicit[None]
+            self.kernel_size = explicit.shape[-1]
+        self._init_parts(seed, explicit)
+
+    def _draw_part(self, generator: torch.Generator, height: int, width: int) -> Tensor:
+        return motion_kernel(self.kernel_size, self.intensity, generator).to(torch.float32)
+
+    def _kernel_for(self, x: Tensor) -> Tensor:
+        return self._parts(x.shape[0], x.shape[2], x.shape[3], x.device)

@@ -1,0 +1,64 @@
+"""The Prior contract: a denoiser D(x, sigma) ~ E[x0 | x0 + sigma * eps = x]."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Union
+
+import torch
+from torch import Tensor, nn
+
+SigmaLike = Union[float, Tensor]
+
+
+def append_dims(t: Tensor, ndim: int) -> Tensor:
+    """Append trailing singleton dims so a (B,) tensor broadcasts against a (B, ...) tensor."""
+    return t.reshape(t.shape + (1,) * (ndim - t.ndim))
+
+
+def sigma_as_batch(sigma: SigmaLike, x: Tensor) -> Tensor:
+    """A float or (B,)/(1,) tensor of noise levels as a (B,) tensor on x's device and dtype."""
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if s.ndim == 0:
+        s = s.expand(x.shape[0])
+    elif s.shape == (1,):
+        s = s.expand(x.shape[0])
+    return s.reshape(x.shape[0])
+
+
+class Prior(nn.Module):
+    """Base class of priors. Subclasses implement `denoise(x, sigma)`.
+
+    `sigma_min`/`sigma_max` give the noise range the prior was built or trained for; samplers clip to it.
+    """
+
+    sigma_min: float = 0.0
+    sigma_max: float = math.inf
+
+    def denoise(self, x: Tensor, sigma: SigmaLike) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, sigma: SigmaLike) -> Tensor:
+        return self.denoise(x, sigma)
+
+
+class CallablePrior(Prior):
+    """Wraps any callable f(x, sigma) -> x0_hat so it can be used where a Prior is expected."""
+
+    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor]):
+        super().__init__()
+        self.fn = fn
+
+    def denoise(self, x: Tensor, sigma: SigmaLike) -> Tensor:
+        return self.fn(x, sigma_as_batch(sigma, x))
+
+
+def as_prior(obj) -> Prior:
+    """Accept a Prior, any object with a `denoise(x, sigma)` method, or any callable f(x, sigma)."""
+    if isinstance(obj, Prior) or callable(getattr(obj, "denoise", None)):
+        return obj
+    if callable(obj):
+        return CallablePrior(obj)
+    from ..errors import SpgdError
+
+    raise SpgdError(f"a prior must have denoise(x, sigma) or be a callable f(x, sigma), got {type(obj).__name__}")

@@ -1,0 +1,60 @@
+"""How to search: schedules, SPGD and its ablations, and the baselines, by method name."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import SpgdError
+from .base import Result, Stats
+from .schedule import karras_sigmas, linear_lr, ve_euler_factors
+from .spgd import SPGD, adm_update, directional_cosine
+
+# method name -> (sampler class, fixed settings). Users' settings override everything but the fixed ones of
+# an ablation only where they name them explicitly.
+METHODS: dict[str, tuple[type, dict[str, Any]]] = {
+    "spgd": (SPGD, {}),
+    # the authors' released code: raw-gradient steps, reused x0_hat, per-pixel channel cosine
+    "spgd-official": (SPGD, {"use_momentum": False, "fresh_denoise": False, "cosine": "pixel"}),
+    # ablations
+    "spgd-no-warmup": (SPGD, {"warmup_steps": 1}),
+    "spgd-no-momentum": (SPGD, {"beta": 0.0}),
+    "spgd-pixel-cosine": (SPGD, {"cosine": "pixel"}),
+    "spgd-reused-denoise": (SPGD, {"fresh_denoise": False}),
+}
+
+
+def setting_names(method: str) -> list[str]:
+    cls, _ = _lookup(method)
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _lookup(method: str):
+    if method not in METHODS:
+        raise SpgdError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def make_sampler(method: str = "spgd", **settings):
+    """A sampler by method name, e.g. make_sampler("spgd", lr=7.0, steps=200)."""
+    cls, fixed = _lookup(method)
+    valid = setting_names(method)
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise SpgdError(f"unknown setting(s) {unknown} for method {method!r}; valid settings: {', '.join(valid)}")
+    return cls(**{**fixed, **settings})
+
+
+__all__ = [
+    "METHODS",
+    "Result",
+    "SPGD",
+    "Stats",
+    "adm_update",
+    "directional_cosine",
+    "karras_sigmas",
+    "linear_lr",
+    "make_sampler",
+    "setting_names",
+    "ve_euler_factors",
+]
