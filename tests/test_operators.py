@@ -240,12 +240,19 @@ def test_measure_adds_seeded_noise() -> None:
     assert torch.equal(y1, y2) and abs(float(y1.std()) - 0.1) < 0.005
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+# Every device this machine has: the CPU always, CUDA where present (then the check compares it with the CPU).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(ALL))
-def test_cuda(name: str) -> None:
-    op = ALL[name]().cuda()
+def test_device(name: str, device: str) -> None:
+    op = ALL[name]()
     x = torch.rand(2, 3, 32, 32)
-    assert torch.allclose(op(x.cuda()).cpu(), ALL[name]()(x), atol=1e-5)
+    ref = op(x)
+    out = op.to(device)(x.to(device))
+    assert out.device.type == device
+    assert torch.allclose(out.cpu(), ref, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------------
