@@ -8,6 +8,8 @@ from typing import Any
 from ..errors import SpgdError
 from .base import Result, Stats
 from .schedule import karras_sigmas, linear_lr, ve_euler_factors
+from .daps import DAPS
+from .dps import DPS
 from .spgd import SPGD, adm_update, directional_cosine
 
 # method name -> (sampler class, fixed settings). Users' settings override everything but the fixed ones of
@@ -21,6 +23,9 @@ METHODS: dict[str, tuple[type, dict[str, Any]]] = {
     "spgd-no-momentum": (SPGD, {"beta": 0.0}),
     "spgd-pixel-cosine": (SPGD, {"cosine": "pixel"}),
     "spgd-reused-denoise": (SPGD, {"fresh_denoise": False}),
+    # baselines
+    "dps": (DPS, {}),
+    "daps": (DAPS, {}),
 }
 
 
@@ -46,6 +51,8 @@ def make_sampler(method: str = "spgd", **settings):
 
 
 __all__ = [
+    "DAPS",
+    "DPS",
     "METHODS",
     "Result",
     "SPGD",

@@ -135,6 +135,11 @@ def initial_noise(shape: Sequence[int], sigma: float, generator: GeneratorLike, 
     return sigma * eps
 
 
+def fresh_noise(like: Tensor, generator: GeneratorLike) -> Tensor:
+    """N(0, I) noise shaped like `like`, drawn per sample when `generator` is a list (see `initial_noise`)."""
+    return initial_noise(like.shape, 1.0, generator, like.device, like.dtype)
+
+
 def infer_x_shape(y: Tensor, operator, x_shape: Optional[Sequence[int]]) -> tuple:
     """The shape of the unknown x: given, or the operator's `input_shape(y)`, or y's own shape."""
     if x_shape is not None:
