@@ -271,6 +271,7 @@ SMALL = {
     "spgd-no-momentum": dict(steps=20, warmup_steps=3, lr=1.0),
     "dps": dict(steps=40, lr=1.0),
     "daps": dict(steps=15, ode_steps=2, langevin_steps=10),
+    "classical": dict(iters=50),
 }
 # (denoiser forwards, VJPs) per image, as the loops define them
 EXPECTED_COST = {
@@ -280,6 +281,7 @@ EXPECTED_COST = {
     "spgd-no-momentum": (20 * 4, 20 * 3),
     "dps": (40, 40),
     "daps": (15 * 2, 0),
+    "classical": (0, 0),
 }
 
 
@@ -325,3 +327,19 @@ def test_every_method_batched_improves_and_counts(method, inpainting_problem):
     op1 = type(op)(drop=0.7, noise_sigma=0.01, seed=6)
     alone = make_sampler(method, **SMALL[method]).run(y[1:2], op1, prior, generator=[torch.Generator().manual_seed(101)])
     torch.testing.assert_close(alone.x[0], r.x[1], rtol=1e-4, atol=1e-4)
+
+
+def test_classical_tikhonov_solves_the_normal_equations():
+    from spgd.operators import make_operator
+    from spgd.samplers.classical import gradient_energy_grad
+
+    op = make_operator("gaussian_blur", kernel_size=5, std=1.0, noise_sigma=0.0)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.5
+    y = op(x)
+    s = make_sampler("classical", lam=1e-3, iters=500)
+    r = s.run(y, op)
+    # the normal equations hold at the solution (before the final clamp, which is inactive here)
+    residual = op.adjoint(op(r.x) - y) + 1e-3 * gradient_energy_grad(r.x)
+    assert residual.abs().max() < 1e-6
+    with pytest.raises(SpgdError, match="linear operator"):
+        s.run(y, make_operator("hdr"))

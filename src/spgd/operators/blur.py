@@ -175,11 +175,41 @@ def _grouped_weight(kernel: Tensor, batch: int, channels: int, x: Tensor) -> Ten
     return k[:, None].expand(batch, channels, *k.shape[1:]).reshape(batch * channels, 1, *k.shape[1:])
 
 
+# Kernels wider than this are applied through FFTs: a 61x61 direct convolution costs ~30x more on a CPU.
+FFT_MIN_KERNEL = 16
+
+
+def _fft_kernel(kernel: Tensor, b: int, x: Tensor, shape: tuple) -> Tensor:
+    """rfft2 of the kernel(s) zero-padded to `shape`, broadcastable to (B, C, ...)."""
+    k = kernel.to(device=x.device, dtype=x.dtype)
+    k = k.reshape(-1, 1, *k.shape[-2:])  # (1 or B, 1, kh, kw)
+    return torch.fft.rfft2(k, s=shape)
+
+
+def _correlate_valid_fft(xp: Tensor, kernel: Tensor) -> Tensor:
+    """Valid cross-correlation of padded images xp (B, C, H+kh-1, W+kw-1) with the kernel, via FFT."""
+    kh, kw = kernel.shape[-2:]
+    hp, wp = xp.shape[-2:]
+    spec = torch.fft.rfft2(xp) * _fft_kernel(kernel.flip(-2, -1), xp.shape[0], xp, (hp, wp))
+    full = torch.fft.irfft2(spec, s=(hp, wp))  # circular convolution; the valid part has no wrap-around
+    return full[..., kh - 1 :, kw - 1 :]
+
+
+def _correlate_transpose_fft(y: Tensor, kernel: Tensor) -> Tensor:
+    """Transpose of the valid cross-correlation: the full convolution of y with the kernel, via FFT."""
+    kh, kw = kernel.shape[-2:]
+    shape = (y.shape[-2] + kh - 1, y.shape[-1] + kw - 1)
+    spec = torch.fft.rfft2(y, s=shape) * _fft_kernel(kernel, y.shape[0], y, shape)
+    return torch.fft.irfft2(spec, s=shape)
+
+
 def blur(x: Tensor, kernel: Tensor) -> Tensor:
     """Per-channel cross-correlation of x (B, C, H, W) with kernel (k, k) or (B, k, k), reflection padded."""
     b, c, h, w = x.shape
     kh, kw = kernel.shape[-2:]
     xp = F.pad(x.reshape(1, b * c, h, w), (kw // 2, kw // 2, kh // 2, kh // 2), mode="reflect")
+    if max(kh, kw) >= FFT_MIN_KERNEL:
+        return _correlate_valid_fft(xp.reshape(b, c, *xp.shape[-2:]), kernel)
     return F.conv2d(xp, _grouped_weight(kernel, b, c, x), groups=b * c).reshape(b, c, h, w)
 
 
@@ -187,7 +217,10 @@ def blur_adjoint(y: Tensor, kernel: Tensor) -> Tensor:
     """Exact adjoint of `blur`."""
     b, c, h, w = y.shape
     kh, kw = kernel.shape[-2:]
-    z = F.conv_transpose2d(y.reshape(1, b * c, h, w), _grouped_weight(kernel, b, c, y), groups=b * c)
+    if max(kh, kw) >= FFT_MIN_KERNEL:
+        z = _correlate_transpose_fft(y, kernel).reshape(1, b * c, h + kh - 1, w + kw - 1)
+    else:
+        z = F.conv_transpose2d(y.reshape(1, b * c, h, w), _grouped_weight(kernel, b, c, y), groups=b * c)
     z = _reflect_pad_adjoint(z, kh // 2, 2)
     z = _reflect_pad_adjoint(z, kw // 2, 3)
     return z.reshape(b, c, h, w)

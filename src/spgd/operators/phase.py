@@ -46,6 +46,17 @@ class PhaseRetrieval(Operator):
         """Zero padding (per side) for an image of this size."""
         return int(self.oversample / 8.0 * height), int(self.oversample / 8.0 * width)
 
+    def input_shape(self, y: Tensor) -> tuple:
+        """Shape of the unknown image x for a measurement y: the size n with n + 2 * padding(n) = y's size."""
+
+        def unpadded(m: int) -> int:
+            for n in range(m, 0, -1):
+                if n + 2 * int(self.oversample / 8.0 * n) == m:
+                    return n
+            raise SpgdError(f"no image size gives a phase-retrieval measurement of size {m} at oversample {self.oversample}")
+
+        return (*y.shape[:-2], unpadded(y.shape[-2]), unpadded(y.shape[-1]))
+
     def forward(self, x: Tensor) -> Tensor:
         check_image(x, "PhaseRetrieval", self.channels)
         return phase_retrieval(x, *self.padding(x.shape[2], x.shape[3]))

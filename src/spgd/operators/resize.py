@@ -93,6 +93,10 @@ class SuperResolution(LinearOperator):
         wh, ww = self._matrix(x.shape[2], x), self._matrix(x.shape[3], x)
         return torch.einsum("ih,bchw,jw->bcij", wh, x, ww)
 
+    def input_shape(self, y: Tensor) -> tuple:
+        """Shape of the unknown image x for a measurement y (samplers start from noise of this shape)."""
+        return (*y.shape[:-2], y.shape[-2] * self.scale, y.shape[-1] * self.scale)
+
     def adjoint(self, y: Tensor) -> Tensor:
         check_image(y, "SuperResolution.adjoint", self.channels)
         h, w = y.shape[2] * self.scale, y.shape[3] * self.scale

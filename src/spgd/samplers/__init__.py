@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import SpgdError
 from .base import Result, Stats
 from .schedule import karras_sigmas, linear_lr, ve_euler_factors
+from .classical import Classical
 from .daps import DAPS
 from .dps import DPS
 from .spgd import SPGD, adm_update, directional_cosine
@@ -26,6 +27,7 @@ METHODS: dict[str, tuple[type, dict[str, Any]]] = {
     # baselines
     "dps": (DPS, {}),
     "daps": (DAPS, {}),
+    "classical": (Classical, {}),  # prior-free: Tikhonov-CG / bicubic / biharmonic by operator
 }
 
 
@@ -51,6 +53,7 @@ def make_sampler(method: str = "spgd", **settings):
 
 
 __all__ = [
+    "Classical",
     "DAPS",
     "DPS",
     "METHODS",
