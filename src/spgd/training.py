@@ -1,0 +1,494 @@
+"""Training a small ADM UNet prior on a folder of images: `spgd train IMAGES_DIR --out FILE`.
+
+The network is the guided-diffusion UNet (`spgd.priors.UNetModel`), trained as the epsilon-prediction network
+F inside VP preconditioning, so that the denoiser it learns is exactly what `VPPrecond` computes at load time:
+
+    D(x; sigma) = x - sigma * F(x / sqrt(sigma^2 + 1), (M - 1) * t(sigma)).
+
+Loss (EDM's VP loss, Karras et al. 2022, Table 1): E_{sigma, x0, n} lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2
+with lambda(sigma) = 1 / sigma^2, i.e. the usual epsilon-prediction MSE ||F(...) - n||^2. Training noise levels
+are log-normal, ln sigma ~ N(P_mean, P_std^2), clipped to the VP range [0.001, 152], which covers the samplers'
+schedule (sigma 100 down to 0.1, then the final denoise). Data: random crops of every image, each taken at a
+random scale in [0.5, 1] (a larger window resized down) and flipped left-right half the time. Adam with a
+linear warm-up, then a constant rate; the saved network is an exponential moving average of the weights.
+
+Everything random comes from one seeded generator whose state is checkpointed with the weights, the EMA and
+the optimizer, so a run resumed with `resume=True` continues exactly (bit-for-bit on CPU) where it stopped.
+
+References:
+    Karras et al., "Elucidating the Design Space of Diffusion-Based Generative Models", arXiv 2206.00364.
+    Dhariwal & Nichol, "Diffusion Models Beat GANs on Image Synthesis", arXiv 2105.05233.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import SpgdError
+from .io import list_images, load_image
+from .priors import GaussianPrior, UNetModel, VPPrecond, save_unet
+from .priors.unet import count_parameters
+
+__all__ = ["DEFAULT_CONFIG", "REPORT_SIGMAS", "add_train_arguments", "denoising_report", "run_train", "train_prior"]
+
+# A small, fully convolutional ADM UNet (~1.9M parameters, 7.4 MB in float32). No attention inside the levels:
+# only the middle block's (it is always there) sees the whole feature map, at 1/8 of the input size.
+DEFAULT_CONFIG: dict[str, Any] = dict(
+    image_size=64,  # only fixes channel_mult/attention defaults; any size divisible by 8 runs
+    num_channels=32,  # base width (a multiple of 32: GroupNorm uses 32 groups)
+    num_res_blocks=1,
+    channel_mult="1,2,2,2",  # 3 down-samplings
+    learn_sigma=False,
+    attention_resolutions="",  # none inside the levels
+    num_head_channels=32,
+    use_scale_shift_norm=True,
+    resblock_updown=True,
+    dropout=0.0,
+)
+
+REPORT_SIGMAS = (0.05, 0.1, 0.2, 0.5, 1.0)  # noise levels of the held-out report, in [-1, 1] units
+STATE_FORMAT = "spgd-train-state"
+P_MEAN, P_STD = -1.0, 1.5  # log-normal training noise levels: median sigma 0.37, 95 % in [0.02, 7]
+LR_WARMUP = 100  # steps of linear learning-rate warm-up
+EMA_WARMUP = 10  # the EMA decay is min(ema_decay, (1 + step) / (EMA_WARMUP + step)), so short runs average less
+EVAL_CROPS = 32  # held-out crops in the final report
+MIN_HOLDOUT_IMAGES = 5  # below this many images, held-out crops come from a band of each image instead
+
+
+# --------------------------------------------------------------------------------------------------- data
+
+
+def _load_folder(images_dir: str | os.PathLike) -> list[tuple[str, Tensor]]:
+    """(file name, (3, H, W) image in [-1, 1]) for every readable image of the folder; others skipped."""
+    images = []
+    for path in list_images(images_dir):
+        try:
+            x, _ = load_image(path)
+        except SpgdError as e:
+            warnings.warn(f"skipping {path.name}: {e}", stacklevel=3)
+            continue
+        if min(x.shape[-2:]) < 8:
+            warnings.warn(f"skipping {path.name}: {x.shape[-1]}x{x.shape[-2]} is too small", stacklevel=3)
+            continue
+        images.append((path.name, x[0]))
+    if not images:
+        raise SpgdError(f"none of the images in {images_dir} could be read")
+    return images
+
+
+def _split(
+    images: list[tuple[str, Tensor]], holdout_fraction: float, crop: int, generator: torch.Generator
+) -> tuple[list[Tensor], list[Tensor], dict[str, Any]]:
+    """Training images, held-out images, and a record of the split.
+
+    With at least MIN_HOLDOUT_IMAGES images, round(holdout_fraction * n) whole images (at least one, chosen at
+    random) are held out. With fewer, the bottom band of `crop` rows of each image tall enough is held out.
+    With holdout_fraction 0, nothing is held out and the report is measured on training images (in-sample).
+    """
+    names = [n for n, _ in images]
+    if holdout_fraction == 0:
+        train = [x for _, x in images]
+        return train, train, {"kind": "none (report is in-sample)", "train": names, "held_out": []}
+    n = len(images)
+    if n >= MIN_HOLDOUT_IMAGES:
+        k = min(n - 1, max(1, round(holdout_fraction * n)))
+        held = set(torch.randperm(n, generator=generator)[:k].tolist())
+        return (
+            [x for i, (_, x) in enumerate(images) if i not in held],
+            [x for i, (_, x) in enumerate(images) if i in held],
+            {
+                "kind": "whole images",
+                "train": [names[i] for i in range(n) if i not in held],
+                "held_out": [names[i] for i in sorted(held)],
+            },
+        )
+    train, held = [], []
+    for _, x in images:
+        h = x.shape[-2]
+        if h >= 2 * crop:
+            train.append(x[:, : h - crop])
+            held.append(x[:, h - crop :])
+        else:
+            train.append(x)
+    if not held:
+        return train, train, {"kind": "none: images too small to split (report is in-sample)", "train": names,
+                              "held_out": []}
+    return train, held, {"kind": f"bottom {crop} rows of each image", "train": names, "held_out": names}
+
+
+def random_crops(
+    images: Sequence[Tensor],
+    n: int,
+    crop: int,
+    generator: torch.Generator,
+    min_scale: float = 0.5,
+    flip: bool = True,
+) -> Tensor:
+    """n random (3, crop, crop) crops in [-1, 1] from randomly chosen images, shape (n, 3, crop, crop).
+
+    Each crop is a window of side crop / s, s ~ U[min_scale, 1] (limited by the image), resized to crop x crop
+    (bicubic, antialiased), and flipped left-right with probability 1/2 when `flip`.
+    """
+    out = torch.empty(n, 3, crop, crop)
+    picks = torch.randint(len(images), (n,), generator=generator).tolist()
+    u = torch.rand(n, 4, generator=generator).tolist()
+    for i, (k, (us, uy, ux, uf)) in enumerate(zip(picks, u)):
+        img = images[k]
+        h, w = img.shape[-2:]
+        side = min(h, w)
+        window = max(1, min(side, round(crop / (min_scale + (1 - min_scale) * us))))
+        if side < crop:  # a small image is enlarged whole
+            window = side
+        top = int(uy * (h - window + 1))
+        left = int(ux * (w - window + 1))
+        patch = img[:, top : top + window, left : left + window]
+        if window != crop:
+            patch = F.interpolate(patch[None], size=(crop, crop), mode="bicubic", antialias=window > crop,
+                                  align_corners=False)[0].clamp(-1, 1)
+        if flip and uf < 0.5:
+            patch = patch.flip(-1)
+        out[i] = patch
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+
+def _psnr(x: Tensor, ref: Tensor) -> Tensor:
+    """PSNR (dB) per image of [-1, 1] images, both clamped to [-1, 1] (8-bit-representable values)."""
+    mse = ((x.clamp(-1, 1) - ref.clamp(-1, 1)) / 2).square().mean(dim=(1, 2, 3))
+    return -10 * torch.log10(mse + 1e-10)
+
+
+@torch.no_grad()
+def denoising_report(
+    priors: Mapping[str, Callable[[Tensor, float], Tensor]],
+    crops: Tensor,
+    sigmas: Sequence[float] = REPORT_SIGMAS,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> dict[str, dict[str, float]]:
+    """Mean PSNR (dB, images in [0, 1]) of each prior's D(x0 + sigma n; sigma) against x0, and of the noisy input.
+
+    Returns {f"{sigma:g}": {"noisy": dB, name: dB, ...}}, the same noise for every prior (seeded).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    report: dict[str, dict[str, float]] = {}
+    for sigma in sigmas:
+        noise = torch.randn(crops.shape, generator=gen)
+        noisy = crops + sigma * noise
+        row = {"noisy": _psnr(noisy, crops).mean().item()}
+        for name, prior in priors.items():
+            values = []
+            for i in range(0, len(crops), batch_size):
+                x = noisy[i : i + batch_size].to(device)
+                values.append(_psnr(prior(x, sigma).float().cpu(), crops[i : i + batch_size]))
+            row[name] = torch.cat(values).mean().item()
+        report[f"{sigma:g}"] = row
+    return report
+
+
+def format_report(report: Mapping[str, Mapping[str, float]]) -> str:
+    """The report as a small text table: one row per sigma, one column per denoiser."""
+    names = list(next(iter(report.values())))
+    lines = ["sigma  " + "  ".join(f"{n:>10}" for n in names)]
+    for sigma, row in report.items():
+        lines.append(f"{sigma:<6} " + "  ".join(f"{row[n]:10.2f}" for n in names))
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------- state
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpgdError(f"cannot resume: no training checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SpgdError(f"cannot resume: {path} is not a readable training checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise SpgdError(f"cannot resume: {path} is not an spgd training checkpoint")
+    return state
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SpgdError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpgdError(f"device '{device}' asked for, but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def _check_settings(steps: int, batch_size: int, crop: int, lr: float, ema_decay: float, factor: int,
+                    checkpoint_every: int, holdout_fraction: float) -> None:
+    if steps < 1:
+        raise SpgdError(f"--steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise SpgdError(f"--batch-size must be >= 1, got {batch_size}")
+    if crop < factor or crop % factor:
+        raise SpgdError(f"--crop must be a positive multiple of {factor} (the network down-samples by {factor}), "
+                        f"got {crop}")
+    if not (0 < lr < 1):
+        raise SpgdError(f"--lr must be in (0, 1), got {lr}")
+    if not (0 <= ema_decay < 1):
+        raise SpgdError(f"EMA decay must be in [0, 1), got {ema_decay}")
+    if checkpoint_every < 0:
+        raise SpgdError(f"--checkpoint-every must be >= 0 (0: only at the end), got {checkpoint_every}")
+    if not (0 <= holdout_fraction < 1):
+        raise SpgdError(f"hold-out fraction must be in [0, 1), got {holdout_fraction}")
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def train_prior(
+    images_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    steps: int = 3000,  # optimizer steps in all (a resumed run continues up to this number)
+    batch_size: int = 8,  # crops per step
+    crop: int = 64,  # crop side in pixels (a multiple of 2**levels-1)
+    lr: float = 1e-3,  # Adam learning rate after the warm-up
+    ema_decay: float = 0.999,  # EMA of the weights (the saved network)
+    config: Optional[Mapping[str, Any]] = None,  # UNetModel keywords; DEFAULT_CONFIG if None
+    seed: int = 0,  # initial weights, crops, noise, hold-out choice
+    resume: bool = False,  # continue from `checkpoint` (weights, EMA, optimizer, step, rng)
+    checkpoint: str | os.PathLike | None = None,  # training state file; default: out + ".ckpt"
+    checkpoint_every: int = 500,  # steps between checkpoints (and output snapshots); 0: only at the end
+    device: str | torch.device | None = None,  # None/"auto": CUDA when available, else CPU
+    progress: bool = True,  # tqdm progress bar on stderr
+    holdout_fraction: float = 0.1,  # images held out for the final report
+    max_minutes: Optional[float] = None,  # stop (and finish normally) after this much training time
+    command: Optional[str] = None,  # the command line, recorded in the file's metadata
+) -> dict[str, Any]:
+    """Train a UNet denoiser prior on the images of `images_dir` and write its EMA weights to `out`.
+
+    The file is in the spgd-unet format (`spgd.priors.save_unet`) with a "training" entry (settings, command,
+    steps, wall time, hardware, data, held-out report) and loads with `spgd.load_prior(out)`.
+
+    `max_minutes` bounds this call's training time: the run then ends early (fewer than `steps` steps) with its
+    report and output as usual; `resume=True` with a larger budget continues it.
+
+    Returns the "training" metadata dict (its "report" holds the held-out denoising PSNRs).
+
+    Raises:
+        SpgdError: missing or empty folder, no readable image, bad settings, unusable checkpoint.
+    """
+    config = dict(DEFAULT_CONFIG if config is None else config)
+    try:
+        with torch.device("meta"):
+            factor = 2 ** UNetModel(**config).num_downsamples
+    except (TypeError, ValueError) as e:
+        raise SpgdError(f"invalid UNet config: {e}") from None
+    _check_settings(steps, batch_size, crop, lr, ema_decay, factor, checkpoint_every, holdout_fraction)
+    if max_minutes is not None and max_minutes <= 0:
+        raise SpgdError(f"--max-minutes must be > 0, got {max_minutes}")
+    dev = _resolve_device(device)
+    out = Path(out)
+    ckpt_path = Path(checkpoint) if checkpoint is not None else out.with_name(out.name + ".ckpt")
+    settings = dict(steps=steps, max_minutes=max_minutes, batch_size=batch_size, crop=crop, lr=lr,
+                    ema_decay=ema_decay, seed=seed, holdout_fraction=holdout_fraction, lr_warmup=LR_WARMUP,
+                    p_mean=P_MEAN, p_std=P_STD,
+                    loss="eps-MSE (EDM VP loss, lambda = 1/sigma^2)", min_scale=0.5, flip=True)
+
+    images = _load_folder(images_dir)
+    split_gen = torch.Generator().manual_seed(seed + 1)
+    train_images, held_images, split = _split(images, holdout_fraction, crop, split_gen)
+
+    torch.manual_seed(seed)
+    net = UNetModel(**config).to(dev)
+    precond = VPPrecond(net)  # freezes net; we unfreeze it: the same D is trained that loads later
+    net.requires_grad_(True)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    step, elapsed = 0, 0.0
+    if resume:
+        state = _load_state(ckpt_path)
+        if state["config"] != net.config:
+            raise SpgdError(f"cannot resume: {ckpt_path} holds a different network config ({state['config']})")
+        if state["data"]["train"] != split["train"]:
+            warnings.warn(f"resuming with different training images than {ckpt_path} was trained on", stacklevel=2)
+        net.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+
+    def snapshot(final: bool, report: Optional[dict] = None) -> dict[str, Any]:
+        meta = {
+            "command": command,
+            "settings": settings,
+            "steps": step,
+            "finished": final,
+            "wall_time_s": round(elapsed, 1),
+            "hardware": _hardware(dev),
+            "torch": str(torch.__version__),
+            "parameters": count_parameters(net.config),
+            "data": {"folder": str(Path(images_dir).resolve()), "files": [n for n, _ in images], "split": split},
+            "report": report,
+        }
+        _atomic_save(
+            {"format": STATE_FORMAT, "config": net.config, "step": step, "elapsed": elapsed,
+             "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+             "rng": gen.get_state(), "settings": settings, "data": split},
+            ckpt_path,
+        )
+        save_unet(out, VPPrecond(copy.deepcopy(ema).cpu()), training=meta)
+        return meta
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    smoothed = None
+    t_start = time.perf_counter() - elapsed
+    deadline = math.inf if max_minutes is None else elapsed + 60 * max_minutes
+    while step < steps and elapsed < deadline:
+        # One step: crops, noise levels and noise from the seeded generator (on the CPU, so any device agrees).
+        x0 = random_crops(train_images, batch_size, crop, gen)
+        sigma = (torch.randn(batch_size, generator=gen) * P_STD + P_MEAN).exp()
+        sigma = sigma.clamp(precond.sigma_min, precond.sigma_max)
+        noise = torch.randn(x0.shape, generator=gen)
+        x0, sigma, noise = x0.to(dev), sigma.to(dev), noise.to(dev)
+        denoised = precond.denoise(x0 + sigma[:, None, None, None] * noise, sigma)
+        loss = ((denoised - x0) / sigma[:, None, None, None]).square().mean()
+        if not torch.isfinite(loss):
+            raise SpgdError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / LR_WARMUP)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        decay = min(ema_decay, step / (step + EMA_WARMUP - 1))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), net.parameters()):
+                p_ema.lerp_(p, 1 - decay)
+        elapsed = time.perf_counter() - t_start
+        value = loss.item()
+        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{smoothed:.4f}")
+        if checkpoint_every and step % checkpoint_every == 0 and step < steps:
+            snapshot(final=False)
+    if bar is not None:
+        bar.close()
+
+    # Held-out report: the EMA network vs the noisy input and the analytic Gaussian prior, on fixed crops.
+    eval_gen = torch.Generator().manual_seed(seed + 2)
+    crops = random_crops(held_images, EVAL_CROPS, crop, eval_gen, flip=False)
+    trained = VPPrecond(copy.deepcopy(ema)).to(dev)
+    report = denoising_report(
+        {"trained": trained.denoise, "gaussian": GaussianPrior.default().to(dev).denoise},
+        crops, seed=seed + 3, batch_size=max(batch_size, 8), device=dev,
+    )
+    return snapshot(final=True, report={"held_out": split["kind"], "crop": crop, "crops": EVAL_CROPS,
+                                         "psnr_db": report})
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `spgd train`."""
+    d = DEFAULT_CONFIG
+    parser.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of training images (png, jpg, ...)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="weights file to write (spgd-unet .pt)")
+    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps in all (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8, help="crops per step (default: %(default)s)")
+    parser.add_argument("--crop", type=int, default=64, help="crop side, a multiple of 8 (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights (default: %(default)s)")
+    parser.add_argument("--channels", type=int, default=d["num_channels"],
+                        help="UNet base width, a multiple of 32 (default: %(default)s)")
+    parser.add_argument("--res-blocks", type=int, default=d["num_res_blocks"],
+                        help="residual blocks per level (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="continue from the training checkpoint")
+    parser.add_argument("--checkpoint", metavar="FILE", default=None,
+                        help="training-state file (default: the --out file name + .ckpt)")
+    parser.add_argument("--checkpoint-every", type=int, default=500,
+                        help="steps between checkpoints; 0 = only at the end (default: %(default)s)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop after this many minutes of training (this call), then finish normally")
+    parser.add_argument("--holdout", type=float, default=0.1,
+                        help="fraction of the images held out for the final report (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.epilog = (
+        "examples:\n"
+        "  spgd train my_photos/ --out my_prior.pt --steps 2000\n"
+        "  spgd train my_photos/ --out my_prior.pt --steps 4000 --resume   # continue to 4000 steps\n"
+        "  spgd restore --prior my_prior.pt ...\n"
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`spgd train`: train, then print where the weights are and the held-out report."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SpgdError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.channels < 32 or args.channels % 32:
+        raise SpgdError(f"--channels must be a positive multiple of 32 (GroupNorm uses 32 groups), got {args.channels}")
+    if args.res_blocks < 1:
+        raise SpgdError(f"--res-blocks must be >= 1, got {args.res_blocks}")
+    config = {**DEFAULT_CONFIG, "num_channels": args.channels, "num_res_blocks": args.res_blocks}
+    meta = train_prior(
+        args.images_dir, args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+        ema_decay=args.ema, config=config, seed=args.seed, resume=args.resume, checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.quiet,
+        holdout_fraction=args.holdout, max_minutes=args.max_minutes, command=" ".join(["spgd", "train", *sys.argv[2:]]),
+    )
+    report = meta["report"]
+    print(f"wrote {args.out} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "
+          f"{meta['parameters']:,} parameters)")
+    print(f"held-out denoising PSNR (dB; held out: {report['held_out']}; "
+          f"{report['crops']} crops of {report['crop']}px):")
+    print(format_report(report["psnr_db"]))
+    return 0

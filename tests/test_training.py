@@ -1,0 +1,138 @@
+"""`spgd train`: a few steps on tiny generated images write a loadable prior, and resuming continues exactly."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+from spgd import load_prior
+from spgd.errors import SpgdError
+from spgd.io import save_image
+from spgd.training import add_train_arguments, random_crops, run_train, train_prior
+
+# Two levels, no attention inside them: fast enough for a test, same code paths as the default network.
+TINY = dict(
+    image_size=16,
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult="1,2",
+    learn_sigma=False,
+    attention_resolutions="",
+    num_head_channels=32,
+    use_scale_shift_norm=True,
+    resblock_updown=True,
+)
+FAST = dict(batch_size=4, crop=16, config=TINY, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine, two OpenMP threads can be many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory) -> Path:
+    """Three small smooth colour images and one file that is not an image."""
+    folder = tmp_path_factory.mktemp("photos")
+    gen = torch.Generator().manual_seed(0)
+    for i, (h, w) in enumerate([(40, 48), (48, 36), (36, 36)]):
+        coarse = torch.rand(1, 3, 6, 6, generator=gen) * 2 - 1
+        save_image(torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear"), folder / f"im{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_train_writes_a_loadable_prior(images_dir: Path, tmp_path: Path):
+    out = tmp_path / "prior.pt"
+    with pytest.warns(UserWarning, match="broken.png"):
+        meta = train_prior(images_dir, out, steps=20, checkpoint_every=10, **FAST)
+    assert out.is_file() and (tmp_path / "prior.pt.ckpt").is_file()
+    assert meta["steps"] == 20 and meta["finished"]
+    assert meta["data"]["files"] == ["im0.png", "im1.png", "im2.png"]
+    report = meta["report"]["psnr_db"]
+    assert set(report) == {"0.05", "0.1", "0.2", "0.5", "1"}
+    assert all(torch.isfinite(torch.tensor(list(row.values()))).all() for row in report.values())
+
+    prior = load_prior(out)
+    assert torch.load(out, weights_only=True)["training"]["steps"] == 20
+    x = torch.randn(2, 3, 32, 48, requires_grad=True)  # another size than the crops
+    y = prior(x, torch.tensor([0.1, 5.0]))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    (grad,) = torch.autograd.grad(y.square().sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in prior.parameters())
+
+
+def test_resume_continues_exactly(images_dir: Path, tmp_path: Path):
+    full, part = tmp_path / "full.pt", tmp_path / "part.pt"
+    with pytest.warns(UserWarning):
+        train_prior(images_dir, full, steps=30, checkpoint_every=0, **FAST)
+        train_prior(images_dir, part, steps=20, checkpoint_every=0, **FAST)
+        meta = train_prior(images_dir, part, steps=30, resume=True, **FAST)
+    assert meta["steps"] == 30
+    a, b = weights(full), weights(part)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed EMA weights differ from an uninterrupted run"
+    state = torch.load(tmp_path / "part.pt.ckpt", weights_only=True)
+    assert state["step"] == 30
+
+
+def test_cli_runs(images_dir: Path, tmp_path: Path, capsys):
+    parser = add_train_arguments(argparse.ArgumentParser(prog="spgd train"))
+    out = tmp_path / "cli.pt"
+    args = parser.parse_args([str(images_dir), "--out", str(out), "--steps", "3", "--crop", "16", "-q",
+                              "--batch-size", "2", "--checkpoint", str(tmp_path / "state.ckpt")])
+    with pytest.warns(UserWarning):
+        assert run_train(args) == 0
+    assert out.is_file() and (tmp_path / "state.ckpt").is_file()
+    assert "held-out denoising PSNR" in capsys.readouterr().out
+
+
+def test_random_crops_cover_scales_and_sizes():
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 50, 70) * 2 - 1, torch.rand(3, 10, 12) * 2 - 1]  # the second is smaller than crop
+    crops = random_crops(images, 16, 24, gen)
+    assert crops.shape == (16, 3, 24, 24) and crops.abs().max() <= 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(steps=0), "--steps"),
+        (dict(batch_size=0), "--batch-size"),
+        (dict(crop=17), "--crop must be a positive multiple of 2"),
+        (dict(lr=-1.0), "--lr"),
+        (dict(holdout_fraction=1.0), "hold-out"),
+        (dict(device="tpu9"), "device"),
+        (dict(config={**TINY, "num_channels": 48}), "invalid UNet config"),
+    ],
+)
+def test_bad_values(images_dir: Path, tmp_path: Path, kwargs: dict, message: str):
+    settings = {**FAST, "steps": 1, **kwargs}
+    with pytest.raises(SpgdError, match=message):
+        train_prior(images_dir, tmp_path / "x.pt", **settings)
+
+
+def test_bad_folders(tmp_path: Path, images_dir: Path):
+    with pytest.raises(SpgdError, match="does not exist"):
+        train_prior(tmp_path / "missing", tmp_path / "x.pt", steps=1, **FAST)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpgdError, match="no image files"):
+        train_prior(tmp_path / "empty", tmp_path / "x.pt", steps=1, **FAST)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"junk")
+    with pytest.raises(SpgdError, match="could be read"), pytest.warns(UserWarning):
+        train_prior(tmp_path / "junk", tmp_path / "x.pt", steps=1, **FAST)
+    with pytest.raises(SpgdError, match="cannot resume"), pytest.warns(UserWarning):
+        train_prior(images_dir, tmp_path / "fresh.pt", steps=2, resume=True, **FAST)
