@@ -13,8 +13,8 @@ from .daps import DAPS
 from .dps import DPS
 from .spgd import SPGD, adm_update, directional_cosine
 
-# method name -> (sampler class, fixed settings). Users' settings override everything but the fixed ones of
-# an ablation only where they name them explicitly.
+# method name -> (sampler class, fixed settings). The fixed settings define an ablation, so they win over
+# any setting passed in (a task preset's warmup_steps must not turn "spgd-no-warmup" back into SPGD).
 METHODS: dict[str, tuple[type, dict[str, Any]]] = {
     "spgd": (SPGD, {}),
     # the authors' released code: raw-gradient steps, reused x0_hat, per-pixel channel cosine
@@ -43,13 +43,14 @@ def _lookup(method: str):
 
 
 def make_sampler(method: str = "spgd", **settings):
-    """A sampler by method name, e.g. make_sampler("spgd", lr=7.0, steps=200)."""
+    """A sampler by method name, e.g. make_sampler("spgd", lr=7.0, steps=200). An ablation's defining settings
+    (METHODS[method][1]) are fixed and take precedence over `settings`."""
     cls, fixed = _lookup(method)
     valid = setting_names(method)
     unknown = sorted(set(settings) - set(valid))
     if unknown:
         raise SpgdError(f"unknown setting(s) {unknown} for method {method!r}; valid settings: {', '.join(valid)}")
-    return cls(**{**fixed, **settings})
+    return cls(**{**settings, **fixed})
 
 
 __all__ = [

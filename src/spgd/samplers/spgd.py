@@ -116,20 +116,24 @@ class SPGD:
         callback: Optional[Callback] = None,
         x_start: Optional[Tensor] = None,
         x_shape: Optional[Sequence[int]] = None,
+        start_step: int = 0,
     ) -> Result:
         """Restore x from y = A(x) + noise. `generator`: one torch.Generator, or one per sample (then each
         sample's result does not depend on the rest of the batch). `callback(info)` is called after each level
-        with a dict (see below); it is only built when a callback is given."""
+        with a dict (see below); it is only built when a callback is given. `start_step` with `x_start`
+        continues a run from level `start_step` (x_start is then the state entering that level)."""
         prior = prepare(prior, y)
         shape = infer_x_shape(y, operator, x_shape)
         K, N = self.steps, self.warmup_steps
+        if not 0 <= start_step < K or (start_step and x_start is None):
+            raise SpgdError(f"start_step must be in [0, {K}) and needs x_start when > 0, got {start_step}")
         sigmas = karras_sigmas(K, self.sigma_max, self.sigma_min, self.rho).tolist()
         lrs = linear_lr(self.lr, self.lr_min_ratio, K).tolist()
         s_lo, s_hi = float(getattr(prior, "sigma_min", 0.0)), float(getattr(prior, "sigma_max", float("inf")))
 
         x = initial_noise(shape, sigmas[0], generator, y.device, y.dtype) if x_start is None else x_start.to(y)
         tracker = FailureTracker(shape[0], y.device, self.check_every)
-        levels = range(K)
+        levels = range(start_step, K)
         if self.progress:
             from tqdm.auto import tqdm
 

@@ -1,0 +1,222 @@
+"""`spgd diagnose`: run methods with gradient telemetry on degraded images and plot what happens inside.
+
+The top-level command wires it in with :func:`add_diagnose_arguments` and :func:`run_diagnose`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ..errors import SpgdError
+
+__all__ = ["DEFAULT_METHODS", "add_diagnose_arguments", "diagnose", "run_diagnose"]
+
+DEFAULT_METHODS = "spgd,spgd-no-momentum,spgd-no-warmup"
+
+CPU_STEPS = 50  # default number of outer steps on the CPU (the paper's 200 elsewhere)
+
+EPILOG = """examples:
+  spgd diagnose face.png --task gaussian_blur --prior gaussian
+  spgd diagnose ../shared/data/ffhq-demo --limit 10 --task gaussian_blur --prior ffhq256 \\
+      --checkpoint ffhq_10m.pt --methods spgd,spgd-official,spgd-no-momentum,spgd-no-warmup --set steps=200
+
+writes into a new folder under --out: angles.png (angle(g_l, g_d) and the step-to-step angles of g_l and g_d,
+one panel per method: the paper's Figure 1), loss.png, telemetry_<method>.csv, x0hat_<method>.gif,
+restorations.png and summary.json (per method: mean and 90th percentile of the step-to-step g_l angle over
+the middle half of the run, PSNR, cost)."""
+
+
+def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `spgd diagnose` options to `parser` (a subparser)."""
+    from ..operators import TASKS
+
+    parser.description = (
+        "Degrade image(s) with a task's operator, restore them with each method while recording the gradient "
+        "dynamics (likelihood step g_l, denoise step g_d and their angles), and plot them."
+    )
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("input", metavar="IMAGE_OR_DIR", help="an image file, or a folder of images")
+    parser.add_argument("--task", required=True, choices=TASKS, help="the degradation (benchmark setting)")
+    parser.add_argument("--prior", default="default",
+                        help="'default' (bundled), 'gaussian', 'ffhq256', 'imagenet256' or a file (default: %(default)s)")
+    parser.add_argument("--checkpoint", default=None, help="weights file for --prior ffhq256/imagenet256")
+    parser.add_argument("--methods", default=DEFAULT_METHODS,
+                        help="comma-separated methods to compare (default: %(default)s)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the task preset, repeatable: a sampler setting for every method (steps=200, "
+                             "lr=2), one method's (spgd.beta=0.5) or an operator parameter (kernel_size=31); "
+                             f"an ablation's defining setting is kept (default: the preset; steps {CPU_STEPS} on CPU)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the measurement noise, operator parts and initial noise (default: %(default)s)")
+    parser.add_argument("--out", default="runs", help="parent folder of the new run folder (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="use the first N images of a folder (default: all)")
+    parser.add_argument("--frames", type=int, default=40, metavar="N",
+                        help="about N x0_hat frames per animation; 0 writes no GIF (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=None, metavar="S",
+                        help="center-crop and resize images to SxS (default: keep their size)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--quiet", action="store_true", help="no status lines or progress bars")
+    return parser
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+def _method_settings(method: str, preset: dict, notes: list[str], cpu: bool) -> dict[str, Any]:
+    """One method's settings from the resolved preset, never overriding what defines an ablation (the preset's
+    SPGD values and run-wide --set values would otherwise turn spgd-no-warmup back into spgd)."""
+    from ..presets import sampler_settings
+    from ..samplers import METHODS
+
+    settings = sampler_settings(preset, method)
+    fixed = METHODS[method][1]
+    explicit = set(preset.get("all", {})) | set(preset.get("methods", {}).get(method, {}))
+    clash = sorted(k for k in set(settings) & set(fixed) if k in explicit and settings[k] != fixed[k])
+    if clash:
+        notes.append(f"{method}: ignored --set {', '.join(clash)} (fixed by this method: {fixed})")
+    settings = {k: v for k, v in settings.items() if k not in fixed}
+    if cpu and "steps" in settings and "steps" not in explicit:
+        settings["steps"] = CPU_STEPS
+    return settings
+
+
+def _load_images(path: Path, limit: Optional[int], size: Optional[int]) -> tuple[torch.Tensor, list[Path]]:
+    from ..io import list_images, load_image
+
+    files = list_images(path) if path.is_dir() else [path]
+    if limit is not None:
+        if limit < 1:
+            raise SpgdError(f"--limit must be >= 1, got {limit}")
+        files = files[:limit]
+    images = [load_image(f, size, resize=size is not None)[0] for f in files]
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) > 1:
+        raise SpgdError(f"the images have different sizes {sorted(shapes)}; pass --size S to crop/resize them")
+    return torch.cat(images), files
+
+
+# -- the command ------------------------------------------------------------------------------------------------
+def run_diagnose(args: argparse.Namespace) -> int:
+    """Run `spgd diagnose` with parsed arguments; returns the exit status (0 ok, 2 bad input)."""
+    try:
+        run_dir = diagnose(args)
+    except SpgdError as e:
+        print(f"spgd diagnose: error: {e}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(str(run_dir))
+    return 0
+
+
+def diagnose(args: argparse.Namespace) -> Path:
+    """The work of `spgd diagnose`; returns the run folder."""
+    from .. import metrics
+    from ..io import make_grid, to_unit
+    from ..operators import make_operator, task_params
+    from ..priors import load_prior
+    from ..presets import apply_overrides, load_preset
+    from ..runs import atomic_write_json, new_run_dir, resolve_device, versions
+    from ..samplers import METHODS, make_sampler
+    from .plots import plot_angles, plot_loss, save_animation
+    from .telemetry import GradientTelemetry
+
+    def status(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise SpgdError("--methods is empty; give e.g. --methods spgd,spgd-no-warmup")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SpgdError(f"unknown method(s) {bad} in --methods; valid: {', '.join(METHODS)}")
+    if args.frames < 0:
+        raise SpgdError(f"--frames must be >= 0, got {args.frames}")
+    device = resolve_device(args.device)
+    preset = apply_overrides(load_preset(args.task), args.settings, methods)
+    notes: list[str] = []
+    settings = {m: _method_settings(m, preset, notes, device.type == "cpu") for m in methods}
+    samplers = {m: make_sampler(m, **s) for m, s in settings.items()}  # bad settings fail before any work
+
+    # 1. images, prior, degraded measurement (on the CPU, from one seeded generator)
+    x, files = _load_images(Path(args.input), args.limit, args.size)
+    status(f"images: {len(files)} of {x.shape[-1]}x{x.shape[-2]} from {args.input}")
+    prior = load_prior(args.prior, checkpoint=args.checkpoint, device=device)
+    op_params = dict(preset["operator"])
+    if "seed" in task_params(args.task):
+        op_params["seed"] = args.seed  # image i gets the operator's random part of seed + i
+    operator = make_operator(args.task, **op_params)
+    y = operator.measure(x, torch.Generator().manual_seed(args.seed))
+    operator = operator.to(device) if isinstance(operator, torch.nn.Module) else operator
+    x, y = x.to(device), y.to(device)
+
+    run_dir = new_run_dir(args.out, "diagnose", args.task)
+    status(f"run folder: {run_dir}")
+
+    telemetries: dict[str, GradientTelemetry] = {}
+    restored = {}
+    report: dict[str, Any] = {}
+    for method in methods:
+        sampler = samplers[method]
+        if hasattr(sampler, "progress"):
+            sampler.progress = not args.quiet and sys.stderr.isatty()
+        steps = int(getattr(sampler, "steps", CPU_STEPS))
+        tel = GradientTelemetry(frame_every=max(1, math.ceil(steps / args.frames)) if args.frames else 0,
+                                frame_samples=4)
+        gens = [torch.Generator(device).manual_seed(args.seed + 1 + i) for i in range(x.shape[0])]
+        status(f"{method}: {steps} steps, {getattr(sampler, 'warmup_steps', '?')} warm-up steps ...")
+        result = sampler.run(y, operator, prior, generator=gens, callback=tel)
+        result.telemetry = tel
+        telemetries[method] = tel
+        restored[method] = result.x
+        psnr = metrics.psnr(to_unit(result.x.clamp(-1, 1)), to_unit(x.clamp(-1, 1))).tolist()
+        summary = tel.summary()
+        report[method] = {
+            **summary,
+            "psnr_mean": sum(psnr) / len(psnr),
+            "psnr": psnr,
+            "denoiser_calls": result.stats.denoiser_calls,
+            "vjps": result.stats.vjps,
+            "seconds": result.stats.seconds,
+            "failed": result.stats.failed,
+            "settings": {k: v for k, v in getattr(sampler, "settings", dict)().items() if k != "progress"},
+        }
+        status(f"{method}: PSNR {report[method]['psnr_mean']:.2f} dB, middle-half g_l swing mean "
+               f"{summary['gl_angle_mean']:.1f}° p90 {summary['gl_angle_p90']:.1f}° ({result.stats.seconds:.1f} s)")
+
+        tel.save_csv(run_dir / f"telemetry_{method}.csv")
+        if tel.frames:
+            captions = [f"k={k} sigma={tel.sigma[tel.steps.index(k)]:.3g}" for k in tel.frame_steps]
+            save_animation(tel.frames, run_dir / f"x0hat_{method}.gif", captions=captions)
+
+    title = f"{args.task}, prior {args.prior}, {len(files)} image(s)"
+    plot_angles(telemetries, run_dir / "angles.png", title=title)
+    plot_loss(telemetries, run_dir / "loss.png", title=title)
+    shown = min(x.shape[0], 4)
+    rows = [[x[i].cpu(), y[i].cpu()] + [restored[m][i].cpu() for m in methods] for i in range(shown)]
+    make_grid(rows, labels=["ground truth", "measurement"] + methods).save(run_dir / "restorations.png")
+
+    summary_doc = {
+        "task": args.task,
+        "prior": args.prior,
+        "checkpoint": args.checkpoint,
+        "images": [str(f) for f in files],
+        "seed": args.seed,
+        "device": str(device),
+        "operator": op_params,
+        "set": list(args.settings),
+        "notes": notes,
+        "middle": [0.25, 0.75],
+        "methods": report,
+        "versions": versions(),
+    }
+    atomic_write_json(run_dir / "summary.json", summary_doc)
+    for note in notes:
+        status(f"note: {note}")
+    return run_dir

@@ -1,0 +1,796 @@
+"""`spgd eval`: degrade clean images, restore them with one or more methods, score, and report.
+
+Seeding (so that a result never depends on batch size, order, sharding or resuming): image i of the sorted
+folder has the seed ``s_i = seed + i``. Its operator's random part (mask, motion kernel, kernel code) is drawn
+from ``s_i`` (a batch's operator is built with the seed of its first image, and operators give image j of a
+batch the seed ``seed + j``; batches hold consecutive images only), its measurement noise comes from a
+generator derived from ``(s_i, 0)`` and restoration sample s of it from ``(s_i, 1, s)``.
+
+Run folder layout (every file written atomically, per-image files as soon as their batch finishes)::
+
+    settings.json            resolved settings, versions, command line
+    records/NAME.json        everything known about one image: the source of the tables
+    restored/NAME.png        (restored/METHOD/NAME.png with several methods; NAME-sS.png for sample S >= 1)
+    measurement/NAME.png     viewable measurement (rescaled where its range is not an image's)
+    random_parts/NAME.pt     the image's mask / kernel / kernel code (operators that have one)
+    metrics.csv, metrics.json, grid.png   rebuilt from records/ after every run (see write_tables)
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import io, metrics
+from .errors import SpgdError
+from .runs import (
+    Console,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    shard,
+    utc_now,
+    versions,
+)
+
+GRID_ROWS = 16  # at most this many images in grid.png
+INPAINTING = ("inpainting_box", "inpainting_random")
+KERNEL_TASKS = ("gaussian_blur", "motion_blur")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class EvalConfig:
+    """Everything that defines an evaluation. The fields of :meth:`identity` must match to resume a run."""
+
+    images_dir: Path
+    task: str
+    methods: list[str]
+    preset: dict  # resolved preset (after --set overrides), see spgd.presets
+    overrides: list[str] = field(default_factory=list)
+    prior: str = "default"
+    checkpoint: Optional[str] = None
+    samples: int = 1
+    seed: int = 0
+    size: Optional[tuple[int, int]] = None  # (H, W); None: the prior's size, else the first image's
+    resize: bool = False
+    limit: Optional[int] = None
+    kernel: Optional[str] = None
+    mask: Optional[str] = None
+    lpips_weights: list[str] = field(default_factory=list)
+    lpips_net: str = "vgg"
+    batch_size: int = 1
+    device: Optional[str] = None
+
+    def samplers(self) -> dict[str, dict]:
+        from .presets import sampler_settings
+
+        return {m: sampler_settings(self.preset, m) for m in self.methods}
+
+    def identity(self) -> dict:
+        """What makes two runs the same experiment (batch size, device, limit and output do not)."""
+        return {
+            "images_dir": str(Path(self.images_dir).resolve()),
+            "task": self.task,
+            "methods": list(self.methods),
+            "operator": dict(self.preset.get("operator", {})),
+            "samplers": self.samplers(),
+            "prior": self.prior,
+            "checkpoint": None if self.checkpoint is None else str(Path(self.checkpoint).resolve()),
+            "samples": self.samples,
+            "seed": self.seed,
+            "size": None if self.size is None else list(self.size),
+            "resize": bool(self.resize),
+            "kernel": None if self.kernel is None else str(Path(self.kernel).resolve()),
+            "mask": None if self.mask is None else str(Path(self.mask).resolve()),
+            "lpips": {"net": self.lpips_net, "weights": [str(Path(p).resolve()) for p in self.lpips_weights]},
+        }
+
+    def validate(self) -> None:
+        from .samplers import METHODS
+
+        if not self.methods:
+            raise SpgdError("no method given; valid methods: " + ", ".join(METHODS))
+        for m in self.methods:
+            if m not in METHODS:
+                raise SpgdError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise SpgdError(f"a method is listed twice in {','.join(self.methods)}")
+        for name, value, low in (("--samples", self.samples, 1), ("--batch-size", self.batch_size, 1)):
+            if value < low:
+                raise SpgdError(f"{name} must be >= {low}, got {value}")
+        if self.seed < 0:
+            raise SpgdError(f"--seed must be >= 0, got {self.seed}")
+        if self.limit is not None and self.limit < 1:
+            raise SpgdError(f"--limit must be >= 1, got {self.limit}")
+        if self.lpips_net not in ("vgg", "alex"):
+            raise SpgdError(f"--lpips-net must be vgg or alex, got {self.lpips_net!r}")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def identity_differences(saved: dict, now: dict) -> list[str]:
+    """Human-readable differences between two identities (empty when they match)."""
+    a, b = _flat(saved), _flat(now)
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, "<unset>") != b.get(k, "<unset>"):
+            diffs.append(f"{k} (run: {a.get(k, '<unset>')!r}, now: {b.get(k, '<unset>')!r})")
+    return diffs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# seeds, operators, measurements
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (numpy SeedSequence: well mixed, platform independent)."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def load_kernel_file(path: str) -> Tensor:
+    """A blur kernel from .npy, an image (.png, ...) or a .pt file (a tensor, or a dict with "kernel", as
+    written to random_parts/), checked and normalised by the blur operator's own rules."""
+    from .operators.blur import load_kernel
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpgdError(f"kernel file not found: {p}")
+    if p.suffix.lower() == ".pt":
+        obj = _torch_load(p)
+        if isinstance(obj, dict):
+            if "kernel" not in obj:
+                raise SpgdError(f"{p} holds no 'kernel' entry (keys: {', '.join(map(str, obj))})")
+            obj = obj["kernel"]
+        return load_kernel(torch.as_tensor(obj))
+    return load_kernel(p)
+
+
+def load_mask_file(path: str) -> Tensor:
+    """An inpainting mask (1 = kept pixel) from an image (white = kept), .npy or .pt (tensor or {"mask": ...})."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpgdError(f"mask file not found: {p}")
+    suffix = p.suffix.lower()
+    if suffix == ".pt":
+        obj = _torch_load(p)
+        if isinstance(obj, dict):
+            if "mask" not in obj:
+                raise SpgdError(f"{p} holds no 'mask' entry (keys: {', '.join(map(str, obj))})")
+            obj = obj["mask"]
+        m = torch.as_tensor(obj).float()
+    elif suffix == ".npy":
+        try:
+            m = torch.from_numpy(np.load(p, allow_pickle=False)).float()
+        except (OSError, ValueError) as e:
+            raise SpgdError(f"cannot read mask file {p}: {e}") from None
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(p) as im:
+                a = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise SpgdError(f"cannot read mask file {p} as an image: {e}") from None
+        m = torch.from_numpy(a)
+    if m.ndim not in (2, 3, 4):
+        raise SpgdError(f"a mask must be (H, W), (B, H, W) or (B, 1, H, W), got shape {tuple(m.shape)} from {p}")
+    return m
+
+
+def _torch_load(p: Path) -> Any:
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means an unusable file
+        raise SpgdError(f"cannot read {p} as a torch file ({type(e).__name__})") from None
+
+
+class OperatorFactory:
+    """Builds the task's operator for a batch from the resolved preset, a seed and optional kernel/mask files.
+    A loaded network (non-linear blur) is reused between batches instead of being read again."""
+
+    def __init__(self, task: str, params: dict, kernel: Optional[str] = None, mask: Optional[str] = None):
+        from .operators import task_params
+
+        self.task = task
+        self.params = dict(params)
+        self._network = None
+        if kernel is not None:
+            if task not in KERNEL_TASKS:
+                raise SpgdError(f"--kernel is for the blur tasks ({', '.join(KERNEL_TASKS)}), not {task!r}")
+            if task == "gaussian_blur":  # a known kernel: plain blur with it
+                self.task = "blur"
+            self.params["kernel"] = load_kernel_file(kernel)
+        if mask is not None:
+            if task not in INPAINTING:
+                raise SpgdError(f"--mask is for the inpainting tasks ({', '.join(INPAINTING)}), not {task!r}")
+            self.params["mask"] = load_mask_file(mask)
+        valid = set(task_params(self.task))
+        self.params = {k: v for k, v in self.params.items() if k in valid}
+        self.has_seed = "seed" in valid
+
+    def __call__(self, seed: int, device: torch.device):
+        from .operators import make_operator
+
+        params = dict(self.params)
+        if self.has_seed:
+            params["seed"] = int(seed)
+        if self._network is not None:
+            params.pop("weights", None)
+            params["network"] = self._network
+        op = make_operator(self.task, **params)
+        if self._network is None and getattr(op, "network", None) is not None:
+            self._network = op.network
+        return op.to(device)
+
+
+def measure_per_image(op, x: Tensor, seeds: Sequence[int]) -> Tensor:
+    """y = A(x) + noise_sigma * n with image j's noise n_j from its own CPU generator seeded seeds[j], so a
+    measurement does not depend on the batch (nor on the device)."""
+    with torch.no_grad():
+        y = op.forward(x)
+    sigma = float(getattr(op, "noise_sigma", 0.0))
+    if sigma > 0:
+        noise = torch.stack(
+            [torch.randn(y.shape[1:], generator=torch.Generator().manual_seed(s), dtype=torch.float32) for s in seeds]
+        )
+        y = y + sigma * noise.to(device=y.device, dtype=y.dtype)
+    return y
+
+
+def viewable(y: Tensor) -> tuple[Tensor, str]:
+    """A measurement (C, H, W) as an image in [-1, 1]: itself when its values are image-like, else its log
+    amplitude rescaled to [-1, 1] (phase-retrieval amplitudes). Returns the image and a note ("" if unchanged)."""
+    y = y.detach().float().cpu()
+    if y.numel() and y.min() >= -1.5 and y.max() <= 1.5:
+        return y.clamp(-1, 1), ""
+    v = torch.log(y.abs() + 1e-3)
+    lo, hi = torch.quantile(v.flatten()[:: max(1, v.numel() // 100_000)], torch.tensor([0.01, 0.999])).tolist()
+    v = ((v - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
+    return v * 2 - 1, "log |y| rescaled from its 1st-99.9th percentiles to [0, 1]"
+
+
+def prior_image_size(prior) -> Optional[tuple[int, int]]:
+    """The image size a prior needs, if it says: `image_size` on it or on its network (config)."""
+    for obj in (prior, getattr(prior, "net", None)):
+        if obj is None:
+            continue
+        size = getattr(obj, "image_size", None)
+        if size is None:
+            config = getattr(obj, "config", None)
+            size = config.get("image_size") if isinstance(config, dict) else None
+        if size is not None:
+            return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return None
+
+
+def measurement_baseline(op, task: str, y: Tensor, x: Tensor) -> tuple[Optional[Tensor], str]:
+    """An image to score the measurement itself with: y where it is an image of x's shape, the bicubic
+    up-sampling for super-resolution, else None."""
+    if task == "phase_retrieval":
+        return None, ""
+    if y.shape == x.shape:
+        return y, "measurement"
+    if callable(getattr(op, "upsample", None)):
+        up = op.upsample(y)
+        if up.shape == x.shape:
+            return up, "bicubic upsampling"
+    return None, ""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# images
+
+
+@dataclass
+class Item:
+    index: int  # position in the sorted folder listing: fixes the seed
+    path: Path
+    name: str  # output file stem
+
+
+def list_items(images_dir: Path, limit: Optional[int] = None) -> list[Item]:
+    """The folder's images in sorted order with stable indices and unique output names."""
+    files = io.list_images(images_dir)
+    if limit is not None:
+        files = files[:limit]
+    stems: dict[str, int] = {}
+    for f in files:
+        stems[f.stem] = stems.get(f.stem, 0) + 1
+    return [
+        Item(i, f, f.stem if stems[f.stem] == 1 else f"{f.stem}_{f.suffix[1:].lower()}") for i, f in enumerate(files)
+    ]
+
+
+def _probe_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file as load_image will see it (after EXIF rotation), without decoding it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                w, h = h, w
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise SpgdError(f"cannot read {path} as an image ({type(e).__name__}: {e})") from None
+    return h, w
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class EvalSummary:
+    run_dir: Path
+    n_images: int  # images of this run (after --limit and skipping unreadable ones)
+    n_done_before: int
+    n_done_now: int
+    n_skipped: int
+    interrupted: bool = False
+    tables: dict = field(default_factory=dict)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(v.get("n_failed", 0) for v in self.tables.get("per_method", {}).values())
+
+
+def restored_path(method: str, name: str, sample: int, several_methods: bool) -> str:
+    stem = name if sample == 0 else f"{name}-s{sample}"
+    return f"restored/{method}/{stem}.png" if several_methods else f"restored/{stem}.png"
+
+
+class Evaluation:
+    """One `spgd eval` run into `run_dir` (new, or resumed). Use :meth:`prepare` then :meth:`run`."""
+
+    def __init__(self, cfg: EvalConfig, run_dir: Path, console: Console, argv: Optional[list[str]] = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.console = console
+        self.argv = argv
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def prepare(self, resume: bool = False, cli_options: Optional[dict] = None) -> None:
+        """Load the prior, build and check samplers and operator, find the images, write or check settings.json.
+        Everything that can be wrong with the input fails here, before any work."""
+        from .priors import load_prior
+        from .runs import resolve_device
+        from .samplers import make_sampler, setting_names
+
+        cfg, con = self.cfg, self.console
+        self.device = resolve_device(cfg.device)
+        self.items = list_items(Path(cfg.images_dir), cfg.limit)  # missing/empty folder -> SpgdError
+
+        self.sampler_settings = cfg.samplers()
+        self.samplers = {}
+        for m, settings in self.sampler_settings.items():
+            extra = {"progress": con.level >= 1} if "progress" in setting_names(m) else {}
+            self.samplers[m] = make_sampler(m, **settings, **extra)
+        self.make_op = OperatorFactory(cfg.task, cfg.preset.get("operator", {}), cfg.kernel, cfg.mask)
+        self.make_op(cfg.seed, torch.device("cpu"))  # checks the operator parameters now
+
+        con.detail(f"loading prior {cfg.prior!r}" + (f" from {cfg.checkpoint}" if cfg.checkpoint else ""))
+        self.prior = load_prior(cfg.prior, cfg.checkpoint, device=self.device)
+        self.size = cfg.size or prior_image_size(self.prior)
+
+        # readable images, one size (or --resize)
+        good: list[Item] = []
+        for it in self.items:
+            try:
+                hw = _probe_size(it.path)
+            except SpgdError as e:
+                con.warn(f"skipping {it.path.name}: {e}")
+                continue
+            if self.size is None:
+                self.size = hw
+            elif hw != tuple(self.size) and not cfg.resize:
+                raise SpgdError(
+                    f"image {it.path} is {hw[1]}x{hw[0]} (width x height) but this run needs "
+                    f"{self.size[1]}x{self.size[0]}: pass --resize to center-crop and resize the images"
+                    + ("" if cfg.size else " (or --size to choose the size)")
+                )
+            good.append(it)
+        self.n_skipped = len(self.items) - len(good)
+        if not good:
+            raise SpgdError(f"none of the {len(self.items)} image file(s) in {cfg.images_dir} could be read")
+        self.items = good
+        self.size = tuple(self.size)
+        with torch.no_grad():  # an operator that cannot take this size (box too large, scale) fails now
+            self.make_op(cfg.seed, self.device).forward(torch.zeros(1, 3, *self.size, device=self.device))
+
+        from .metrics import lpips_or_reason
+
+        self.lpips, self.lpips_note = lpips_or_reason(cfg.lpips_net, cfg.lpips_weights or None, self.device)
+        self.lpips_label = self.lpips.label if self.lpips is not None else None
+
+        settings_path = self.run_dir / "settings.json"
+        identity = cfg.identity()
+        if resume:
+            if not settings_path.is_file():
+                raise SpgdError(
+                    f"cannot resume {self.run_dir}: it has no settings.json (not an `spgd eval` run folder)"
+                )
+            saved = read_json(settings_path)
+            if saved.get("command") != "eval":
+                raise SpgdError(f"cannot resume {self.run_dir}: it is a run of `spgd {saved.get('command')}`")
+            diffs = identity_differences(saved.get("identity", {}), identity)
+            if diffs:
+                raise SpgdError(
+                    f"refusing to resume {self.run_dir}: the settings differ: {'; '.join(diffs)}; "
+                    "run without --resume for a new run folder"
+                )
+        else:
+            atomic_write_json(
+                settings_path,
+                {
+                    "command": "eval",
+                    "identity": identity,
+                    "task": cfg.task,
+                    "methods": cfg.methods,
+                    "preset": cfg.preset,
+                    "overrides": cfg.overrides,
+                    "operator": cfg.preset.get("operator", {}),
+                    "samplers": self.sampler_settings,
+                    "prior": cfg.prior,
+                    "checkpoint": cfg.checkpoint,
+                    "image_size": list(self.size),
+                    "batch_size": cfg.batch_size,
+                    "device": str(self.device),
+                    "lpips": self.lpips_note,
+                    "lpips_label": self.lpips_label,
+                    "seeding": "image i (sorted order) uses seed + i for its operator; noise and sampler "
+                    "generators are derived from it (spgd.evaluate.derive_seed)",
+                    "versions": versions(),
+                    "command_line": self.argv,
+                    "cli_options": cli_options or {},
+                    "created": utc_now(),
+                },
+            )
+
+    # -- work ---------------------------------------------------------------------------------------------
+    def _done(self, it: Item) -> bool:
+        path = self.run_dir / "records" / f"{it.name}.json"
+        if not path.is_file():
+            return False
+        try:
+            rec = read_json(path)
+        except SpgdError:
+            return False
+        return rec.get("index") == it.index and set(rec.get("methods", {})) == set(self.cfg.methods)
+
+    def _batches(self, todo: list[Item]) -> Iterator[list[tuple[Item, Tensor, list[str]]]]:
+        """Batches of up to batch_size consecutive (by index) readable images, loaded."""
+        batch: list[tuple[Item, Tensor, list[str]]] = []
+        for it in todo:
+            try:
+                x, notes = io.load_image(it.path, self.size, self.cfg.resize)
+            except SpgdError as e:
+                self.console.warn(f"skipping {it.path.name}: {e}")
+                self.n_skipped += 1
+                continue
+            for note in notes:
+                self.console.detail(f"{it.path.name}: {note}")
+            if batch and (len(batch) == self.cfg.batch_size or batch[-1][0].index + 1 != it.index):
+                yield batch
+                batch = []
+            batch.append((it, x, notes))
+        if batch:
+            yield batch
+
+    def run(self, rank: int = 0, world_size: int = 1) -> EvalSummary:
+        cfg, con = self.cfg, self.console
+        mine = shard(self.items, rank, world_size)
+        todo = [it for it in mine if not self._done(it)]
+        n_before = len(mine) - len(todo)
+        con.info(self.lpips_note)
+        con.info(
+            f"{cfg.task}: {len(todo)} image(s) to do ({n_before} already done) with {', '.join(cfg.methods)} "
+            f"on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]}, batch size {cfg.batch_size}"
+        )
+        summary = EvalSummary(self.run_dir, len(self.items), n_before, 0, self.n_skipped)
+        bar = con.progress(len(todo), desc=f"eval {cfg.task}")
+        try:
+            for batch in self._batches(todo):
+                records = self._run_batch(batch)
+                summary.n_done_now += len(records)
+                bar.update(len(batch))
+                last = records[-1]["methods"][cfg.methods[0]]
+                if last.get("psnr") is not None:
+                    bar.set_postfix_str(f"{cfg.methods[0]} PSNR {last['psnr']:.2f}")
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            bar.close()
+            summary.n_skipped = self.n_skipped
+            if rank == 0 and world_size == 1:
+                summary.tables = write_tables(self.run_dir, self.size, cfg.resize)
+        return summary
+
+    def _run_batch(self, batch: list[tuple[Item, Tensor, list[str]]]) -> list[dict]:
+        cfg, dev = self.cfg, self.device
+        items = [b[0] for b in batch]
+        x = torch.cat([b[1] for b in batch]).to(dev)
+        seeds = [cfg.seed + it.index for it in items]
+        op = self.make_op(seeds[0], dev)
+        y = measure_per_image(op, x, [derive_seed(s, 0) for s in seeds])
+        several = len(cfg.methods) > 1
+        x01 = io.to_unit(x.clamp(-1, 1))
+
+        records: list[dict] = []
+        base, base_kind = measurement_baseline(op, cfg.task, y, x)
+        base_psnr = base_ssim = None
+        if base is not None:
+            b01 = io.to_unit(base.clamp(-1, 1))
+            base_psnr, base_ssim = metrics.psnr(b01, x01).tolist(), metrics.ssim(b01, x01).tolist()
+        parts = op.random_parts() if callable(getattr(op, "random_parts", None)) else {}
+        for j, it in enumerate(items):
+            view, note = viewable(y[j])
+            io.save_image(view, self.run_dir / "measurement" / f"{it.name}.png")
+            rp = None
+            if parts:
+                mine = {
+                    k: (v[j] if v.ndim >= 3 and v.shape[0] == len(items) else v).detach().cpu().clone()
+                    for k, v in parts.items()
+                }
+                rp = f"random_parts/{it.name}.pt"
+                atomic_torch_save(self.run_dir / rp, mine)
+            records.append(
+                {
+                    "name": it.name,
+                    "file": it.path.name,
+                    "source": str(it.path.resolve()),
+                    "index": it.index,
+                    "seed": seeds[j],
+                    "notes": batch[j][2],
+                    "measurement": f"measurement/{it.name}.png",
+                    "measurement_note": note,
+                    "random_parts": rp,
+                    "measurement_metrics": None
+                    if base is None
+                    else {"kind": base_kind, "psnr": base_psnr[j], "ssim": base_ssim[j]},
+                    "methods": {},
+                }
+            )
+
+        for m in cfg.methods:
+            per_image: list[list[dict]] = [[] for _ in items]
+            cost: list[dict] = []
+            for s in range(cfg.samples):
+                gens = [torch.Generator(device=dev).manual_seed(derive_seed(si, 1, s)) for si in seeds]
+                result = self.samplers[m].run(y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
+                st = result.stats
+                cost.append(st.as_dict())
+                xh = result.x.detach()
+                xh01 = io.to_unit(xh.clamp(-1, 1))
+                ps, ss = metrics.psnr(xh01, x01).tolist(), metrics.ssim(xh01, x01).tolist()
+                lp = self.lpips(xh.clamp(-1, 1), x.clamp(-1, 1)).tolist() if self.lpips is not None else None
+                failed = list(st.failed) if st.failed else [False] * len(items)
+                failed = [bool(f) or not math.isfinite(p) for f, p in zip(failed, ps)]
+                for j, it in enumerate(items):
+                    path = restored_path(m, it.name, s, several)
+                    io.save_image(xh[j], self.run_dir / path)
+                    sample = {
+                        "sample": s,
+                        "restored": path,
+                        "failed": failed[j],
+                        "failed_at_step": st.failed_at_step[j] if st.failed_at_step else None,
+                        "psnr": None if failed[j] else ps[j],
+                        "ssim": None if failed[j] else ss[j],
+                    }
+                    if lp is not None:
+                        sample[self.lpips_label] = None if failed[j] else lp[j]
+                    per_image[j].append(sample)
+            for j, rec in enumerate(records):
+                rec["methods"][m] = _method_record(per_image[j], cost, self.lpips_label, self.sampler_settings[m])
+        for rec in records:
+            rec["device"] = str(dev)
+            rec["batch_size"] = len(items)
+            rec["finished"] = utc_now()
+            atomic_write_json(self.run_dir / "records" / f"{rec['name']}.json", rec)
+            for m, r in rec["methods"].items():
+                self.console.detail(
+                    f"{rec['name']} {m}: PSNR {_fmt(r['psnr'])} SSIM {_fmt(r['ssim'], 4)} "
+                    f"({r['seconds']:.1f} s/restoration, {r['failed']} failed)"
+                )
+        return records
+
+
+def _method_record(
+    samples: list[dict], cost: list[dict], lpips_label: Optional[str], settings: dict
+) -> dict:
+    ok = [s for s in samples if not s["failed"]]
+
+    def mean(key: str) -> Optional[float]:
+        vals = [s[key] for s in ok if s.get(key) is not None]
+        return float(np.mean(vals)) if vals else None
+
+    out = {
+        "restored": [s["restored"] for s in samples],
+        "psnr": mean("psnr"),
+        "ssim": mean("ssim"),
+        "n_samples": len(samples),
+        "failed": len(samples) - len(ok),
+        # cost of one restoration (the mean over samples); seconds = batch time / batch size
+        "denoiser_calls": float(np.mean([c["denoiser_calls"] for c in cost])),
+        "vjps": float(np.mean([c["vjps"] for c in cost])),
+        "seconds": float(np.mean([c["seconds_per_image"] for c in cost])),
+        "peak_memory_bytes": max((c["peak_memory_bytes"] or 0) for c in cost) or None,
+        "peak_memory_kind": cost[0]["peak_memory_kind"],
+        "samples": samples,
+        "settings": settings,
+    }
+    if lpips_label:
+        out[lpips_label] = mean(lpips_label)
+    return out
+
+
+def _fmt(v: Optional[float], digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tables, from the per-image records
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    """Every complete per-image record of a run, sorted by image index (unreadable ones are ignored)."""
+    out = []
+    for p in sorted((Path(run_dir) / "records").glob("*.json")):
+        try:
+            out.append(read_json(p))
+        except SpgdError:
+            continue
+    return sorted(out, key=lambda r: r.get("index", 0))
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, "std": None}
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std())}
+
+
+def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bool = False) -> dict:
+    """Rebuild metrics.csv, metrics.json and grid.png of a run from records/*.json (all of them: also those of
+    earlier, resumed or other processes' runs). Returns the metrics.json content."""
+    run_dir = Path(run_dir)
+    settings = read_json(run_dir / "settings.json")
+    methods: list[str] = settings["methods"]
+    lpips_label = settings.get("lpips_label")
+    records = read_records(run_dir)
+
+    columns = ["name", "method", "psnr", "ssim"] + ([lpips_label] if lpips_label else [])
+    columns += ["denoiser_calls", "vjps", "seconds", "peak_memory_bytes", "failed", "samples"]
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    per_method: dict[str, dict] = {}
+    for m in methods:
+        rows = [(r["name"], r["methods"][m]) for r in records if m in r.get("methods", {})]
+        for name, rm in rows:
+            writer.writerow(
+                [name, m]
+                + [("" if rm.get(c) is None else rm[c]) for c in columns[2:-2]]
+                + [rm["failed"], rm["n_samples"]]
+            )
+        ok = [rm for _, rm in rows if rm["psnr"] is not None]
+        entry = {
+            "n": len(ok),
+            "n_failed": len(rows) - len(ok),
+            "failed_images": [name for name, rm in rows if rm["psnr"] is None],
+            "psnr": _stats([rm["psnr"] for rm in ok]),
+            "ssim": _stats([rm["ssim"] for rm in ok]),
+        }
+        if lpips_label:
+            entry[lpips_label] = _stats([rm[lpips_label] for rm in ok if rm.get(lpips_label) is not None])
+        entry["denoiser_calls"] = _stats([rm["denoiser_calls"] for _, rm in rows])
+        entry["vjps"] = _stats([rm["vjps"] for _, rm in rows])
+        entry["seconds"] = _stats([rm["seconds"] for _, rm in rows])
+        mem = [rm["peak_memory_bytes"] for _, rm in rows if rm.get("peak_memory_bytes")]
+        kind = rows[0][1]["peak_memory_kind"] if rows else None
+        entry["peak_memory_bytes"] = {"max": max(mem) if mem else None, "kind": kind}
+        per_method[m] = entry
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+
+    meas = [r["measurement_metrics"] for r in records if r.get("measurement_metrics")]
+    tables = {
+        "task": settings["task"],
+        "prior": settings.get("prior"),
+        "methods": methods,
+        "n_images": len(records),
+        "per_method": per_method,
+        "measurement": None
+        if not meas
+        else {
+            "kind": meas[0]["kind"],
+            "psnr": _stats([v["psnr"] for v in meas]),
+            "ssim": _stats([v["ssim"] for v in meas]),
+        },
+        "lpips": settings.get("lpips"),
+        "lpips_label": lpips_label,
+        "notes": "PSNR/SSIM (piq definitions) on [0, 1] images; an image's value is the mean over its samples; "
+        "mean and std (population) over the images that did not fail; cost per restoration; "
+        "seconds = batch wall time / batch size; peak memory: CUDA max allocated, or the process's peak RSS on "
+        "the CPU",
+        "updated": utc_now(),
+    }
+    atomic_write_json(run_dir / "metrics.json", tables)
+    if records:
+        _write_grid(run_dir, records[:GRID_ROWS], methods, size or settings.get("image_size"), resize)
+    return tables
+
+
+def _write_grid(run_dir: Path, records: list[dict], methods: list[str], size, resize: bool) -> None:
+    rows = []
+    for r in records:
+        gt = None
+        try:
+            gt = io.load_image(r["source"], size, resize)[0]
+        except SpgdError:
+            pass
+        row = [gt, _maybe_image(run_dir / r["measurement"])]
+        for m in methods:
+            rm = r["methods"].get(m)
+            row.append(_maybe_image(run_dir / rm["restored"][0]) if rm else None)
+        rows.append(row)
+    if not any(c is not None for row in rows for c in row):
+        return
+    cell = tuple(size) if size else None
+    grid = io.make_grid(rows, labels=["ground truth", "measurement", *methods], cell_size=cell)
+    buf = _io.BytesIO()
+    grid.save(buf, format="PNG")
+    atomic_write_bytes(run_dir / "grid.png", buf.getvalue())
+
+
+def _maybe_image(path: Path) -> Optional[Tensor]:
+    try:
+        return io.load_image(path)[0]
+    except SpgdError:
+        return None
+
+
+def format_table(tables: dict) -> str:
+    """The per-method summary as a small text table."""
+    label = tables.get("lpips_label")
+    head = f"{'method':<22}{'PSNR':>14}{'SSIM':>16}" + (f"{label:>16}" if label else "")
+    head += f"{'NFE':>7}{'VJP':>6}{'s/img':>8}{'failed':>8}"
+    lines = [head]
+    meas = tables.get("measurement")
+    if meas:
+        lines.append(f"{'(' + meas['kind'][:20] + ')':<22}{_pm(meas['psnr'], 2):>14}{_pm(meas['ssim'], 4):>16}")
+    for m, e in tables.get("per_method", {}).items():
+        line = f"{m:<22}{_pm(e['psnr'], 2):>14}{_pm(e['ssim'], 4):>16}"
+        if label:
+            line += f"{_pm(e.get(label, {}), 4):>16}"
+        calls, vjps, secs = (e[k]["mean"] for k in ("denoiser_calls", "vjps", "seconds"))
+        line += f"{_fmt(calls, 0):>7}{_fmt(vjps, 0):>6}{_fmt(secs, 1):>8}{e['n_failed']:>8}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _pm(s: dict, digits: int) -> str:
+    if not s or s.get("mean") is None:
+        return "-"
+    return f"{s['mean']:.{digits}f}±{s['std']:.{digits}f}"

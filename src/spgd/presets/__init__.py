@@ -1,0 +1,301 @@
+"""Per-task settings: the benchmark operator and the paper's SPGD settings, one TOML file per task.
+
+A preset is a plain dict::
+
+    {"task": "super_resolution",
+     "operator": {"scale": 4, "noise_sigma": 0.01},          # keywords of spgd.make_operator(task, ...)
+     "sampler": {"steps": 200, "lr": 7.0, ...},               # SPGD's settings (paper values)
+     "methods": {"dps": {...}},                               # optional settings of one method
+     "all": {}}                                               # overrides for every method of a run
+
+``sampler`` holds the settings of SPGD and its ablations (the methods built on the SPGD class); another
+method (DPS, DAPS) starts from its own defaults and ``methods.<name>``. Overrides (``--set key=value``) are
+routed by name: ``operator.kernel_size=31``, ``spgd.beta=0.5`` (one method) explicitly, or a bare ``lr=2``
+(= ``sampler.lr=2``): a sampler setting name first, which then applies to every method of the run that has
+that setting, then an operator parameter name.
+
+>>> preset = load_preset("gaussian_blur")
+>>> preset = apply_overrides(preset, ["steps=50", "kernel_size=31"])
+>>> sampler_settings(preset, "spgd")["steps"], preset["operator"]["kernel_size"]
+(50, 31)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from ..errors import SpgdError
+
+PRESET_DIR = Path(__file__).resolve().parent
+
+#: operator parameters that have their own command-line option instead of --set
+RESERVED_OPERATOR_KEYS = {
+    "seed": "the operator seed follows --seed (image i uses seed + i)",
+    "mask": "give a mask file with --mask",
+    "kernel": "give a kernel file with --kernel",
+    "kernel_code": "kernel codes are drawn from --seed",
+    "network": "give the network weights with weights=PATH",
+}
+
+#: sampler settings the command line sets itself
+RESERVED_SAMPLER_KEYS = {"progress": "progress bars follow -q/-v"}
+
+
+def _tasks() -> tuple[str, ...]:
+    from ..operators import TASKS
+
+    return TASKS
+
+
+def preset_path(task: str) -> Path:
+    """The TOML file of `task`'s preset."""
+    if task not in _tasks():
+        raise SpgdError(f"unknown task {task!r}; valid tasks: {', '.join(_tasks())}")
+    return PRESET_DIR / f"{task}.toml"
+
+
+def load_preset(task: str) -> dict:
+    """The preset of `task` as a dict with keys task, operator, sampler, methods (see the module doc)."""
+    path = preset_path(task)
+    if not path.is_file():
+        raise SpgdError(f"preset file for task {task!r} is missing: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SpgdError(f"cannot read preset {path}: {e}") from None
+    unknown = sorted(set(data) - {"task", "operator", "sampler", "methods"})
+    if unknown:
+        raise SpgdError(f"preset {path} has unknown section(s) {unknown}; allowed: operator, sampler, methods")
+    if data.get("task", task) != task:
+        raise SpgdError(f"preset {path} is for task {data['task']!r}, not {task!r}")
+    return {
+        "task": task,
+        "operator": dict(data.get("operator", {})),
+        "sampler": dict(data.get("sampler", {})),
+        "methods": {k: dict(v) for k, v in data.get("methods", {}).items()},
+        "all": {},
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# names and defaults
+
+
+def _method_defaults(method: str) -> dict[str, Any]:
+    """Setting name -> default value of `method`'s sampler class."""
+    from ..samplers import METHODS, setting_names
+
+    cls, fixed = METHODS[method]
+    names = setting_names(method)
+    out: dict[str, Any] = {}
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+    else:
+        for name, p in inspect.signature(cls).parameters.items():
+            out[name] = None if p.default is inspect.Parameter.empty else p.default
+    out.update(fixed)
+    return {k: out.get(k) for k in names}
+
+
+def _operator_defaults(task: str) -> dict[str, Any]:
+    from ..operators import _BUILDERS, NOISE_SIGMA
+
+    params = inspect.signature(_BUILDERS[task]).parameters
+    out = {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in params.items()}
+    out["noise_sigma"] = NOISE_SIGMA[task]
+    return out
+
+
+def _all_methods(methods: Optional[Sequence[str]]) -> list[str]:
+    from ..samplers import METHODS
+
+    if methods is None:
+        return list(METHODS)
+    for m in methods:
+        if m not in METHODS:
+            raise SpgdError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)}")
+    return list(methods)
+
+
+def sampler_keys(methods: Optional[Sequence[str]] = None) -> list[str]:
+    """Sampler setting names accepted by any of `methods` (default: all methods), in a stable order."""
+    seen: dict[str, None] = {}
+    for m in _all_methods(methods):
+        for k in _method_defaults(m):
+            if k not in RESERVED_SAMPLER_KEYS:
+                seen[k] = None
+    return list(seen)
+
+
+def operator_keys(task: str) -> list[str]:
+    """Operator parameter names of `task` settable with --set."""
+    return [k for k in _operator_defaults(task) if k not in RESERVED_OPERATOR_KEYS]
+
+
+def uses_spgd_preset(method: str) -> bool:
+    """Whether `method` is SPGD or one of its ablations (built on the SPGD class): it takes [sampler]."""
+    from ..samplers import METHODS
+
+    return METHODS[_all_methods([method])[0]][0] is METHODS["spgd"][0]
+
+
+def sampler_settings(preset: dict, method: str) -> dict:
+    """The settings `method` gets from a preset: [sampler] (SPGD family only), then the run-wide overrides
+    it accepts, then its own [methods.<method>] values."""
+    names = set(_method_defaults(method))
+    settings = dict(preset.get("sampler", {})) if uses_spgd_preset(method) else {}
+    settings.update({k: v for k, v in preset.get("all", {}).items() if k in names})
+    settings = {k: v for k, v in settings.items() if k in names}
+    own = preset.get("methods", {}).get(method, {})
+    unknown = sorted(set(own) - names)
+    if unknown:
+        raise SpgdError(
+            f"setting(s) {unknown} are not settings of method {method!r}; valid: {', '.join(sorted(names))}"
+        )
+    settings.update(own)
+    return settings
+
+
+# ----------------------------------------------------------------------------------------------------------
+# overrides
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: true/false -> bool, none -> None, integers, floats, "a,b" -> list, else the string."""
+    s = text.strip()
+    low = s.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    if "," in s:
+        return [parse_value(part) for part in s.split(",")]
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """`value` converted to the type of `default` where that is unambiguous, else an SpgdError."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise SpgdError(f"{key} takes true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise SpgdError(f"{key} takes an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, (list, tuple)):  # e.g. box_size = (h, w)
+            return value
+        raise SpgdError(f"{key} takes an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise SpgdError(f"{key} takes a finite number, got {value!r}")
+            return float(value)
+        raise SpgdError(f"{key} takes a number, got {value!r}")
+    if isinstance(default, str) and not isinstance(value, str):
+        raise SpgdError(f"{key} takes a name, got {value!r}")
+    return value
+
+
+def _valid_keys_text(task: str, methods: Optional[Sequence[str]]) -> str:
+    s = ", ".join(sampler_keys(methods))
+    o = ", ".join(operator_keys(task))
+    return f"sampler settings: {s}; operator parameters of {task}: {o or '(none)'}"
+
+
+def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Sequence[str]] = None) -> dict:
+    """A copy of `preset` with ``key=value`` overrides applied (see the module doc for routing).
+
+    `methods` limits the bare sampler names to those of the methods in use (default: every method).
+    Raises SpgdError for a malformed override, an unknown key (listing the valid ones) or a wrongly typed value.
+    """
+    from ..samplers import METHODS
+
+    task = preset["task"]
+    out = copy.deepcopy(preset)
+    out.setdefault("methods", {})
+    out.setdefault("all", {})
+    op_defaults = _operator_defaults(task)
+    s_names = sampler_keys(methods)
+    for item in overrides:
+        if "=" not in item:
+            raise SpgdError(f"--set expects key=value, got {item!r}")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise SpgdError(f"--set expects key=value, got {item!r}")
+        value = parse_value(text)
+        scope, _, name = key.rpartition(".")
+        if scope and scope not in ("operator", "sampler") and scope not in METHODS:
+            raise SpgdError(
+                f"unknown --set scope {scope!r} in {key!r}; use operator.NAME, sampler.NAME, METHOD.NAME "
+                f"(methods: {', '.join(METHODS)}) or a bare name ({_valid_keys_text(task, methods)})"
+            )
+        if not scope:
+            scope = "sampler" if name in s_names else "operator" if name in op_defaults else ""
+        if name in RESERVED_OPERATOR_KEYS and scope == "operator":
+            raise SpgdError(f"{key!r} cannot be set with --set: {RESERVED_OPERATOR_KEYS[name]}")
+        if name in RESERVED_SAMPLER_KEYS and scope != "operator":
+            raise SpgdError(f"{key!r} cannot be set with --set: {RESERVED_SAMPLER_KEYS[name]}")
+        if scope == "operator":
+            if name not in op_defaults:
+                raise SpgdError(
+                    f"unknown operator parameter {name!r} for task {task!r}; "
+                    f"valid: {', '.join(operator_keys(task)) or '(none)'}"
+                )
+            out["operator"][name] = _coerce(key, value, op_defaults[name])
+        elif scope == "sampler":
+            if name not in s_names:
+                used = f" of method(s) {', '.join(methods)}" if methods is not None else ""
+                raise SpgdError(f"unknown sampler setting {name!r}; valid settings{used}: {', '.join(s_names)}")
+            default = next(
+                (d[name] for d in (_method_defaults(m) for m in _all_methods(methods)) if name in d), None
+            )
+            out["all"][name] = _coerce(key, value, default)
+        elif scope in METHODS:
+            defaults = _method_defaults(scope)
+            if name not in defaults:
+                raise SpgdError(f"unknown setting {name!r} for method {scope!r}; valid: {', '.join(defaults)}")
+            out["methods"].setdefault(scope, {})[name] = _coerce(key, value, defaults[name])
+        else:
+            raise SpgdError(f"unknown setting {key!r}; valid keys are {_valid_keys_text(task, methods)}")
+    return out
+
+
+__all__ = [
+    "PRESET_DIR",
+    "apply_overrides",
+    "load_preset",
+    "operator_keys",
+    "parse_value",
+    "preset_path",
+    "sampler_keys",
+    "sampler_settings",
+    "uses_spgd_preset",
+]

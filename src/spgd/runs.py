@@ -1,0 +1,230 @@
+"""Run folders and what the command line shares: new folders per call, atomic files, versions, console output.
+
+Every file a run writes appears atomically (written to a temporary file in the same folder, then renamed with
+``os.replace``), so an interrupted run or a merge by another process never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import numpy as np
+import torch
+
+from .errors import SpgdError
+
+PathLike = Union[str, os.PathLike]
+
+
+def new_run_dir(out: PathLike, command: str, task: Optional[str] = None) -> Path:
+    """Create and return a new folder ``out/<UTC timestamp>-<command>[-<task>]``, never an existing one
+    (``-2``, ``-3``, ... is appended when the name is taken)."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpgdError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    if not out.is_dir():
+        raise SpgdError(f"--out {out} is not a folder")
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = "-".join(p for p in (stamp, command, task) if p)
+    for n in range(1, 10_000):
+        path = out / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SpgdError(f"cannot create the run folder {path}: {e.strerror or e}") from None
+    raise SpgdError(f"cannot find a free run folder name under {out}")  # pragma: no cover
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically (temporary file in the same folder, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: tensors/arrays to lists, paths to strings, non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (Path, torch.device, torch.dtype)):
+        return str(obj)
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return repr(obj)
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> Path:
+    return atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(path: PathLike, obj: Any) -> Path:
+    import io as _io
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpgdError(f"{path} not found") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise SpgdError(f"cannot read {path}: {e}") from None
+
+
+def versions() -> dict:
+    """Versions of what produced a result."""
+    from . import __version__
+
+    out = {
+        "spgd": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        import PIL
+
+        out["pillow"] = PIL.__version__
+    except Exception:  # pragma: no cover
+        pass
+    if torch.cuda.is_available():
+        out["cuda"] = torch.version.cuda
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def resolve_device(name: Optional[str]) -> torch.device:
+    """--device: None = CUDA when available, else the CPU; an unusable device is an SpgdError."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SpgdError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpgdError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SpgdError(f"device {name!r} does not exist; {torch.cuda.device_count()} CUDA device(s) present")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise SpgdError(f"device {name!r} requested but MPS is not available")
+    return dev
+
+
+class Console:
+    """What the command line prints: results on stdout, progress/notes/warnings on stderr.
+
+    level 0 (-q): warnings and results only; 1: plus status lines and progress bars; 2 (-v): plus details.
+    """
+
+    def __init__(self, level: int = 1):
+        self.level = level
+
+    def result(self, text: str) -> None:
+        print(text, file=sys.stdout, flush=True)
+
+    def info(self, text: str) -> None:
+        if self.level >= 1:
+            self._err(text)
+
+    def detail(self, text: str) -> None:
+        if self.level >= 2:
+            self._err(text)
+
+    def warn(self, text: str) -> None:
+        self._err(f"spgd: warning: {text}")
+
+    def _err(self, text: str) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+        except ImportError:  # pragma: no cover
+            print(text, file=sys.stderr, flush=True)
+
+    def progress(self, total: int, desc: str, unit: str = "img"):
+        """A tqdm bar on stderr (with ETA), or a silent stand-in in quiet mode."""
+        if self.level >= 1:
+            try:
+                from tqdm.auto import tqdm
+
+                return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+            except ImportError:  # pragma: no cover
+                pass
+        return _NoBar()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def shard(items: Iterable[Any], rank: int = 0, world_size: int = 1) -> list:
+    """The contiguous block of `items` that process `rank` of `world_size` handles (blocks differ in size by
+    at most one). Contiguous blocks keep batches of consecutive images, whose operator seeds are consecutive."""
+    items = list(items)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise SpgdError(f"rank {rank} is outside a world of size {world_size}")
+    n = len(items)
+    start = rank * n // world_size
+    stop = (rank + 1) * n // world_size
+    return items[start:stop]
