@@ -14,6 +14,7 @@ from torch import Tensor
 from . import io, metrics
 from .errors import SpgdError
 from .evaluate import INPAINTING, OperatorFactory, measure_per_image, viewable
+from .samplers.base import infer_x_shape
 from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, resolve_device, utc_now, versions
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -55,23 +56,6 @@ def load_measurement(path: str) -> tuple[Tensor, list[str]]:
     return io.load_image(p)
 
 
-def infer_x_shape(task: str, op, y: Tensor) -> tuple[int, ...]:
-    """The shape of the image behind a measurement: scale x larger for super-resolution, without the zero
-    padding for phase retrieval, else the measurement's own."""
-    b, c, h, w = y.shape
-    if task == "super_resolution":
-        return (b, c, h * op.scale, w * op.scale)
-    if task == "phase_retrieval":
-        def unpad(n: int, axis: int) -> int:
-            for m in range(1, n + 1):
-                if m + 2 * op.padding(m, m)[axis] == n:
-                    return m
-            raise SpgdError(f"a phase-retrieval measurement of size {n} fits no image with oversample {op.oversample}")
-
-        return (b, c, unpad(h, 0), unpad(w, 1))
-    return tuple(y.shape)
-
-
 def restore_file(
     measurement: str,
     task: str,
@@ -108,7 +92,7 @@ def restore_file(
     extra = {"progress": con.level >= 1} if "progress" in setting_names(method) else {}
     sampler = make_sampler(method, **settings, **extra)
     op = OperatorFactory(task, preset.get("operator", {}), kernel, mask)(seed, dev)
-    x_shape = infer_x_shape(task, op, y)
+    x_shape = infer_x_shape(y, op, None)  # the operator knows its input size (SR: larger, phase: unpadded)
     prior = load_prior(prior_name, checkpoint, device=dev)
     y = y.to(dev)
     op.forward(torch.zeros(x_shape, device=dev))  # a kernel/mask that does not fit fails here, with its message
