@@ -30,6 +30,7 @@ DELEGATED: dict[str, tuple[str, str, str, str]] = {
         "record and plot gradient dynamics inside the samplers",
     ),
     "bench": ("spgd.bench", "add_bench_arguments", "run_bench", "speed and quality benchmarks"),
+    "sweep": ("spgd.sweep", "add_sweep_arguments", "run_sweep", "stability study: quality against one setting"),
 }
 
 EXIT_OK, EXIT_FAILED_IMAGES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  spgd eval faces/ --task inpainting_random --prior gaussian --set steps=50 --set lr=2.5 --resize\n"
         "  spgd eval faces/ --task motion_blur --lpips-weights lpips_vgg_full.pth --lpips-net vgg\n"
         "  spgd eval --resume runs/20250101T120000Z-eval-gaussian_blur   # finish an interrupted run\n"
+        "  torchrun --nproc-per-node 8 -m spgd eval faces/ --task gaussian_blur ...   # one process per GPU\n"
         "exit status: 0 ok, 1 some images diverged, 2 bad input, 130 interrupted.",
     )
     p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", default=None,
@@ -181,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LPIPS variant: vgg (SPGD/DAPS code) or alex (DPS-family papers) (default: vgg)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue this run folder: same settings, only the images without a result")
+    p.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
+                   help="under torchrun: torch.distributed backend; auto = nccl on GPUs, gloo on CPUs "
+                   "(default: %(default)s)")
+    p.add_argument("--dist-timeout", type=float, default=30.0, metavar="MIN",
+                   help="under torchrun: minutes a process waits for the others (at start-up and for the final "
+                   "merge) before giving up (default: %(default)s)")
     _common(p)
 
     # demo ---------------------------------------------------------------------------------------------
@@ -196,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  spgd demo\n  spgd demo --steps 200 --device cuda --out demo_runs",
     )
     p.add_argument("--steps", type=int, default=DEMO_STEPS,
-                   help="SPGD annealing steps K (default: %(default)s, about half a minute on a 2-core CPU; "
+                   help="SPGD annealing steps K (default: %(default)s, about a minute on a 2-core CPU; "
                    "paper: 200)")
     p.add_argument("--device", metavar="D", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     _common(p)
@@ -263,8 +271,8 @@ _EVAL_IDENTITY_OPTIONS = {
 
 
 def cmd_eval(args: argparse.Namespace, argv: list[str]) -> int:
-    from .evaluate import EvalConfig, Evaluation, format_table
-    from .runs import new_run_dir, read_json
+    from .evaluate import EvalConfig, format_table
+    from .runs import read_json
 
     con = _console(args)
     given = {k: getattr(args, k) for k in _EVAL_IDENTITY_OPTIONS}
@@ -292,20 +300,17 @@ def cmd_eval(args: argparse.Namespace, argv: list[str]) -> int:
         batch_size=args.batch_size, device=args.device,
     )
     cfg.validate()
-    if args.resume is None:
-        # check what can be checked before creating the run folder
-        from .io import list_images
+    # under torchrun each process does a share of the images and rank 0 reports (spgd.distributed)
+    from .distributed import Job, run_eval, rank_device
 
-        list_images(cfg.images_dir)
-        run_dir = new_run_dir(args.out, "eval", cfg.task)
-    ev = Evaluation(cfg, run_dir, con, ["spgd", *argv])
-    try:
-        ev.prepare(resume=args.resume is not None, cli_options={k: v for k, v in opts.items()})
-    except BaseException:
-        if args.resume is None and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # nothing was written: leave no empty folder behind
-        raise
-    summary = ev.run()
+    with Job.from_env(args.dist_backend, args.dist_timeout, cfg.device) as job:
+        cfg.device = rank_device(cfg.device, job.local_rank, job.world_size)
+        if job.rank != 0:
+            con = Console(min(con.level, 0))
+        summary = run_eval(cfg, job, args.resume, args.out, con, ["spgd", *argv], dict(opts))
+    if summary.rank != 0:
+        return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+    run_dir = summary.run_dir
     done = summary.n_done_before + summary.n_done_now
     if summary.interrupted:
         print(
