@@ -1,0 +1,653 @@
+"""`spgd sweep`: the stability study. Vary one setting (e.g. lr over a log range) for several methods on the
+same images and plot quality against it, marking the values where restorations diverged.
+
+Each (method, value) cell is an ordinary `spgd eval` run (spgd.evaluate.Evaluation) into its own sub-folder,
+so every cell degrades, restores and scores through the one eval code path, with the eval seeding: image i
+gets the same operator, measurement noise and initial noise in every cell, and only the varied setting
+differs. Run folder layout::
+
+    settings.json                 the sweep's options, the varied key and values, versions, command line
+    METHOD/KEY=VALUE/             one `spgd eval` run folder (records/, restored/, metrics.json, grid.png, ...)
+    METHOD/KEY=VALUE/cell.json    written when the cell is complete (a resumed sweep skips it)
+    sweep.csv                     method, value, image, psnr, ssim, failed (one row per image and cell)
+    sweep.json                    per method and value: mean/std PSNR and SSIM over the images that did not
+                                  fail, n_failed, failed images; per method the best value and the values
+                                  where nothing failed
+    sweep.png                     mean PSNR and SSIM (band: +- one std) against the value, one line per method;
+                                  an x in the strip at the bottom marks a value where images diverged (count)
+
+A diverged image (non-finite values, Stats.failed) is excluded from the means and counted; it is a result of
+the study, not an error, so the exit status stays 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io as _io
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .errors import SpgdError
+from .runs import Console, atomic_write_json, atomic_write_text, read_json, utc_now, versions
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+DEFAULT_METHODS = "spgd,spgd-no-momentum,spgd-no-warmup"
+
+# options that define the experiment (saved in settings.json; taken from there with --resume)
+IDENTITY_OPTIONS: dict[str, Any] = {
+    "images_dir": None,
+    "task": None,
+    "vary": None,
+    "methods": DEFAULT_METHODS,
+    "prior": "default",
+    "checkpoint": None,
+    "set": [],
+    "limit": None,
+    "size": None,
+    "resize": False,
+    "seed": 0,
+    "kernel": None,
+    "mask": None,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the varied setting
+
+
+def parse_values(text: str) -> list[Any]:
+    """The values of ``--vary KEY=VALUES``: a comma-separated list (``0.1,0.3,1``; names and true/false work
+    too), ``log:START:STOP:N`` (N values evenly spaced in log scale, 4 significant digits) or
+    ``lin:START:STOP:N`` (evenly spaced)."""
+    from .presets import parse_value
+
+    s = text.strip()
+    if not s:
+        raise SpgdError("--vary needs values, e.g. lr=0.1,1,10 or lr=log:0.1:10:5")
+    kind = s.split(":", 1)[0].lower()
+    if kind in ("log", "lin"):
+        parts = s.split(":")
+        if len(parts) != 4:
+            raise SpgdError(f"expected {kind}:START:STOP:N in --vary, got {s!r}")
+        try:
+            start, stop, n = float(parts[1]), float(parts[2]), int(parts[3])
+        except ValueError:
+            raise SpgdError(f"expected {kind}:START:STOP:N with numbers and an integer N, got {s!r}") from None
+        if not (math.isfinite(start) and math.isfinite(stop)):
+            raise SpgdError(f"START and STOP must be finite in --vary, got {s!r}")
+        if n < 1:
+            raise SpgdError(f"N must be >= 1 in --vary {s!r}")
+        if kind == "log":
+            if start <= 0 or stop <= 0:
+                raise SpgdError(f"a log range needs START and STOP > 0, got {s!r}")
+            raw = np.geomspace(start, stop, n) if n > 1 else np.array([start])
+        else:
+            raw = np.linspace(start, stop, n) if n > 1 else np.array([start])
+        values: list[Any] = [float(f"{v:.4g}") for v in raw]
+    else:
+        items = [p.strip() for p in s.split(",")]
+        if any(not p for p in items):
+            raise SpgdError(f"empty value in --vary list {s!r}")
+        values = [parse_value(p) for p in items]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise SpgdError(f"--vary values must be finite, got {v!r}")
+    if len({_label(v) for v in values}) != len(values):
+        raise SpgdError(f"--vary lists a value twice: {', '.join(_label(v) for v in values)}")
+    return values
+
+
+def parse_vary(text: str) -> tuple[str, list[Any]]:
+    """``KEY=VALUES`` -> (key, values); see :func:`parse_values`."""
+    key, eq, rest = text.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise SpgdError(f"--vary expects KEY=VALUES (e.g. lr=0.1,1,10 or lr=log:0.1:10:5), got {text!r}")
+    return key, parse_values(rest)
+
+
+def _label(v: Any) -> str:
+    """A value as written in folder names, the CSV and the plot: 0.3162, 1, 1e+30, true, pixel."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _override_text(v: Any) -> str:
+    """A value as `--set` text that parses back to exactly `v`."""
+    return repr(v) if isinstance(v, float) else _label(v)
+
+
+@dataclass
+class Varied:
+    """The setting a sweep varies: a sampler setting (of every method) or an operator parameter."""
+
+    key: str
+    scope: str  # "sampler" or "operator"
+    values: list
+
+    @property
+    def numeric(self) -> bool:
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+
+    def override(self, method: str, value: Any) -> str:
+        scope = method if self.scope == "sampler" else "operator"
+        return f"{scope}.{self.key}={_override_text(value)}"
+
+
+def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) -> Varied:
+    """Check that every method can vary `key` (a sampler setting it has and does not fix) or that `key` is an
+    operator parameter of `task`; int settings get their values rounded (log ranges)."""
+    from .presets import RESERVED_OPERATOR_KEYS, RESERVED_SAMPLER_KEYS, operator_keys, sampler_keys
+    from .presets import _method_defaults  # noqa: PLC2701 - the package's own defaults table
+    from .samplers import METHODS
+
+    scope, _, name = key.rpartition(".")
+    if scope not in ("", "sampler", "operator"):
+        raise SpgdError(f"--vary takes a setting name, sampler.NAME or operator.NAME, got {key!r}")
+    if not scope:
+        scope = "sampler" if name in sampler_keys(methods) else "operator" if name in operator_keys(task) else ""
+    if name in RESERVED_SAMPLER_KEYS and scope != "operator":
+        raise SpgdError(f"{name!r} cannot be varied: {RESERVED_SAMPLER_KEYS[name]}")
+    if name in RESERVED_OPERATOR_KEYS and scope == "operator":
+        raise SpgdError(f"{name!r} cannot be varied: {RESERVED_OPERATOR_KEYS[name]}")
+    if scope == "sampler":
+        default = None
+        for m in methods:
+            defaults = _method_defaults(m)
+            if name not in defaults:
+                raise SpgdError(
+                    f"method {m!r} has no setting {name!r} to vary; its settings: {', '.join(defaults)} "
+                    f"(drop it from --methods)"
+                )
+            fixed = METHODS[m][1]
+            if name in fixed:
+                raise SpgdError(
+                    f"method {m!r} fixes {name}={_label(fixed[name])} (that is what defines it), so varying "
+                    f"{name!r} does not change it; drop it from --methods"
+                )
+            default = defaults[name] if default is None else default
+        if isinstance(default, int) and not isinstance(default, bool) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
+            rounded = list(dict.fromkeys(int(round(v)) for v in values))
+            values = rounded
+    elif scope == "operator":
+        if name not in operator_keys(task):
+            raise SpgdError(
+                f"unknown operator parameter {name!r} for task {task!r}; valid: {', '.join(operator_keys(task))}"
+            )
+    else:
+        raise SpgdError(
+            f"unknown setting {name!r} for --vary; sampler settings of {', '.join(methods)}: "
+            f"{', '.join(sampler_keys(methods))}; operator parameters of {task}: {', '.join(operator_keys(task))}"
+        )
+    for v in values:
+        if any(c in _label(v) for c in "/\\") or _label(v) in (".", ".."):
+            raise SpgdError(f"--vary value {_label(v)!r} cannot name a folder")
+    return Varied(name, scope, list(values))
+
+
+def _set_keys(overrides: Sequence[str]) -> set[str]:
+    return {item.partition("=")[0].strip().rpartition(".")[2] for item in overrides}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the sweep
+
+
+@dataclass
+class Cell:
+    method: str
+    value: Any
+    rel: str  # folder, relative to the sweep's run folder
+    cfg: Any  # EvalConfig
+
+
+class Sweep:
+    """A sweep over `varied` for `methods`: one EvalConfig per (method, value), built and checked up front."""
+
+    def __init__(self, opts: dict, batch_size: int = 1, device: Optional[str] = None):
+        from .evaluate import EvalConfig
+        from .presets import apply_overrides, load_preset
+
+        self.opts = opts
+        task = opts["task"]
+        methods = _parse_methods(opts["methods"])
+        key, values = parse_vary(opts["vary"])
+        self.varied = resolve_varied(key, values, task, methods)
+        self.methods = methods
+        overrides = list(opts["set"] or [])
+        if self.varied.key in _set_keys(overrides):
+            raise SpgdError(f"--set {self.varied.key}=... conflicts with --vary {self.varied.key}=...; drop one")
+        base = load_preset(task)
+        apply_overrides(base, overrides, methods)  # bad --set values fail once, with the sweep's methods
+        self.cells: list[Cell] = []
+        for m in methods:
+            for v in self.varied.values:
+                cell_overrides = overrides + [self.varied.override(m, v)]
+                preset = apply_overrides(base, cell_overrides, methods)
+                cfg = EvalConfig(
+                    images_dir=Path(opts["images_dir"]), task=task, methods=[m], preset=preset,
+                    overrides=cell_overrides, prior=opts["prior"], checkpoint=opts["checkpoint"], samples=1,
+                    seed=opts["seed"], size=None if opts["size"] is None else tuple(opts["size"]),
+                    resize=bool(opts["resize"]), limit=opts["limit"], kernel=opts["kernel"], mask=opts["mask"],
+                    batch_size=batch_size, device=device,
+                )
+                cfg.validate()
+                cfg.samplers()  # a bad per-method setting fails now
+                self.cells.append(Cell(m, v, f"{m}/{self.varied.key}={_label(v)}", cfg))
+
+    def describe(self) -> dict:
+        return {
+            "key": self.varied.key,
+            "scope": self.varied.scope,
+            "values": self.varied.values,
+            "labels": [_label(v) for v in self.varied.values],
+            "methods": self.methods,
+            "cells": {c.rel: {"method": c.method, "value": c.value} for c in self.cells},
+        }
+
+    def run(self, run_dir: Path, console: Console, argv: list[str]) -> tuple[bool, dict]:
+        """Run every cell not yet complete; returns (interrupted, sweep.json content)."""
+        from .evaluate import Evaluation
+
+        inner = Console(2 if console.level >= 2 else 0)  # cells run quietly; the sweep prints a line per cell
+        interrupted = False
+        for i, c in enumerate(self.cells):
+            cell_dir = run_dir / c.rel
+            tag = f"[{i + 1}/{len(self.cells)}] {c.method} {self.varied.key}={_label(c.value)}"
+            if (cell_dir / "cell.json").is_file():
+                console.info(f"{tag}: done earlier")
+                continue
+            resume = (cell_dir / "settings.json").is_file()
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            ev = Evaluation(c.cfg, cell_dir, inner, argv)
+            ev.prepare(resume=resume, cli_options={"sweep": str(run_dir), "cell": c.rel})
+            summary = ev.run()
+            if summary.interrupted:
+                interrupted = True
+                break
+            entry = summary.tables.get("per_method", {}).get(c.method, {})
+            atomic_write_json(
+                cell_dir / "cell.json",
+                {"method": c.method, "key": self.varied.key, "value": c.value, "finished": utc_now(),
+                 "n_images": summary.n_images, "n_failed": entry.get("n_failed")},
+            )
+            console.info(
+                f"{tag}: PSNR {_pm(entry.get('psnr'), 2)}, SSIM {_pm(entry.get('ssim'), 4)}, "
+                f"{entry.get('n_failed', 0)} of {summary.n_images} failed ({time.perf_counter() - t0:.0f} s)"
+            )
+        return interrupted, write_sweep_tables(run_dir)
+
+
+def _parse_methods(text: str) -> list[str]:
+    from .samplers import METHODS
+
+    methods = [m.strip() for m in str(text).split(",") if m.strip()]
+    if not methods:
+        raise SpgdError(f"--methods needs at least one method; valid methods: {', '.join(METHODS)}")
+    for m in methods:
+        if m not in METHODS:
+            raise SpgdError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise SpgdError(f"a method is listed twice in --methods {text}")
+    return methods
+
+
+def _pm(s: Optional[dict], digits: int) -> str:
+    if not s or s.get("mean") is None:
+        return "-"
+    return f"{s['mean']:.{digits}f}±{s['std']:.{digits}f}"
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, "std": None}
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std())}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tables and plot, from the cells' per-image records
+
+
+def write_sweep_tables(run_dir: Path) -> dict:
+    """Rebuild sweep.csv, sweep.json and sweep.png from the cells' records/ (complete or not). Returns the
+    sweep.json content."""
+    from .evaluate import read_records
+
+    run_dir = Path(run_dir)
+    settings = read_json(run_dir / "settings.json")
+    sweep = settings["sweep"]
+    key, methods = sweep["key"], sweep["methods"]
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", key, "image", "psnr", "ssim", "failed"])
+    results: dict[str, list[dict]] = {m: [] for m in methods}
+    measurement: list[float] = []
+    for rel, cell in sweep["cells"].items():
+        m, v = cell["method"], cell["value"]
+        records = read_records(run_dir / rel) if (run_dir / rel / "records").is_dir() else []
+        rows = []
+        for r in records:
+            rm = r.get("methods", {}).get(m)
+            if rm is None:
+                continue
+            failed = rm["psnr"] is None or rm.get("failed", 0) > 0
+            rows.append((r["name"], rm, failed))
+            writer.writerow([m, _label(v), r["name"], "" if failed else rm["psnr"], "" if failed else rm["ssim"],
+                             int(failed)])
+            mm = r.get("measurement_metrics")
+            if mm and sweep["scope"] == "sampler" and len(measurement) < len(records):
+                measurement.append(mm["psnr"])
+        ok = [rm for _, rm, f in rows if not f]
+        results[m].append(
+            {
+                "value": v,
+                "label": _label(v),
+                "dir": rel,
+                "complete": (run_dir / rel / "cell.json").is_file(),
+                "n": len(rows),
+                "n_ok": len(ok),
+                "n_failed": len(rows) - len(ok),
+                "failed_images": [name for name, _, f in rows if f],
+                "psnr": _stats([rm["psnr"] for rm in ok]),
+                "ssim": _stats([rm["ssim"] for rm in ok]),
+                "seconds_per_image": _stats([rm["seconds"] for _, rm, _ in rows])["mean"],
+                "denoiser_calls": _stats([rm["denoiser_calls"] for _, rm, _ in rows])["mean"],
+            }
+        )
+    atomic_write_text(run_dir / "sweep.csv", buf.getvalue())
+
+    summary = {}
+    for m, cells in results.items():
+        done = [c for c in cells if c["n"]]
+        scored = [c for c in done if c["psnr"]["mean"] is not None]
+        best = max(scored, key=lambda c: c["psnr"]["mean"]) if scored else None
+        summary[m] = {
+            "best_value": None if best is None else best["value"],
+            "best_psnr": None if best is None else best["psnr"]["mean"],
+            "values_without_failure": [c["value"] for c in done if c["n_failed"] == 0],
+            "values_with_failure": [c["value"] for c in done if c["n_failed"] > 0],
+        }
+    tables = {
+        "task": settings["task"],
+        "prior": settings.get("prior"),
+        "key": key,
+        "scope": sweep["scope"],
+        "values": sweep["values"],
+        "methods": methods,
+        "n_images": max((c["n"] for cells in results.values() for c in cells), default=0),
+        "measurement_psnr": _stats(measurement) if measurement else None,
+        "results": results,
+        "summary": summary,
+        "notes": "PSNR/SSIM (piq definitions) on [0, 1] images; mean and std (population) over the images that "
+        "did not fail; n_failed: images whose restoration diverged (non-finite values), excluded from the means; "
+        "every cell restores the same images with the same operators, noise and seeds (spgd eval seeding)",
+        "command_line": settings.get("command_line"),
+        "updated": utc_now(),
+    }
+    atomic_write_json(run_dir / "sweep.json", tables)
+    if any(c["n"] for cells in results.values() for c in cells):
+        plot_sweep(tables, run_dir / "sweep.png")
+    return tables
+
+
+def plot_sweep(tables: dict, path: Path) -> Path:
+    """sweep.png: mean PSNR and SSIM against the varied value, one line per method with a +-std band; log x
+    when the (positive) values span more than 10x; an x (with the count) in the bottom strip where images
+    diverged."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
+
+    key, values = tables["key"], tables["values"]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    positions = {_label(v): (float(v) if numeric else float(i)) for i, v in enumerate(values)}
+    log_x = numeric and min(values) > 0 and max(values) / min(values) > 10
+    methods = tables["methods"]
+    n_strip = len(methods)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric, name in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
+        strip = blended_transform_factory(ax.transData, ax.transAxes)
+        any_failed = False
+        for i, m in enumerate(methods):
+            color = colors[i % len(colors)]
+            cells = [c for c in tables["results"][m] if c["n"]]
+            xs = np.array([positions[c["label"]] for c in cells])
+            mean = np.array([np.nan if c[metric]["mean"] is None else c[metric]["mean"] for c in cells])
+            std = np.array([np.nan if c[metric]["std"] is None else c[metric]["std"] for c in cells])
+            ax.plot(xs, mean, "o-", color=color, label=m, lw=1.8, ms=5)
+            ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+            y_strip = 0.03 + 0.045 * (n_strip - 1 - i)
+            for c, x in zip(cells, xs):
+                if c["n_failed"]:
+                    any_failed = True
+                    ax.plot([x], [y_strip], "x", color="red", ms=8, mew=2, transform=strip, clip_on=False)
+                    ax.plot([x], [y_strip], "o", mfc="none", mec=color, ms=12, mew=1.2, transform=strip,
+                            clip_on=False)
+                    ax.annotate(f"{c['n_failed']}/{c['n']}", (x, y_strip), xycoords=strip, xytext=(8, -3),
+                                textcoords="offset points", fontsize=8, color="red")
+        if metric == "psnr" and tables.get("measurement_psnr") and tables["measurement_psnr"]["mean"] is not None:
+            ax.axhline(tables["measurement_psnr"]["mean"], color="gray", ls="--", lw=1, label="measurement")
+        lo, hi = ax.get_ylim()
+        # room for the divergence strip below the lowest curve
+        ax.set_ylim(lo - (hi - lo) * (0.06 + 0.05 * n_strip), hi)
+        if log_x:
+            ax.set_xscale("log")
+        ax.margins(x=0.07)
+        if not numeric:
+            ax.set_xticks(list(positions.values()), list(positions))
+        elif len(values) <= 10:
+            ax.set_xticks([float(v) for v in values], [_label(v) for v in values])
+            ax.minorticks_off()
+        ax.set_xlabel(key + (" (log scale)" if log_x else ""))
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+        if any_failed:
+            ax.plot([], [], "x", color="red", ms=8, mew=2, label="diverged (failed/images)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9, frameon=False)
+    fig.suptitle(
+        f"{tables['task']}, {tables['n_images']} image(s), prior {tables.get('prior')}: quality against {key} "
+        "(mean ± std over non-diverged images)",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    path = Path(path)
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    from .runs import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def format_sweep(tables: dict) -> str:
+    """sweep.json as a text table: one row per value, one column per method (PSNR mean±std, failed count)."""
+    key, methods = tables["key"], tables["methods"]
+    width = 22
+    lines = [f"{key:>10}" + "".join(f"{m:>{width}}" for m in methods)]
+    by = {m: {c["label"]: c for c in tables["results"][m]} for m in methods}
+    for v in tables["values"]:
+        row = f"{_label(v):>10}"
+        for m in methods:
+            c = by[m].get(_label(v))
+            text = "-" if c is None or not c["n"] else f"{_pm(c['psnr'], 2)}" + (
+                f" ({c['n_failed']}x)" if c["n_failed"] else ""
+            )
+            row += f"{text:>{width}}"
+        lines.append(row)
+    lines.append("PSNR mean±std over non-diverged images; (Nx): N images diverged")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# command line
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `spgd sweep`."""
+    from .cli import _size
+
+    p.description = (
+        "The stability study: for each method and each value of one setting, degrade the clean images of "
+        "IMAGES_DIR with TASK's operator and restore them (the same images, operators, noise and seeds in every "
+        "cell; each cell is an `spgd eval` run in RUN/METHOD/KEY=VALUE/), then write sweep.csv (per image), "
+        "sweep.json (mean/std PSNR and SSIM, failures, per method and value) and sweep.png (quality against "
+        "the setting, diverged runs marked). Diverged images are results, not errors: the exit status is 0."
+    )
+    p.epilog = (
+        "examples:\n"
+        "  spgd sweep faces/ --task gaussian_blur --vary lr=log:0.1:100:7 --prior ffhq256 --checkpoint ffhq_10m.pt\n"
+        "  spgd sweep faces/ --task super_resolution --vary lr=1,3,7,20 --methods spgd,spgd-no-momentum --limit 4\n"
+        "  spgd sweep faces/ --task gaussian_blur --prior gaussian --size 64 --resize --vary beta=0,0.5,0.9,0.99\n"
+        "  spgd sweep faces/ --task gaussian_blur --vary noise_sigma=0.01,0.05,0.1 --methods spgd,dps\n"
+        "  spgd sweep --resume runs/20250101T120000Z-sweep-gaussian_blur   # finish an interrupted sweep\n"
+        "notes: a sampler setting is varied in every method (each must have it; DPS's lr is its own step-size\n"
+        "  scale zeta, DAPS's lr its Langevin step); an operator parameter (noise_sigma, ...) in the operator.\n"
+        "exit status: 0 ok (diverged images included), 2 bad input, 130 interrupted."
+    )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", default=None,
+                   help="folder of clean images; optional with --resume")
+    p.add_argument("--task", metavar="T", default=None, help="the degradation (as in spgd eval)")
+    p.add_argument("--vary", metavar="KEY=VALUES", default=None,
+                   help="the setting and its values: lr=0.1,0.3,1,3,10, lr=log:0.1:10:5 (log spaced), "
+                   "lr=lin:0.5:2:4, cosine=sample,pixel; KEY may also be an operator parameter (noise_sigma)")
+    p.add_argument("--methods", "--method", dest="methods", metavar="M[,M...]", default=None,
+                   help=f"methods, comma-separated (default: {DEFAULT_METHODS})")
+    p.add_argument("--prior", metavar="P", default=None,
+                   help="'default', 'gaussian', 'ffhq256'/'imagenet256' (with --checkpoint) or a weights file "
+                   "(default: default)")
+    p.add_argument("--checkpoint", metavar="FILE", default=None, help="the .pt weights for --prior ffhq256/imagenet256")
+    p.add_argument("--set", dest="set", action="append", default=None, metavar="KEY=VALUE",
+                   help="override a preset value for every cell, repeatable (as in spgd eval); not the varied key")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    p.add_argument("--size", type=_size, default=None, metavar="N|HxW",
+                   help="image size (default: the prior's, else the first image's)")
+    p.add_argument("--resize", action="store_true", default=None,
+                   help="center-crop and resize images that are not the size")
+    p.add_argument("--kernel", metavar="FILE", default=None, help="blur kernel file (gaussian/motion blur)")
+    p.add_argument("--mask", metavar="FILE", default=None, help="inpainting mask file for every image")
+    p.add_argument("--seed", type=int, default=None, help="base seed: image i uses seed + i (default: 0)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per batch (default: 1)")
+    p.add_argument("--device", metavar="D", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue this sweep folder: its saved settings, only the cells not complete")
+    p.add_argument("--out", metavar="DIR", default="runs",
+                   help="folder that receives a new run folder per call (default: %(default)s)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="no status lines")
+    g.add_argument("-v", "--verbose", action="store_true", help="more detail (per-image lines)")
+
+
+def _options(args: argparse.Namespace) -> tuple[dict, Optional[Path]]:
+    given = {k: getattr(args, k, None) for k in IDENTITY_OPTIONS}
+    if args.resume is None:
+        opts = {k: (d if given[k] is None else given[k]) for k, d in IDENTITY_OPTIONS.items()}
+        if opts["images_dir"] is None:
+            raise SpgdError("spgd sweep needs IMAGES_DIR (a folder of clean images)")
+        if opts["task"] is None:
+            raise SpgdError("spgd sweep needs --task")
+        if opts["vary"] is None:
+            raise SpgdError("spgd sweep needs --vary KEY=VALUES, e.g. --vary lr=log:0.1:10:5")
+        return opts, None
+    run_dir = Path(args.resume)
+    path = run_dir / "settings.json"
+    if not path.is_file():
+        raise SpgdError(f"cannot resume {run_dir}: no settings.json there (not an `spgd sweep` run folder)")
+    saved = read_json(path)
+    if saved.get("command") != "sweep":
+        raise SpgdError(f"cannot resume {run_dir}: it is not an `spgd sweep` run folder")
+    opts = {k: saved.get("options", {}).get(k, d) for k, d in IDENTITY_OPTIONS.items()}
+    if opts.get("size") is not None:
+        opts["size"] = tuple(opts["size"])
+    diffs = [
+        f"{k} (run: {opts[k]!r}, now: {v!r})"
+        for k, v in given.items()
+        if v is not None and (tuple(v) if k == "size" else v) != opts[k]
+    ]
+    if diffs:
+        raise SpgdError(f"refusing to resume {run_dir}: the settings differ: {'; '.join(diffs)}")
+    return opts, run_dir
+
+
+def command_line(opts: dict, args: argparse.Namespace) -> list[str]:
+    """The sweep as one `spgd sweep` command line (canonical: every experiment option spelled out)."""
+    out = ["spgd", "sweep", str(opts["images_dir"]), "--task", opts["task"], "--vary", opts["vary"],
+           "--methods", opts["methods"], "--prior", opts["prior"], "--seed", str(opts["seed"])]
+    for name in ("checkpoint", "limit", "kernel", "mask"):
+        if opts[name] is not None:
+            out += [f"--{name}", str(opts[name])]
+    if opts["size"] is not None:
+        out += ["--size", f"{opts['size'][0]}x{opts['size'][1]}"]
+    if opts["resize"]:
+        out.append("--resize")
+    for item in opts["set"] or []:
+        out += ["--set", item]
+    out += ["--batch-size", str(args.batch_size)]
+    if args.device:
+        out += ["--device", args.device]
+    return out
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Run `spgd sweep` with parsed arguments; returns the exit status (bad input raises SpgdError)."""
+    from .runs import new_run_dir
+
+    con = Console(0 if args.quiet else 2 if args.verbose else 1)
+    if args.batch_size < 1:
+        raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
+    opts, run_dir = _options(args)
+    sweep = Sweep(opts, args.batch_size, args.device)  # every bad input fails here, before any folder exists
+    argv = command_line(opts, args)
+    if run_dir is None:
+        from .io import list_images
+
+        list_images(Path(opts["images_dir"]))
+        run_dir = new_run_dir(args.out, "sweep", opts["task"])
+        atomic_write_json(
+            run_dir / "settings.json",
+            {
+                "command": "sweep",
+                "options": opts,
+                "task": opts["task"],
+                "prior": opts["prior"],
+                "sweep": sweep.describe(),
+                "seeding": "every cell uses the spgd eval seeding with the same --seed: image i gets the same "
+                "operator, measurement noise and initial noise in every cell",
+                "versions": versions(),
+                "command_line": argv,
+                "created": utc_now(),
+            },
+        )
+    con.info(
+        f"sweep {sweep.varied.key} over {', '.join(_label(v) for v in sweep.varied.values)} for "
+        f"{', '.join(sweep.methods)} ({len(sweep.cells)} cells) into {run_dir}"
+    )
+    interrupted, tables = sweep.run(run_dir, con, argv or [])
+    if interrupted:
+        print(f"spgd: interrupted; continue with:\n  spgd sweep --resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    con.result(str(run_dir))
+    con.result(format_sweep(tables))
+    failed = {m: s["values_with_failure"] for m, s in tables["summary"].items() if s["values_with_failure"]}
+    if failed:
+        con.info(f"diverged images at {sweep.varied.key} = {failed} (marked in sweep.png, excluded from the means)")
+    return EXIT_OK
