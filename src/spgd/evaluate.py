@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -350,6 +351,7 @@ class EvalSummary:
     n_skipped: int
     interrupted: bool = False
     tables: dict = field(default_factory=dict)
+    rank: int = 0  # in a distributed run only rank 0's summary covers the whole run (and holds the tables)
 
     @property
     def n_failed(self) -> int:
@@ -372,9 +374,10 @@ class Evaluation:
         self.argv = argv
 
     # -- set-up -------------------------------------------------------------------------------------------
-    def prepare(self, resume: bool = False, cli_options: Optional[dict] = None) -> None:
+    def prepare(self, resume: bool = False, cli_options: Optional[dict] = None, write_settings: bool = True) -> None:
         """Load the prior, build and check samplers and operator, find the images, write or check settings.json.
-        Everything that can be wrong with the input fails here, before any work."""
+        Everything that can be wrong with the input fails here, before any work. With ``write_settings=False``
+        a new run's settings.json is left to :meth:`write_settings` (one process of a distributed run writes it)."""
         from .priors import load_prior
         from .runs import resolve_device
         from .samplers import make_sampler, setting_names
@@ -441,33 +444,40 @@ class Evaluation:
                     f"refusing to resume {self.run_dir}: the settings differ: {'; '.join(diffs)}; "
                     "run without --resume for a new run folder"
                 )
-        else:
-            atomic_write_json(
-                settings_path,
-                {
-                    "command": "eval",
-                    "identity": identity,
-                    "task": cfg.task,
-                    "methods": cfg.methods,
-                    "preset": cfg.preset,
-                    "overrides": cfg.overrides,
-                    "operator": cfg.preset.get("operator", {}),
-                    "samplers": self.sampler_settings,
-                    "prior": cfg.prior,
-                    "checkpoint": cfg.checkpoint,
-                    "image_size": list(self.size),
-                    "batch_size": cfg.batch_size,
-                    "device": str(self.device),
-                    "lpips": self.lpips_note,
-                    "lpips_label": self.lpips_label,
-                    "seeding": "image i (sorted order) uses seed + i for its operator; noise and sampler "
-                    "generators are derived from it (spgd.evaluate.derive_seed)",
-                    "versions": versions(),
-                    "command_line": self.argv,
-                    "cli_options": cli_options or {},
-                    "created": utc_now(),
-                },
-            )
+        elif write_settings:
+            self.write_settings(cli_options)
+
+    def write_settings(self, cli_options: Optional[dict] = None, world_size: int = 1) -> None:
+        """Write settings.json of a new run (after :meth:`prepare`); `world_size`: processes that share the run
+        (informative: results do not depend on it)."""
+        cfg = self.cfg
+        atomic_write_json(
+            self.run_dir / "settings.json",
+            {
+                "command": "eval",
+                "identity": cfg.identity(),
+                "task": cfg.task,
+                "methods": cfg.methods,
+                "preset": cfg.preset,
+                "overrides": cfg.overrides,
+                "operator": cfg.preset.get("operator", {}),
+                "samplers": self.sampler_settings,
+                "prior": cfg.prior,
+                "checkpoint": cfg.checkpoint,
+                "image_size": list(self.size),
+                "batch_size": cfg.batch_size,
+                "device": str(self.device),
+                "world_size": world_size,
+                "lpips": self.lpips_note,
+                "lpips_label": self.lpips_label,
+                "seeding": "image i (sorted order) uses seed + i for its operator; noise and sampler "
+                "generators are derived from it (spgd.evaluate.derive_seed)",
+                "versions": versions(),
+                "command_line": self.argv,
+                "cli_options": cli_options or {},
+                "created": utc_now(),
+            },
+        )
 
     # -- work ---------------------------------------------------------------------------------------------
     def _done(self, it: Item) -> bool:
@@ -499,15 +509,29 @@ class Evaluation:
         if batch:
             yield batch
 
-    def run(self, rank: int = 0, world_size: int = 1) -> EvalSummary:
+    def pending(self) -> list[Item]:
+        """The images of this run without a complete record (in index order)."""
+        return [it for it in self.items if not self._done(it)]
+
+    def run(self, rank: int = 0, world_size: int = 1, pending: Optional[Sequence[int]] = None) -> EvalSummary:
+        """Restore and score the images not done yet. Process `rank` of `world_size` takes its contiguous block
+        of them (:func:`spgd.runs.shard`); all processes must pass the same `pending` (indices of the images
+        to do, default: those without a record now), so that they agree on the blocks. Only a single process
+        writes the tables here; a distributed run merges them once all are done (spgd.distributed)."""
         cfg, con = self.cfg, self.console
-        mine = shard(self.items, rank, world_size)
-        todo = [it for it in mine if not self._done(it)]
-        n_before = len(mine) - len(todo)
+        if pending is None:
+            remaining = self.pending()
+        else:
+            wanted = set(pending)
+            remaining = [it for it in self.items if it.index in wanted]
+        todo = shard(remaining, rank, world_size)
+        n_before = len(self.items) - len(remaining)
         con.info(self.lpips_note)
+        where = "" if world_size == 1 else f", {len(todo)} on rank {rank} of {world_size}"
         con.info(
-            f"{cfg.task}: {len(todo)} image(s) to do ({n_before} already done) with {', '.join(cfg.methods)} "
-            f"on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]}, batch size {cfg.batch_size}"
+            f"{cfg.task}: {len(remaining)} image(s) to do ({n_before} already done{where}) with "
+            f"{', '.join(cfg.methods)} on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]}, "
+            f"batch size {cfg.batch_size}"
         )
         summary = EvalSummary(self.run_dir, len(self.items), n_before, 0, self.n_skipped)
         bar = con.progress(len(todo), desc=f"eval {cfg.task}")
@@ -516,6 +540,7 @@ class Evaluation:
                 records = self._run_batch(batch)
                 summary.n_done_now += len(records)
                 bar.update(len(batch))
+                _test_hook_die(rank, summary.n_done_now)
                 last = records[-1]["methods"][cfg.methods[0]]
                 if last.get("psnr") is not None:
                     bar.set_postfix_str(f"{cfg.methods[0]} PSNR {last['psnr']:.2f}")
@@ -615,6 +640,16 @@ class Evaluation:
                     f"({r['seconds']:.1f} s/restoration, {r['failed']} failed)"
                 )
         return records
+
+
+def _test_hook_die(rank: int, n_done: int) -> None:
+    """Test hook, for tests/test_distributed.py only: with SPGD_TEST_DIE_AFTER="RANK:N" in the environment,
+    process RANK exits at once (os._exit(1), like a crash: no clean-up) once it has finished N images."""
+    spec = os.environ.get("SPGD_TEST_DIE_AFTER")
+    if spec:
+        die_rank, _, n = spec.partition(":")
+        if int(die_rank) == rank and n_done >= int(n):
+            os._exit(1)
 
 
 def _method_record(

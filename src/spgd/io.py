@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Union
+from typing import BinaryIO, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -177,6 +177,22 @@ def _to_uint8(x: Tensor) -> np.ndarray:
     return a[..., 0] if a.shape[2] == 1 else a
 
 
+def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file atomically: `write(f)` fills a temporary file in the same folder, which then replaces
+    `path` (os.replace), so a reader never sees a half-written file. The folder is created if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_image(x: Tensor, path: Union[str, Path]) -> Path:
     """Write an image in [-1, 1], (C, H, W) or (1, C, H, W), C = 1 or 3, as an 8-bit PNG.
 
@@ -188,18 +204,7 @@ def save_image(x: Tensor, path: Union[str, Path]) -> Path:
     a = _to_uint8(x)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(a).save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda f: Image.fromarray(a).save(f, format=fmt))
 
 
 def list_images(folder: Union[str, Path]) -> list[Path]:

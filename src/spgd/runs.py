@@ -12,7 +12,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import SpgdError
+from .io import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -50,20 +50,7 @@ def new_run_dir(out: PathLike, command: str, task: Optional[str] = None) -> Path
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically (temporary file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def _jsonable(obj: Any) -> Any:

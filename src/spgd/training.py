@@ -28,7 +28,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import SpgdError
-from .io import list_images, load_image
+from .io import atomic_write, list_images, load_image
 from .priors import GaussianPrior, UNetModel, VPPrecond, save_unet
 from .priors.unet import count_parameters
 
@@ -216,15 +215,7 @@ def format_report(report: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _load_state(path: Path) -> dict[str, Any]:

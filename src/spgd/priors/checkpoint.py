@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -226,14 +225,6 @@ def save_unet(path: str | os.PathLike, model: UNetModel | VPPrecond, **extra: An
         "precond": precond,
         **extra,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ..io import atomic_write
+
+    return atomic_write(path, lambda f: torch.save(payload, f))

@@ -184,6 +184,15 @@ class FailureTracker:
         stats.failed_at_step = list(self.failed_at)
 
 
+def progress(steps: range, desc: str, enabled: bool):
+    """`steps`, wrapped in a tqdm bar when enabled (the library is quiet by default; the CLI turns it on)."""
+    if not enabled:
+        return steps
+    from tqdm.auto import tqdm
+
+    return tqdm(steps, desc=desc, unit="step", leave=False)
+
+
 def prepare(prior, y: Tensor) -> Prior:
     check_measurement(y)
     return as_prior(prior)

@@ -25,6 +25,7 @@ from .base import (
     infer_x_shape,
     initial_noise,
     prepare,
+    progress,
 )
 from .schedule import karras_sigmas, linear_lr
 
@@ -87,11 +88,7 @@ class DAPS:
         s_lo, s_hi = float(getattr(prior, "sigma_min", 0.0)), float(getattr(prior, "sigma_max", float("inf")))
         x = initial_noise(shape, sigmas[0], generator, y.device, y.dtype) if x_start is None else x_start.to(y)
         tracker = FailureTracker(shape[0], y.device, self.check_every)
-        levels = range(K)
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            levels = tqdm(levels, desc="daps", unit="step", leave=False)
+        levels = progress(range(K), "daps", self.progress)
 
         with CostMeter(y.device, shape[0]) as meter:
             for k in levels:

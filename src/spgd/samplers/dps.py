@@ -25,6 +25,7 @@ from .base import (
     infer_x_shape,
     initial_noise,
     prepare,
+    progress,
 )
 
 
@@ -90,11 +91,7 @@ class DPS:
         x = initial_noise(shape, 1.0, generator, y.device, y.dtype) if x_start is None else x_start.to(y)
         tracker = FailureTracker(shape[0], y.device, self.check_every)
         n = len(abars)
-        steps = range(n)
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc="dps", unit="step", leave=False)
+        steps = progress(range(n), "dps", self.progress)
 
         with CostMeter(y.device, shape[0]) as meter:
             for i in steps:

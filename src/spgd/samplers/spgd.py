@@ -26,6 +26,7 @@ from .base import (
     initial_noise,
     likelihood_grad,
     prepare,
+    progress,
 )
 from .schedule import karras_sigmas, linear_lr
 
@@ -133,11 +134,7 @@ class SPGD:
 
         x = initial_noise(shape, sigmas[0], generator, y.device, y.dtype) if x_start is None else x_start.to(y)
         tracker = FailureTracker(shape[0], y.device, self.check_every)
-        levels = range(start_step, K)
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            levels = tqdm(levels, desc="spgd", unit="step", leave=False)
+        levels = progress(range(start_step, K), "spgd", self.progress)
 
         with CostMeter(y.device, shape[0]) as meter:
             for k in levels:

@@ -1,0 +1,288 @@
+"""`spgd eval` on many processes: all GPUs of a machine, several machines, or CPU processes, with
+``torchrun`` / ``torch.distributed``.
+
+    torchrun --nproc-per-node 8 -m spgd eval faces/ --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt
+
+The work is embarrassingly parallel: every image has its own seeds (spgd.evaluate), so its result does not
+depend on which process restores it, nor on how many there are. Process ``rank`` of ``world_size`` takes a
+contiguous block of the images still to do (spgd.runs.shard) and writes their images and records/NAME.json
+into the shared run folder, each file atomically. Only small Python objects travel between the processes,
+never tensors: the run folder (rank 0 creates it), the list of images still to do (rank 0 reads it, so all
+agree), any set-up error (raised on every rank), and at the end each rank's status, after which rank 0
+merges the tables from all records (spgd.evaluate.write_tables) and prints the summary.
+
+A rank that dies loses only its unfinished images (``torchrun`` then stops the others, which keep theirs);
+``spgd eval --resume RUN_DIR`` under any number of processes does only the missing ones, split evenly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import torch
+
+from .errors import SpgdError
+
+T = TypeVar("T")
+
+BACKENDS = ("auto", "nccl", "gloo")
+DEFAULT_TIMEOUT_MINUTES = 30.0  # longest wait for the other ranks at a synchronisation point
+
+
+def env_world() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from the launcher's environment (torchrun sets RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT); (0, 1, 0) without one."""
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1, 0
+    values = {}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        text = os.environ.get(name, "0")
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise SpgdError(f"environment variable {name} must be an integer, got {text!r}") from None
+    rank, world, local = values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"]
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise SpgdError(f"inconsistent launcher environment: RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local}")
+    return rank, world, local
+
+
+def rank_device(name: Optional[str], local_rank: int, world_size: int) -> Optional[str]:
+    """The device of this process: --device as given, except that with several processes the default (or
+    plain "cuda") becomes cuda:LOCAL_RANK, one GPU per process."""
+    if world_size == 1 or name not in (None, "auto", "cuda"):
+        return name
+    if name in (None, "auto") and not torch.cuda.is_available():
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise SpgdError("--device cuda requested but CUDA is not available; use --device cpu")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise SpgdError(
+            f"LOCAL_RANK {local_rank} has no GPU of its own ({count} CUDA device(s) on this machine): "
+            f"start at most {count} processes per node (torchrun --nproc-per-node {count})"
+        )
+    return f"cuda:{local_rank}"
+
+
+def describe(e: BaseException) -> str:
+    """One line about an error, for another rank to report."""
+    if isinstance(e, SpgdError):
+        text = str(e)
+    elif isinstance(e, OSError) and e.filename is not None:
+        text = f"{e.strerror or type(e).__name__}: {e.filename}"
+    else:
+        text = f"{type(e).__name__}: {e}"
+    return " ".join(text.split())
+
+
+class Job:
+    """This process's place in a (possibly one-process) job, and the few object collectives `spgd eval`
+    needs. With one process every method runs locally and nothing is initialised. Use as a context manager:
+    the process group is destroyed on the way out, errors included."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, backend: Optional[str] = None):
+        self.rank = rank
+        self.world_size = world_size
+        self.local_rank = local_rank
+        self.backend = backend
+
+    @classmethod
+    def from_env(
+        cls, backend: str = "auto", timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES, device: Optional[str] = None
+    ) -> "Job":
+        """Join the job the launcher describes (nothing to join without torchrun or with one process).
+        backend "auto": NCCL when this process uses a CUDA device, else Gloo."""
+        if backend not in BACKENDS:
+            raise SpgdError(f"--dist-backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if not timeout_minutes > 0:
+            raise SpgdError(f"--dist-timeout must be > 0 minutes, got {timeout_minutes}")
+        rank, world, local = env_world()
+        if world == 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            raise SpgdError("this torch build has no torch.distributed; run a single process")
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if name not in os.environ:
+                raise SpgdError(f"WORLD_SIZE={world} is set but {name} is not: start the processes with torchrun")
+        dev = rank_device(device, local, world)
+        on_cuda = dev is not None and dev.startswith("cuda")
+        if backend == "auto":
+            backend = "nccl" if on_cuda else "gloo"
+        if backend == "nccl":
+            if not on_cuda:
+                raise SpgdError(f"--dist-backend nccl needs CUDA devices, but this run uses {dev or 'the CPU'}; "
+                                "use --dist-backend gloo")
+            torch.cuda.set_device(torch.device(dev))  # NCCL's object collectives use the current device
+        try:
+            dist.init_process_group(
+                backend, rank=rank, world_size=world, timeout=timedelta(minutes=float(timeout_minutes))
+            )
+        except (RuntimeError, ValueError) as e:
+            raise SpgdError(f"cannot join the {world}-process job as rank {rank} ({backend}): {describe(e)}") from None
+        return cls(rank, world, local, backend)
+
+    def __enter__(self) -> "Job":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    # -- collectives (objects only) ---------------------------------------------------------------------
+    def gather(self, obj: Any) -> list:
+        """Every rank's `obj`, on every rank, in rank order."""
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def on_rank0(self, fn: Callable[[], T]) -> T:
+        """fn() run on rank 0 only; its result on every rank. If it fails, every rank raises (rank 0 its own
+        exception, the others an SpgdError naming it)."""
+        if self.world_size == 1:
+            return fn()
+        import torch.distributed as dist
+
+        box: list = [None]
+        error: Optional[BaseException] = None
+        if self.rank == 0:
+            try:
+                box[0] = ("ok", fn())
+            except Exception as e:  # noqa: BLE001 - sent to the other ranks, then raised
+                error, box[0] = e, ("error", describe(e))
+        dist.broadcast_object_list(box, src=0)
+        if error is not None:
+            raise error
+        kind, value = box[0]
+        if kind == "error":
+            raise SpgdError(f"rank 0: {value}")
+        return value
+
+    def agree(self, fn: Callable[[], T]) -> T:
+        """fn() run on every rank; if it fails on any, every rank raises: a failing rank its own exception,
+        the others an SpgdError with the error of the first failing rank. So that an error before the work
+        (bad input, a missing file, no GPU) stops all ranks at once instead of leaving them waiting."""
+        try:
+            value, error = fn(), None
+        except Exception as e:  # noqa: BLE001 - sent to the other ranks, then raised
+            value, error = None, e
+        if self.world_size == 1:
+            if error is not None:
+                raise error
+            return value  # type: ignore[return-value]
+        errors = self.gather(None if error is None else describe(error))
+        if error is not None:
+            raise error
+        for r, text in enumerate(errors):
+            if text is not None:
+                raise SpgdError(f"rank {r}: {text}")
+        return value  # type: ignore[return-value]
+
+
+def _wait_visible(path: Path, seconds: float = 10.0) -> None:
+    """Check that a run folder another rank created is visible here (a shared filesystem may lag a moment)."""
+    deadline = time.monotonic() + seconds
+    while not path.is_dir():
+        if time.monotonic() > deadline:
+            raise SpgdError(
+                f"the run folder {path} created by rank 0 is not visible on this machine: put --out on a "
+                "filesystem that all nodes share"
+            )
+        time.sleep(0.2)
+
+
+def run_eval(cfg, job: Job, resume: Optional[str], out: str, console, argv: list[str], cli_options: dict):
+    """`spgd eval` on one or many processes (see the module docstring): set up on every rank, do this rank's
+    block of the images still to do, merge on rank 0. Returns the summary: on rank 0 (the only one of a
+    single process) of the whole run, with the tables; on other ranks of their own block only."""
+    from .evaluate import EvalSummary, Evaluation, write_tables
+    from .io import list_images
+    from .runs import new_run_dir
+
+    def create() -> Path:
+        list_images(cfg.images_dir)  # check what can be checked before creating the run folder
+        return new_run_dir(out, "eval", cfg.task)
+
+    if resume is not None:
+        run_dir = Path(resume)
+    else:
+        run_dir = job.on_rank0(create)
+
+    ev = Evaluation(cfg, run_dir, console, argv)
+
+    def prepare() -> None:
+        if job.rank != 0:
+            _wait_visible(run_dir)
+        ev.prepare(resume=resume is not None, cli_options=cli_options, write_settings=False)
+
+    try:
+        job.agree(prepare)
+        if resume is None:
+            job.on_rank0(lambda: ev.write_settings(cli_options, job.world_size))
+    except BaseException:
+        if job.rank == 0 and resume is None and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was written: leave no empty folder behind
+        raise
+
+    if job.world_size == 1:
+        return ev.run()
+
+    # rank 0 decides what is left to do, so that all ranks split the same list
+    pending = job.on_rank0(lambda: [it.index for it in ev.pending()])
+    if job.rank == 0:
+        console.info(f"distributed: {job.world_size} processes ({job.backend}); run folder {run_dir}")
+    probe_skipped = ev.n_skipped
+    error: Optional[BaseException] = None
+    try:
+        mine = ev.run(job.rank, job.world_size, pending)
+    except Exception as e:  # noqa: BLE001 - reported to rank 0 below, then raised here
+        error = e
+        mine = EvalSummary(run_dir, len(ev.items), len(ev.items) - len(pending), 0, ev.n_skipped)
+    mine.rank = job.rank
+    status = {
+        "done": mine.n_done_now,
+        "skipped": mine.n_skipped - probe_skipped,
+        "interrupted": mine.interrupted,
+        "error": None if error is None else describe(error),
+    }
+    statuses = job.gather(status)  # waits for every rank to finish its block
+    # rank 0 merges while the others wait: a rank that exits with an error now would make torchrun stop rank 0
+    tables = job.on_rank0(lambda: write_tables(run_dir, ev.size, cfg.resize))
+    if error is not None:
+        raise error
+    if job.rank != 0:
+        return mine
+
+    summary = EvalSummary(
+        run_dir,
+        len(ev.items),
+        mine.n_done_before,
+        sum(s["done"] for s in statuses),
+        probe_skipped + sum(s["skipped"] for s in statuses),
+        interrupted=any(s["interrupted"] for s in statuses),
+    )
+    summary.tables = tables
+    failed = [(r, s["error"]) for r, s in enumerate(statuses) if s["error"]]
+    if failed:
+        what = "; ".join(f"rank {r}: {text}" for r, text in failed)
+        raise SpgdError(
+            f"{what}; the finished images are kept ({summary.tables['n_images']} of {summary.n_images}) in "
+            f"{run_dir}; finish with: spgd eval --resume {run_dir}"
+        )
+    return summary
