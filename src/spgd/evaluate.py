@@ -273,17 +273,13 @@ def viewable(y: Tensor) -> tuple[Tensor, str]:
 
 
 def prior_image_size(prior) -> Optional[tuple[int, int]]:
-    """The image size a prior needs, if it says: `image_size` on it or on its network (config)."""
-    for obj in (prior, getattr(prior, "net", None)):
-        if obj is None:
-            continue
-        size = getattr(obj, "image_size", None)
-        if size is None:
-            config = getattr(obj, "config", None)
-            size = config.get("image_size") if isinstance(config, dict) else None
-        if size is not None:
-            return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return None
+    """The image size a prior requires, if it declares one (`prior.image_size`). A UNet's configured
+    `image_size` is not a requirement: the network is convolutional and takes any size its down-samplings
+    divide (it says so clearly otherwise), so by default images keep their own size."""
+    size = getattr(prior, "image_size", None)
+    if size is None:
+        return None
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def measurement_baseline(op, task: str, y: Tensor, x: Tensor) -> tuple[Optional[Tensor], str]:
