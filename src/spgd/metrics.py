@@ -245,7 +245,7 @@ class LPIPS(nn.Module):
     - linear layers: ``linL.model.1.weight`` (L = 0..4, shape (1, C_L, 1, 1)), or ``lins.L.model.1.weight``;
     - anything else (``scaling_layer.*``, ``classifier.*``) is ignored.
 
-    To build a single file: ``sd = torch.load(backbone); sd.update(torch.load(lin)); torch.save(sd, out)``.
+    To build a single file: ``sd = torch.load(backbone, weights_only=True); sd.update(torch.load(lin, weights_only=True)); torch.save(sd, out)``.
 
     Args:
         net: ``"vgg"`` or ``"alex"``.
