@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Union
 
 import torch
@@ -18,6 +19,10 @@ def append_dims(t: Tensor, ndim: int) -> Tensor:
 
 def sigma_as_batch(sigma: SigmaLike, x: Tensor) -> Tensor:
     """A float or (B,)/(1,) tensor of noise levels as a (B,) tensor on x's device and dtype."""
+    if isinstance(sigma, numbers.Real):
+        # A fill on the device: torch.as_tensor(float, device="cuda") would copy from the host and wait for
+        # the GPU (a host synchronisation at every denoiser call of the sampler loop).
+        return torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     if s.ndim == 0:
         s = s.expand(x.shape[0])

@@ -15,7 +15,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,9 @@ from torch import Tensor, nn
 from ..errors import SpgdError
 from .base import Prior
 from .precond import VPPrecond
+
+if TYPE_CHECKING:
+    from .fast import FastPath
 from .unet import ARCHITECTURES, UNetModel
 
 FORMAT = "spgd-unet"
@@ -171,6 +174,7 @@ def load_prior(
     name_or_path: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
+    fast: "bool | None | FastPath | dict" = None,
 ) -> Prior:
     """A Prior by name or file.
 
@@ -178,6 +182,11 @@ def load_prior(
     while it is absent). "gaussian": the analytic Gaussian prior. "ffhq256"/"imagenet256": the DPS FFHQ /
     guided-diffusion ImageNet UNet from `checkpoint`. A file path: a file written by `save_unet`, or a raw
     state_dict of one of those two architectures. `device` moves the prior there.
+
+    `fast` (network priors only; see `spgd.priors.fast`): None (default) = the fast path on a CUDA device
+    (bf16 autocast for the network call, torch.compile with an eager fallback; sampler state and likelihood
+    stay float32) and the plain float32 eager network elsewhere; False = always float32 eager; True = the
+    fast path on any device; a `FastPath` or a dict of its fields = exactly those settings.
     """
     name = os.fspath(name_or_path)
     if name in ARCHITECTURES:
@@ -204,7 +213,9 @@ def load_prior(
         raise SpgdError(f"unknown prior '{name}'; valid names: {', '.join(NAMES)}, or a checkpoint file path")
     if device is not None:
         prior = prior.to(device)
-    return prior
+    from .fast import apply_fast
+
+    return apply_fast(prior, fast, device)
 
 
 def save_unet(path: str | os.PathLike, model: UNetModel | VPPrecond, **extra: Any) -> Path:

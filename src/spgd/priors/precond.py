@@ -6,13 +6,31 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable
+import warnings
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import SpgdError
 from .base import Prior, SigmaLike, append_dims, sigma_as_batch
+
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on `device` for precision "bf16" (CUDA and CPU both support it); else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 class VPPrecond(Prior):
@@ -21,7 +39,15 @@ class VPPrecond(Prior):
     c_skip = 1, c_out = -sigma, c_in = 1 / sqrt(sigma^2 + 1), c_noise = (M - 1) * t(sigma), where
     sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) and t(sigma) its inverse. F predicts epsilon;
     when it also returns learned-variance channels (guided-diffusion `learn_sigma`), the first
-    `img_channels` are used. The network runs in float32 with frozen weights; gradients reach x.
+    `img_channels` are used. By default the network runs in float32 with frozen weights; gradients reach x.
+
+    Execution settings (`configure`, or `spgd.priors.fast`), none of which changes what D computes beyond
+    rounding: `precision="bf16"` runs the network call alone under bf16 autocast (its output is cast back, so
+    the sampler state and the likelihood stay float32); `channels_last` stores the network's convolution
+    weights and input in NHWC order; `compile` runs the network through `torch.compile` (a failure while
+    compiling falls back to eager with a warning). `param_grads=True` is the released code's configuration,
+    kept for benchmarks: the network's parameters require grad, so a likelihood gradient runs a full
+    backward that also fills their `.grad` (see `spgd.samplers.base.likelihood_grad`).
     """
 
     def __init__(
@@ -32,6 +58,11 @@ class VPPrecond(Prior):
         beta_min: float = 0.1,  # initial beta
         M: int = 1000,  # number of discrete timesteps the network was trained with
         epsilon_t: float = 1e-5,  # smallest t, fixing sigma_min
+        precision: str = "fp32",  # "fp32", or "bf16": autocast for the network call only
+        channels_last: bool = False,  # NHWC memory format for the network
+        compile: bool = False,  # torch.compile the network (eager fallback with a warning)
+        compile_mode: Optional[str] = None,  # torch.compile mode: None/"default", "reduce-overhead", "max-autotune"
+        param_grads: bool = False,  # reference mode: parameters require grad (the released code's cost)
     ):
         super().__init__()
         self.net = net
@@ -45,6 +76,64 @@ class VPPrecond(Prior):
         self.epsilon_t = epsilon_t
         self.sigma_min = float(self.sigma(epsilon_t))
         self.sigma_max = float(self.sigma(1.0))
+        self.precision = "fp32"
+        self.channels_last = False
+        self.use_compile = False
+        self.compile_mode: Optional[str] = None
+        self.param_grads = False
+        # The compiled network is kept out of the module tree so state_dict() and .to() see the plain net.
+        self.__dict__["_compiled_net"] = None
+        self.configure(
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            compile_mode=compile_mode,
+            param_grads=param_grads,
+        )
+
+    def configure(
+        self,
+        precision: Optional[str] = None,
+        channels_last: Optional[bool] = None,
+        compile: Optional[bool] = None,
+        compile_mode: Optional[str] = None,
+        param_grads: Optional[bool] = None,
+    ) -> "VPPrecond":
+        """Change how the network is run (None keeps a setting); returns self. See the class docstring."""
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise SpgdError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            self.precision = precision
+        net = self.net if isinstance(self.net, nn.Module) else None
+        if channels_last is not None:
+            changed = bool(channels_last) != self.channels_last
+            self.channels_last = bool(channels_last)
+            if net is not None and changed:
+                net.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        if param_grads is not None:
+            self.param_grads = bool(param_grads)
+            if net is not None:
+                net.requires_grad_(self.param_grads)
+        if compile_mode is not None:
+            if compile_mode not in COMPILE_MODES:
+                raise SpgdError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
+            self.compile_mode = None if compile_mode == "default" else compile_mode
+            self.__dict__["_compiled_net"] = None  # recompiled on the next call with the new mode
+        if compile is not None:
+            self.use_compile = bool(compile)
+            if not self.use_compile:
+                self.__dict__["_compiled_net"] = None
+        return self
+
+    def settings(self) -> dict:
+        """The execution settings, as `configure` takes them."""
+        return {
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.use_compile,
+            "compile_mode": self.compile_mode or "default",
+            "param_grads": self.param_grads,
+        }
 
     def sigma(self, t: float | Tensor) -> float | Tensor:
         """VP noise level at time t in [0, 1]."""
@@ -68,10 +157,51 @@ class VPPrecond(Prior):
         s = append_dims(sigma, x.ndim)
         c_in = 1 / (s**2 + 1).sqrt()
         c_noise = (self.M - 1) * self.sigma_inv(sigma)
-        f = self.net((c_in * x).to(torch.float32), c_noise.to(torch.float32))
+        f = self.run_net((c_in * x).to(torch.float32), c_noise.to(torch.float32))
         eps = f[:, : self.img_channels].to(x.dtype)
         return x - s * eps
 
+    def run_net(self, x_in: Tensor, c_noise: Tensor, eager: bool = False) -> Tensor:
+        """F(x_in, c_noise) as configured (precision, memory format, compiled or not); `eager` skips
+        torch.compile. The output is float32 whatever the precision."""
+        if self.channels_last and x_in.ndim == 4:
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
+        net = self.net if eager or not self.use_compile else self._compiled()
+        with autocast(x_in.device, self.precision):
+            try:
+                f = net(x_in, c_noise)
+            except SpgdError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a compiler failure must not end a restoration
+                if net is self.net:
+                    raise
+                warnings.warn(f"torch.compile of the denoiser failed, running it eagerly: {_first_line(e)}")
+                self.use_compile = False
+                self.__dict__["_compiled_net"] = None
+                f = self.net(x_in, c_noise)
+        if self.use_compile and self.compile_mode in ("reduce-overhead", "max-autotune"):
+            f = f.clone()  # CUDA-graph outputs are overwritten by the next replay; the sampler keeps x0_hat
+        return f.float()
+
+    def _compiled(self) -> Callable[[Tensor, Tensor], Tensor]:
+        compiled = self.__dict__["_compiled_net"]
+        if compiled is None:
+            try:
+                kwargs = {} if self.compile_mode is None else {"mode": self.compile_mode}
+                # dynamic=False: one specialised graph per batch shape (a restoration uses one or two)
+                compiled = torch.compile(self.net, dynamic=False, **kwargs)
+            except Exception as e:  # noqa: BLE001 - e.g. no compiler back end on this platform
+                warnings.warn(f"torch.compile is not available here, running the denoiser eagerly: {_first_line(e)}")
+                self.use_compile = False
+                return self.net
+            self.__dict__["_compiled_net"] = compiled
+        return compiled
+
     def extra_repr(self) -> str:
         sigmas = f"sigma=[{self.sigma_min:.4g}, {self.sigma_max:.4g}]"
-        return f"beta_d={self.beta_d}, beta_min={self.beta_min}, M={self.M}, {sigmas}"
+        plain = self.precision == "fp32" and not (self.use_compile or self.channels_last or self.param_grads)
+        fast = "" if plain else (
+            f", precision={self.precision}, channels_last={self.channels_last}, compile={self.use_compile}"
+            f", param_grads={self.param_grads}"
+        )
+        return f"beta_d={self.beta_d}, beta_min={self.beta_min}, M={self.M}, {sigmas}{fast}"

@@ -1,0 +1,540 @@
+"""`spgd bench`: time full SPGD restorations, the fast path against the released code's configuration.
+
+For each architecture (FFHQ-256 / ImageNet-256 ADM UNets with random weights, or a UNet config from a JSON
+file), each mode and each batch size, one whole SPGD restoration (K levels x N warm-up steps, Gaussian blur
+measurement) is timed after an untimed warm-up restoration (which is where torch.compile compiles). Modes:
+
+- reference: what the released code does: float32, eager, and the network's parameters requiring grad, so
+  every likelihood gradient is a full backward that also computes parameter gradients;
+- fast: frozen weights, bf16 or fp32 autocast, torch.compile on or off, channels-last on or off.
+
+Reported per row: seconds per image, images per second, peak memory (CUDA: torch.cuda.max_memory_allocated;
+CPU: the process's peak resident set, which is not the run's own), achieved TFLOP/s from FLOPs *counted*
+with torch.utils.flop_counter.FlopCounterMode on one batch-1 forward and forward+VJP (matmul, convolution
+and attention FLOPs; normalisations and element-wise work are not counted), and the speed-up against the
+reference at the same architecture and batch size, measured in the same run.
+
+`--check-quality` also restores the same measurements from the same starting noise with the reference and
+each fast mode and reports the PSNR of each against the ground truth and its difference to the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .errors import SpgdError
+from .priors.fast import FastPath, auto_batch_size, describe, reference
+from .priors.precond import VPPrecond
+from .priors.unet import ARCHITECTURES, UNetModel
+from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, resolve_device, utc_now, versions
+
+EXIT_OK = 0
+PAPER_STEPS, PAPER_WARMUP = 200, 5  # K and N of the paper, for the extrapolated column
+BUNDLED_PHOTO = Path(__file__).resolve().parent / "data" / "astronaut.png"
+
+EXAMPLES = """examples:
+  # the GPU table of the issue: reference and fast path, FFHQ-256, batch 1, 8, 32 and auto, K reduced to 20
+  spgd bench --arch ffhq256 --batch-sizes 1,8,32,auto --steps 20 --warmup-steps 5 --precision bf16 --compile on
+  # both architectures, bf16 and fp32 fast paths, compiled and eager, plus the same-results check
+  spgd bench --arch ffhq256,imagenet256 --precision fp32,bf16 --compile on,off --check-quality
+  # a tiny CPU run (what the tests do)
+  spgd bench --device cpu --arch ffhq256 --size 64 --steps 2 --warmup-steps 1 --batch-sizes 1
+"""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# options
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLES
+    a = parser.add_argument
+    a("--arch", default="ffhq256", help=f"architectures, comma-separated: {', '.join(ARCHITECTURES)}, or a JSON "
+      "file of UNetModel keywords (default: ffhq256)")
+    a("--batch-sizes", default="1,8,32,auto", help="comma-separated batch sizes; 'auto' sizes the batch from free "
+      "GPU memory (CPU: 4) (default: 1,8,32,auto)")
+    a("--steps", type=int, default=PAPER_STEPS, help=f"K, annealing levels (>= 1; default {PAPER_STEPS})")
+    a("--warmup-steps", type=int, default=PAPER_WARMUP,
+      help=f"N, warm-up steps per level (>= 1; default {PAPER_WARMUP})")
+    a("--precision", default="bf16", help="fast-path precisions, comma-separated: fp32, bf16 (default: bf16)")
+    a("--compile", default=None, help="fast path with torch.compile: on, off or on,off (default: on for CUDA, off "
+      "for the CPU)")
+    a("--compile-mode", default="default", help="torch.compile mode: default, reduce-overhead (CUDA graphs), "
+      "max-autotune, max-autotune-no-cudagraphs (default: default)")
+    a("--channels-last", default="off", help="fast path in channels-last memory format: on, off or on,off "
+      "(default: off)")
+    a("--size", type=int, default=None, help="image side in pixels (default: the architecture's, 256)")
+    a("--device", default=None, help="cuda, cuda:N or cpu (default: CUDA when available)")
+    a("--repeat", type=int, default=1, help="timed restorations per row; the median is reported (default: 1)")
+    a("--max-batch", type=int, default=64, help="upper bound for the auto batch size (default: 64)")
+    a("--lr", type=float, default=1.0, help="SPGD step size (Gaussian blur preset: 1.0)")
+    a("--seed", type=int, default=0, help="seed of the random weights, images and noise (default: 0)")
+    a("--no-reference", action="store_true", help="skip the reference timing rows (no speed-up column then; "
+      "--check-quality still restores with the reference)")
+    a("--check-quality", action="store_true", help="also compare the restorations of the reference and the fast "
+      "modes against the ground truth (PSNR difference)")
+    a("--quality-prior", default="default,gaussian", help="priors for --check-quality: load_prior names or files, "
+      "or 'random' for the random-weight architecture (default: default,gaussian)")
+    a("--quality-images", default=None, help="folder of ground-truth images for --check-quality (default: the "
+      "bundled photo, flipped and shifted)")
+    a("--quality-count", type=int, default=2, help="images in the quality check (default: 2)")
+    a("--quality-steps", type=int, default=None, help="K of the quality check's restorations (default: --steps; "
+      "N is --warmup-steps)")
+    a("--out", default="runs", help="parent folder of the new run folder (default: runs/)")
+    a("-q", "--quiet", action="store_true", help="print only the table")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One benchmarked configuration: the reference (fast is None) or a fast path."""
+
+    label: str
+    fast: Optional[FastPath]
+
+    @property
+    def is_reference(self) -> bool:
+        return self.fast is None
+
+
+def parse_choices(text: Optional[str], option: str, allowed: Sequence[str]) -> list[str]:
+    items = [t.strip().lower() for t in (text or "").split(",") if t.strip()]
+    if not items:
+        raise SpgdError(f"{option} needs at least one of {', '.join(allowed)}")
+    for t in items:
+        if t not in allowed:
+            raise SpgdError(f"{option}: {t!r} is not one of {', '.join(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+def parse_batch_sizes(text: str) -> list[Union[int, str]]:
+    out: list[Union[int, str]] = []
+    for t in (p.strip().lower() for p in text.split(",")):
+        if not t:
+            continue
+        if t == "auto":
+            out.append("auto")
+            continue
+        try:
+            b = int(t)
+        except ValueError:
+            raise SpgdError(f"--batch-sizes: {t!r} is neither a positive integer nor 'auto'") from None
+        if b < 1:
+            raise SpgdError(f"--batch-sizes: batch sizes must be >= 1, got {b}")
+        out.append(b)
+    if not out:
+        raise SpgdError("--batch-sizes needs at least one batch size, e.g. 1,8,32,auto")
+    return list(dict.fromkeys(out))
+
+
+def build_modes(precisions: Sequence[str], compiles: Sequence[str], channels_last: Sequence[str], mode: str,
+                with_reference: bool) -> list[Mode]:
+    modes = [Mode("reference", None)] if with_reference else []
+    for p in precisions:
+        for c in compiles:
+            for cl in channels_last:
+                fast = FastPath(precision=p, compile=c == "on", compile_mode=mode, channels_last=cl == "on")
+                label = f"fast {p}" + (" compiled" if fast.compile else " eager")
+                label += " NHWC" if fast.channels_last else ""
+                modes.append(Mode(label, fast))
+    return modes
+
+
+def load_arch(spec: str) -> tuple[str, dict]:
+    """An architecture name of ARCHITECTURES, or a JSON file holding UNetModel keywords."""
+    if spec in ARCHITECTURES:
+        return spec, dict(ARCHITECTURES[spec])
+    path = Path(spec)
+    if path.suffix.lower() == ".json" or path.is_file():
+        try:
+            config = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SpgdError(f"--arch: file not found: {path}") from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise SpgdError(f"--arch: cannot read {path}: {e}") from None
+        if not isinstance(config, dict):
+            raise SpgdError(f"--arch: {path} must hold a JSON object of UNetModel keywords")
+        return path.stem, config
+    raise SpgdError(f"--arch: unknown architecture {spec!r}; valid: {', '.join(ARCHITECTURES)}, or a .json file")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building blocks
+
+
+def random_unet(config: dict, device: torch.device, seed: int = 0) -> UNetModel:
+    """A UNet of `config` with random weights on `device`. The zero-initialised output layers get small random
+    weights too, so the network's output (and the restoration) depends on every layer."""
+    torch.manual_seed(seed)
+    try:
+        with torch.device(device):
+            net = UNetModel(**config)
+    except TypeError as e:
+        raise SpgdError(f"invalid UNet config: {e}") from None
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(0.0, 0.02)
+    return net
+
+
+def count_flops(config: dict, image_shape: Sequence[int], param_grads: bool = False) -> dict[str, int]:
+    """FLOPs per image of one forward and of one forward + VJP of the UNet of `config`, counted with
+    FlopCounterMode at batch 1 on the meta device (shapes only; nothing is computed). With `param_grads`, the
+    backward also computes parameter gradients (the reference's cost)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = UNetModel(**config)
+    prior = VPPrecond(net).configure(param_grads=param_grads)
+    x = torch.zeros((1, *image_shape), device="meta")
+    with FlopCounterMode(display=False) as fwd:
+        with torch.no_grad():
+            prior.denoise(x, 1.0)
+    with FlopCounterMode(display=False) as vjp:
+        with torch.enable_grad():
+            xg = x.clone().requires_grad_(True)
+            out = prior.denoise(xg, 1.0).square().sum()
+            if param_grads:
+                out.backward()
+            else:
+                torch.autograd.grad(out, xg)
+    return {"forward": int(fwd.get_total_flops()), "forward_vjp": int(vjp.get_total_flops())}
+
+
+def ground_truth(count: int, size: int, folder: Optional[str] = None) -> Tensor:
+    """`count` images (count, 3, size, size) in [-1, 1]: from `folder` (cycled) or the bundled photo, the
+    copies after the first flipped and shifted so they differ."""
+    from .io import list_images, load_image
+
+    paths = list_images(folder) if folder else [BUNDLED_PHOTO]
+    if not paths:
+        raise SpgdError(f"--quality-images: no images in {folder}")
+    images = []
+    for i in range(count):
+        x, _ = load_image(paths[i % len(paths)], size=size, resize=True)
+        k = i // len(paths)
+        if k:
+            x = torch.roll(x.flip(-1) if k % 2 else x, shifts=(3 * k, 5 * k), dims=(-2, -1))
+        images.append(x)
+    return torch.cat(images)
+
+
+def blur_operator(size: int, device: torch.device):
+    """The benchmark's Gaussian blur (kernel 61, std 3), with the kernel shrunk to fit images under 62 px."""
+    from .operators import make_operator
+
+    kernel = 61 if size > 61 else max(3, size - 1 if (size - 1) % 2 else size - 2)
+    return make_operator("gaussian_blur", kernel_size=kernel).to(device)
+
+
+def seeded_generators(count: int, seed: int, device: torch.device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(seed + i) for i in range(count)]
+
+
+def restore_once(prior: Any, y: Tensor, op: Any, steps: int, warmup: int, lr: float, x_start: Tensor):
+    from .samplers.spgd import SPGD
+
+    sampler = SPGD(steps=steps, warmup_steps=warmup, lr=lr)
+    return sampler.run(y, op, prior, x_start=x_start)
+
+
+def configure(prior: VPPrecond, mode: Mode) -> VPPrecond:
+    prior.zero_grad(set_to_none=True)
+    if mode.is_reference:
+        return reference(prior)
+    f = mode.fast
+    assert f is not None
+    return prior.configure(precision=f.precision, channels_last=f.channels_last, compile=f.compile,
+                           compile_mode=f.compile_mode, param_grads=False)
+
+
+def fresh_compile_cache() -> None:
+    """Forget torch.compile's graphs, and allow a graph per batch size and grad mode: otherwise the graphs of
+    earlier modes fill the recompile limit of UNetModel.forward and later rows silently run eagerly."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    for key in ("recompile_limit", "cache_size_limit"):  # the name changed in torch 2.6
+        if hasattr(torch._dynamo.config, key):
+            setattr(torch._dynamo.config, key, max(64, getattr(torch._dynamo.config, key)))
+            break
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def time_row(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.device, args: argparse.Namespace
+             ) -> dict:
+    """Warm up (untimed, compiles), then time `args.repeat` full restorations of a batch; median seconds."""
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    gt = torch.rand((batch, 3, size, size), generator=gen, device=device) * 2 - 1
+    y = op.measure(gt, gen)
+    x_start = 100.0 * torch.randn(gt.shape, generator=gen, device=device)
+    restore_once(prior, y, op, 2, 1, args.lr, x_start)  # warm-up: compiles the forward, VJP and no-grad graphs
+    seconds, peaks, failed, kind = [], [], 0, "none"
+    for _ in range(args.repeat):
+        _sync(device)
+        result = restore_once(prior, y, op, args.steps, args.warmup_steps, args.lr, x_start)
+        seconds.append(result.stats.seconds)
+        peaks.append(result.stats.peak_memory_bytes or 0)
+        kind = result.stats.peak_memory_kind
+        failed = max(failed, sum(result.stats.failed))
+    prior.zero_grad(set_to_none=True)
+    s = statistics.median(seconds)
+    return {
+        "batch": batch,
+        "seconds": s,
+        "seconds_all": seconds,
+        "seconds_per_image": s / batch,
+        "images_per_second": batch / s,
+        "peak_memory_gib": max(peaks) / 2**30,
+        "peak_memory_kind": kind,
+        "failed_images": failed,
+    }
+
+
+def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: torch.device,
+             args: argparse.Namespace, con: Console) -> tuple[list[dict], dict]:
+    size = args.size or int(config.get("image_size", 256))
+    net = random_unet(config, device, args.seed)
+    prior = VPPrecond(net)
+    op = blur_operator(size, device)
+    image_shape = (3, size, size)
+    flops = {
+        "fast": count_flops(config, image_shape, param_grads=False),
+        "reference": count_flops(config, image_shape, param_grads=True),
+    }
+    K, N = args.steps, args.warmup_steps
+    rows = []
+    for mode in modes:
+        fresh_compile_cache()
+        configure(prior, mode)
+        f = flops["reference" if mode.is_reference else "fast"]
+        flops_per_image = K * N * f["forward_vjp"] + K * f["forward"]  # N VJPs and one fresh denoise per level
+        for requested in batches:
+            batch = requested
+            if requested == "auto":
+                batch = auto_batch_size(prior, image_shape, device, max_batch=args.max_batch)
+            con.info(f"bench: {name} {size}px, {mode.label}, batch {batch}{' (auto)' if requested == 'auto' else ''}")
+            try:
+                row = time_row(prior, op, int(batch), size, device, args)
+            except torch.cuda.OutOfMemoryError:
+                prior.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                con.warn(f"{name}, {mode.label}, batch {batch}: out of GPU memory; row marked OOM")
+                row = {"batch": batch, "oom": True, "seconds": None, "seconds_all": [], "seconds_per_image": None,
+                       "images_per_second": None, "peak_memory_gib": None, "peak_memory_kind": "none",
+                       "failed_images": 0}
+            spi = row["seconds_per_image"]
+            row.update(
+                arch=name,
+                size=size,
+                mode=mode.label,
+                execution=describe(prior),
+                settings=prior.settings(),
+                batch_requested=requested,
+                flops_per_image=flops_per_image,
+                tflops=flops_per_image / spi / 1e12 if spi else None,
+                est_seconds_per_image_paper=spi * (PAPER_STEPS * PAPER_WARMUP + PAPER_STEPS) / (K * N + K)
+                if spi
+                else None,
+            )
+            rows.append(row)
+    # speed-up against the reference of the same architecture and requested batch size
+    refs = {r["batch_requested"]: r for r in rows if r["mode"] == "reference"}
+    for r in rows:
+        ref = refs.get(r["batch_requested"])
+        ok = ref is not None and ref["seconds_per_image"] and r["seconds_per_image"]
+        r["speedup"] = ref["seconds_per_image"] / r["seconds_per_image"] if ok else None
+    del prior, net
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows, {"size": size, **flops}
+
+
+def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], device: torch.device,
+                  args: argparse.Namespace, con: Console) -> list[dict]:
+    """Restore the same y from the same x_start with every mode; PSNR against the ground truth per mode."""
+    from . import load_prior
+    from .io import to_unit
+    from .metrics import psnr
+
+    names = [p.strip() for p in args.quality_prior.split(",") if p.strip()]
+    out = []
+    for pname in names:
+        priors: list[tuple[str, Any, int]] = []
+        if pname == "random":
+            for aname, config in arch_configs:
+                size = args.size or int(config.get("image_size", 256))
+                priors.append((f"random {aname}", VPPrecond(random_unet(config, device, args.seed)), size))
+        else:
+            priors.append((pname, load_prior(pname, device=device, fast=False), args.size or 256))
+        for label, prior, size in priors:
+            gt = ground_truth(args.quality_count, size, args.quality_images).to(device)
+            op = blur_operator(size, device)
+            gens = seeded_generators(gt.shape[0], args.seed + 1000, device)
+            y = torch.stack([op.measure(gt[i : i + 1], g)[0] for i, g in enumerate(gens)])
+            x_start = torch.stack([100.0 * torch.randn(gt.shape[1:], generator=g, device=device) for g in gens])
+            scores: dict[str, list[float]] = {}
+            # An analytic prior has no network: every mode runs the same code, so two of them show it.
+            runs = modes if isinstance(prior, VPPrecond) else modes[:2]
+            for mode in runs:
+                if isinstance(prior, VPPrecond):
+                    fresh_compile_cache()
+                    configure(prior, mode)
+                con.info(f"bench: quality, {label}, {mode.label}")
+                res = restore_once(prior, y, op, args.quality_steps or args.steps, args.warmup_steps, args.lr, x_start)
+                scores[mode.label] = psnr(to_unit(res.x.clamp(-1, 1)), to_unit(gt)).tolist()
+            base = scores.get("reference") or next(iter(scores.values()))
+            for m, vals in scores.items():
+                out.append(
+                    {
+                        "prior": label,
+                        "mode": m,
+                        "images": len(vals),
+                        "psnr": vals,
+                        "psnr_mean": sum(vals) / len(vals),
+                        "psnr_diff_vs_reference": sum(vals) / len(vals) - sum(base) / len(base),
+                        "max_abs_psnr_diff_per_image": max(abs(a - b) for a, b in zip(vals, base)),
+                    }
+                )
+            if isinstance(prior, VPPrecond):
+                prior.zero_grad(set_to_none=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# report
+
+
+def _fmt(v: Optional[float], spec: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def format_table(rows: list[dict], memory_label: str) -> str:
+    head = ["arch", "mode", "batch", "s/image", "images/s", f"peak memory GiB ({memory_label})", "TFLOP/s",
+            "speed-up", f"s/image at K={PAPER_STEPS}, N={PAPER_WARMUP}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        batch = f"{r['batch']} (auto)" if r["batch_requested"] == "auto" else str(r["batch"])
+        if r.get("oom"):
+            batch += " OOM"
+        cells = [f"{r['arch']} {r['size']}px", r["mode"], batch, _fmt(r["seconds_per_image"], ".3g"),
+                 _fmt(r["images_per_second"], ".3g"), _fmt(r["peak_memory_gib"], ".2f"), _fmt(r["tflops"], ".3g"),
+                 _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] is not None else ""),
+                 _fmt(r["est_seconds_per_image_paper"], ".3g")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_quality(rows: list[dict]) -> str:
+    lines = ["| prior | mode | images | mean PSNR dB | diff vs reference dB | max per-image diff dB |",
+             "|---|---|---|---|---|---|"]
+    for q in rows:
+        lines.append(f"| {q['prior']} | {q['mode']} | {q['images']} | {q['psnr_mean']:.3f} | "
+                     f"{q['psnr_diff_vs_reference']:+.4f} | {q['max_abs_psnr_diff_per_image']:.4f} |")
+    return "\n".join(lines)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    con = Console(0 if getattr(args, "quiet", False) else 1)
+    device = resolve_device(args.device)
+    if args.steps < 1 or args.warmup_steps < 1:
+        raise SpgdError(f"--steps and --warmup-steps must be >= 1, got {args.steps} and {args.warmup_steps}")
+    if args.repeat < 1:
+        raise SpgdError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.quality_steps is not None and args.quality_steps < 1:
+        raise SpgdError(f"--quality-steps must be >= 1, got {args.quality_steps}")
+    if args.size is not None and args.size < 8:
+        raise SpgdError(f"--size must be >= 8, got {args.size}")
+    archs = [load_arch(a.strip()) for a in args.arch.split(",") if a.strip()]
+    if not archs:
+        raise SpgdError("--arch needs at least one architecture")
+    batches = parse_batch_sizes(args.batch_sizes)
+    precisions = parse_choices(args.precision, "--precision", ("fp32", "bf16"))
+    compiles = parse_choices(args.compile or ("on" if device.type == "cuda" else "off"), "--compile", ("on", "off"))
+    channels_last = parse_choices(args.channels_last, "--channels-last", ("on", "off"))
+    modes = build_modes(precisions, compiles, channels_last, args.compile_mode, not args.no_reference)
+    memory_label = "CUDA max allocated" if device.type == "cuda" else "CPU: process peak RSS"
+
+    run_dir = new_run_dir(args.out, "bench")
+    started = time.perf_counter()
+    rows: list[dict] = []
+    flops: dict[str, dict] = {}
+    for name, config in archs:
+        arch_rows, arch_flops = run_arch(name, config, modes, batches, device, args, con)
+        rows += arch_rows
+        flops[name] = arch_flops
+    # the quality check always compares against the reference, even when its timing rows are skipped
+    quality_modes = modes if not args.no_reference else [Mode("reference", None), *modes]
+    quality = quality_check(quality_modes, archs, device, args, con) if args.check_quality else []
+
+    table = format_table(rows, memory_label)
+    record = {
+        "command": ["spgd", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else ["spgd", "bench", "(Python)"],
+        "date": utc_now(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "versions": versions(),
+        "settings": {k: v for k, v in vars(args).items()},
+        "task": "gaussian_blur",
+        "flops_per_image_step": flops,
+        "flops_note": "counted with torch.utils.flop_counter.FlopCounterMode (batch 1, meta device): matmul, "
+        "convolution and attention FLOPs of one forward and one forward+VJP; TFLOP/s = counted FLOPs of the "
+        "whole restoration (K*N forward+VJP + K forwards) per image / seconds per image",
+        "memory_note": "CUDA: torch.cuda.max_memory_allocated during the timed run"
+        if device.type == "cuda"
+        else "CPU: peak resident set of the whole process (ru_maxrss), not of the run alone",
+        "rows": rows,
+        "quality": quality,
+        "seconds_total": time.perf_counter() - started,
+    }
+    atomic_write_json(run_dir / "bench.json", record)
+    md = [
+        f"# spgd bench: {device_name(device)}, {record['date']}",
+        "",
+        f"Command: `{' '.join(record['command'])}`",
+        "",
+        f"SPGD, Gaussian blur, K = {args.steps}, N = {args.warmup_steps}, random-weight networks. Speed-up: "
+        "seconds per image of the reference (fp32, eager, parameter gradients, as the released code) over this "
+        "row's, same architecture and batch, same run. TFLOP/s from counted FLOPs (FlopCounterMode). The last "
+        f"column scales the measured time to K = {PAPER_STEPS}, N = {PAPER_WARMUP} (cost per level is constant).",
+        "",
+        table,
+        "",
+    ]
+    if quality:
+        md += ["## Same results", "", "Same measurements and starting noise; PSNR against the ground truth.", "",
+               format_quality(quality), ""]
+    atomic_write_text(run_dir / "bench.md", "\n".join(md))
+    con.result(table)
+    if quality:
+        con.result("")
+        con.result(format_quality(quality))
+    con.info(f"bench: wrote {run_dir / 'bench.json'} and bench.md")
+    return EXIT_OK
