@@ -30,3 +30,28 @@ def demo_dir(shared_dir: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)
+
+
+# A tiny ADM UNet (2 levels, attention at the lower one, scale-shift norm, res-block resampling), shared by the
+# network and benchmark tests.
+TINY_UNET = dict(
+    image_size=16,
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult="1,2",
+    learn_sigma=True,
+    attention_resolutions="8",
+    num_head_channels=16,
+    use_scale_shift_norm=True,
+    resblock_updown=True,
+)
+
+
+def copy_demo_images(demo_dir: Path, dest: Path, n: int) -> Path:
+    """The first n demo faces copied into a fresh folder `dest` (tests may add or break files there)."""
+    import shutil
+
+    dest.mkdir(parents=True)
+    for f in sorted(demo_dir.glob("*.png"))[:n]:
+        shutil.copy(f, dest / f.name)
+    return dest

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_UNET
+
 import spgd
 from spgd.bench import count_flops, ground_truth, random_unet
 from spgd.cli import main
@@ -20,18 +22,7 @@ from spgd.priors.fast import CPU_BATCH_SIZE, EAGER_FP32, FastPath, apply_fast, a
 from spgd.samplers.base import CostMeter, likelihood_grad
 from spgd.samplers.spgd import SPGD
 
-# A tiny ADM UNet (2 levels, attention at the lower one), as the bench takes it from a JSON file.
-TINY = dict(
-    image_size=16,
-    num_channels=32,
-    num_res_blocks=1,
-    channel_mult="1,2",
-    learn_sigma=True,
-    attention_resolutions="8",
-    num_head_channels=16,
-    use_scale_shift_norm=True,
-    resblock_updown=True,
-)
+TINY = TINY_UNET
 
 
 @pytest.fixture(autouse=True)

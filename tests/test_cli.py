@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from conftest import copy_demo_images
 
 from spgd import cli
 from spgd.errors import SpgdError
@@ -52,20 +53,12 @@ def pixels(path: Path) -> np.ndarray:
 
 @pytest.fixture
 def two_images(tmp_path: Path, demo_dir: Path) -> Path:
-    d = tmp_path / "images"
-    d.mkdir()
-    for f in sorted(demo_dir.glob("*.png"))[:2]:
-        shutil.copy(f, d / f.name)
-    return d
+    return copy_demo_images(demo_dir, tmp_path / "images", 2)
 
 
 @pytest.fixture
 def four_images(tmp_path: Path, demo_dir: Path) -> Path:
-    d = tmp_path / "images4"
-    d.mkdir()
-    for f in sorted(demo_dir.glob("*.png"))[:4]:
-        shutil.copy(f, d / f.name)
-    return d
+    return copy_demo_images(demo_dir, tmp_path / "images4", 4)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from conftest import copy_demo_images
 
 from spgd.distributed import Job, env_world, rank_device
 from spgd.errors import SpgdError
@@ -84,11 +85,7 @@ def assert_same_results(run_dir: Path, ref: tuple[list[dict], dict, dict]) -> No
 
 @pytest.fixture(scope="module")
 def four(tmp_path_factory, demo_dir: Path) -> Path:
-    d = tmp_path_factory.mktemp("dist") / "images"
-    d.mkdir()
-    for f in sorted(demo_dir.glob("*.png"))[:4]:
-        shutil.copy(f, d / f.name)
-    return d
+    return copy_demo_images(demo_dir, tmp_path_factory.mktemp("dist") / "images", 4)
 
 
 @pytest.fixture(scope="module")

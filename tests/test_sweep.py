@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+
+from conftest import copy_demo_images
 
 from spgd.cli import main
 from spgd.errors import SpgdError
@@ -19,11 +20,7 @@ TINY = ["--size", "32", "--resize", "--prior", "gaussian", "--set", "steps=3", "
 
 @pytest.fixture
 def two_faces(demo_dir: Path, tmp_path: Path) -> Path:
-    d = tmp_path / "faces"
-    d.mkdir()
-    for f in sorted(demo_dir.glob("*.png"))[:2]:
-        shutil.copy(f, d / f.name)
-    return d
+    return copy_demo_images(demo_dir, tmp_path / "faces", 2)
 
 
 def _run_dir(out: Path) -> Path:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_UNET
+
 from spgd.errors import SpgdError
 from spgd.priors import ARCHITECTURES, Prior, UNetModel, VPPrecond, load_prior, save_unet
 from spgd.priors.checkpoint import load_unet_checkpoint
@@ -15,18 +17,7 @@ from spgd.priors.unet import count_parameters
 
 FIXTURES = ["unet_small_reference.pt", "unet_small_rb2_reference.pt"]
 
-# A tiny ADM UNet: 2 levels, attention at the lower one, scale-shift norm, res-block resampling.
-TINY = dict(
-    image_size=16,
-    num_channels=32,
-    num_res_blocks=1,
-    channel_mult="1,2",
-    learn_sigma=True,
-    attention_resolutions="8",
-    num_head_channels=16,
-    use_scale_shift_norm=True,
-    resblock_updown=True,
-)
+TINY = TINY_UNET
 
 
 def tiny_unet(seed: int = 0, **overrides) -> UNetModel:
