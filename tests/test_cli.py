@@ -149,14 +149,19 @@ def test_interrupt_keeps_finished_images_and_resume_completes(capsys, tmp_path, 
 
 
 def test_same_pixels_with_batch_size_1_and_4(capsys, tmp_path, four_images):
-    """Per-image seeding: motion kernels, noise and initial noise do not depend on the batch."""
+    """Per-image seeding: motion kernels, noise and initial noise do not depend on the batch. `--batch-size auto`
+    is 4 on a CPU (no free-memory measurement there) and is recorded resolved."""
     results = {}
-    for b in (1, 4):
+    for b in (1, "auto"):
         out = tmp_path / f"runs{b}"
         code, _, err = run(capsys, "eval", four_images, "--task", "motion_blur", *TINY, "--set", "kernel_size=9",
                            "--batch-size", b, "--out", out, "-q")
         assert code == 0, err
         results[b] = only_run(out)
+    settings = json.loads((results["auto"] / "settings.json").read_text())
+    assert (settings["batch_size"], settings["batch_size_option"]) == (4, "auto")
+    assert {r["batch_size"] for r in map(json.loads, map(Path.read_text, (results["auto"] / "records").glob("*.json")))} == {4}
+    results[4] = results["auto"]
     names = [f"0000{i}" for i in range(4)]
     for n in names:
         k1 = torch.load(results[1] / "random_parts" / f"{n}.pt", weights_only=True)["kernel"]
@@ -169,6 +174,16 @@ def test_same_pixels_with_batch_size_1_and_4(capsys, tmp_path, four_images):
     # different images really got different kernels
     k = [torch.load(results[4] / "random_parts" / f"{n}.pt", weights_only=True)["kernel"] for n in names[:2]]
     assert not torch.equal(k[0], k[1])
+
+
+def test_no_fast_runs_the_network_float32_eager(capsys, tmp_path, two_images, monkeypatch):
+    """--no-fast wins over SPGD_FAST=1 (which would ask for bf16 + compile) and is recorded in settings.json."""
+    monkeypatch.setenv("SPGD_FAST", "1")
+    out = tmp_path / "runs"
+    code, _, err = run(capsys, "eval", two_images, "--task", "denoising", "--prior", "default", "--set", "steps=1",
+                       "--set", "warmup_steps=1", "--size", "32", "--resize", "--no-fast", "--out", out, "-q")
+    assert code == 0, err
+    assert json.loads((only_run(out) / "settings.json").read_text())["network"] == "fp32 eager"
 
 
 def test_several_methods_samples_and_lpips(capsys, tmp_path, two_images):
@@ -240,6 +255,8 @@ def test_unknown_set_key_and_bad_values(capsys, tmp_path, two_images):
         (["--set", "beta=1.5"], "beta"),
         (["--method", "spgd,nope"], "unknown method 'nope'"),
         (["--set", "noise=1"], "noise_sigma"),
+        (["--batch-size", "big"], "positive integer or 'auto'"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
     ):
         code, _, err = run(capsys, "eval", two_images, "--task", "denoising", *TINY, *bad, "--out", out)
         assert_one_line_error(code, err, fragment)

@@ -11,7 +11,7 @@ import torch
 from spgd import load_prior
 from spgd.errors import SpgdError
 from spgd.io import save_image
-from spgd.training import add_train_arguments, random_crops, run_train, train_prior
+from spgd.training import SIGMA_HI, SIGMA_LO, _noise_levels, add_train_arguments, random_crops, run_train, train_prior
 
 # Two levels, no attention inside them: fast enough for a test, same code paths as the default network.
 TINY = dict(
@@ -116,6 +116,11 @@ def test_random_crops_cover_scales_and_sizes():
         (dict(holdout_fraction=1.0), "hold-out"),
         (dict(device="tpu9"), "device"),
         (dict(config={**TINY, "num_channels": 48}), "invalid UNet config"),
+        (dict(uniform_fraction=1.5), "--uniform-fraction"),
+        (dict(p_std=0.0), "--p-std"),
+        (dict(init="nowhere.pt"), "nowhere.pt"),
+        (dict(init="gaussian"), "not a UNet prior"),
+        (dict(init="default", resume=True), "exclude each other"),
     ],
 )
 def test_bad_values(images_dir: Path, tmp_path: Path, kwargs: dict, message: str):
@@ -136,3 +141,35 @@ def test_bad_folders(tmp_path: Path, images_dir: Path):
         train_prior(tmp_path / "junk", tmp_path / "x.pt", steps=1, **FAST)
     with pytest.raises(SpgdError, match="cannot resume"), pytest.warns(UserWarning):
         train_prior(images_dir, tmp_path / "fresh.pt", steps=2, resume=True, **FAST)
+
+
+def test_init_starts_from_the_given_weights(images_dir: Path, tmp_path: Path):
+    """--init: the network (and its config) come from the file; with a vanishing learning rate the result is
+    that file's network."""
+    first = tmp_path / "first.pt"
+    with pytest.warns(UserWarning):
+        train_prior(images_dir, first, steps=5, checkpoint_every=0, **FAST)
+        meta = train_prior(images_dir, tmp_path / "tuned.pt", steps=2, checkpoint_every=0, lr=1e-12, init=first,
+                           **{k: v for k, v in FAST.items() if k != "config"})
+    assert meta["settings"]["init"] == "first.pt"
+    a, b = weights(first), weights(tmp_path / "tuned.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    fresh = tmp_path / "fresh.pt"
+    with pytest.warns(UserWarning):
+        train_prior(images_dir, fresh, steps=2, checkpoint_every=0, lr=1e-12, seed=5, **FAST)
+    c = weights(fresh)
+    assert not all(torch.allclose(a[k], c[k], atol=1e-6) for k in a)  # the check above can fail
+
+
+def test_noise_levels_cover_the_sampler_range_with_a_uniform_share():
+    gen = torch.Generator().manual_seed(0)
+    plain = _noise_levels(4000, -1.0, 1.5, 0.0, gen)
+    mixed = _noise_levels(4000, -1.0, 1.5, 0.3, gen)
+    assert (plain > 7).float().mean() < 0.04  # the log-normal alone hardly trains where samplers start
+    assert (mixed > 7).float().mean() > 0.06
+    uniform = mixed[:1200]
+    assert uniform.min() >= SIGMA_LO and uniform.max() <= SIGMA_HI
+    # log-uniform: each decade of [SIGMA_LO, SIGMA_HI] holds about the same share
+    decades = torch.histc(uniform.log10(), bins=4, min=-2.5, max=1.5)
+    assert decades.min() > 0.7 * decades.max()

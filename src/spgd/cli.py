@@ -77,12 +77,30 @@ def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
     g.add_argument("-v", "--verbose", action="store_true", help="more detail (and tracebacks on errors)")
 
 
+def _batch_size(text: str) -> "int | str":
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+
+
+def _apply_no_fast(args: argparse.Namespace) -> None:
+    """--no-fast: every prior this process loads runs float32 eager (spgd.priors.fast reads SPGD_FAST)."""
+    if getattr(args, "no_fast", False):
+        os.environ["SPGD_FAST"] = "0"
+
+
 def _prior_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", metavar="P", default=None,
                    help="'default' (bundled), 'gaussian' (analytic), 'ffhq256' or 'imagenet256' (with --checkpoint), "
                    "or a weights file written by `spgd train` (default: default)")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
                    help="the .pt weights for --prior ffhq256 / imagenet256 (e.g. ffhq_10m.pt)")
+    p.add_argument("--no-fast", action="store_true",
+                   help="run the network in float32, eager, as written (the fast path - bf16 autocast, "
+                   "torch.compile, channels-last - is on by default on CUDA; same as SPGD_FAST=0)")
 
 
 def _settings_options(p: argparse.ArgumentParser) -> None:
@@ -149,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "continues with --resume RUN_DIR.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-        "  spgd eval faces/ --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt --batch-size 4\n"
+        "  spgd eval faces/ --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt --batch-size auto\n"
         "  spgd eval faces/ --task super_resolution --method spgd,spgd-official --limit 10 --samples 3\n"
         "  spgd eval faces/ --task inpainting_random --prior gaussian --set steps=50 --set lr=2.5 --resize\n"
         "  spgd eval faces/ --task motion_blur --lpips-weights lpips_vgg_full.pth --lpips-net vgg\n"
@@ -168,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"method(s), comma-separated: {_methods_text()} (default: spgd)")
     p.add_argument("--samples", type=int, default=None, metavar="S",
                    help="restorations per image with different seeds; metrics are their mean (default: 1)")
-    p.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per batch (default: 1)")
+    p.add_argument("--batch-size", type=_batch_size, default=1, metavar="B",
+                   help="images per batch, or 'auto': the largest that fits the free GPU memory (4 on a CPU) "
+                   "(default: 1)")
     p.add_argument("--device", metavar="D", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--seed", type=int, default=None, help="base seed: image i uses seed + i (default: 0)")
     _settings_options(p)
@@ -250,6 +270,7 @@ def cmd_restore(args: argparse.Namespace, argv: list[str]) -> int:
     from .oneshot import restore_file
 
     con = _console(args)
+    _apply_no_fast(args)
     methods = _methods(args.method)
     if len(methods) != 1:
         raise SpgdError("spgd restore takes one --method; use spgd eval to compare methods")
@@ -275,6 +296,7 @@ def cmd_eval(args: argparse.Namespace, argv: list[str]) -> int:
     from .runs import read_json
 
     con = _console(args)
+    _apply_no_fast(args)
     given = {k: getattr(args, k) for k in _EVAL_IDENTITY_OPTIONS}
     if args.resume is not None:
         run_dir = Path(args.resume)

@@ -24,7 +24,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from torch import Tensor
 
 from . import io, metrics
 from .errors import SpgdError
+from .priors.fast import describe
 from .runs import (
     Console,
     atomic_torch_save,
@@ -73,7 +74,7 @@ class EvalConfig:
     mask: Optional[str] = None
     lpips_weights: list[str] = field(default_factory=list)
     lpips_net: str = "vgg"
-    batch_size: int = 1
+    batch_size: Union[int, str] = 1  # or "auto": the largest that fits the free GPU memory (spgd.priors.fast)
     device: Optional[str] = None
 
     def samplers(self) -> dict[str, dict]:
@@ -110,7 +111,12 @@ class EvalConfig:
                 raise SpgdError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)}")
         if len(set(self.methods)) != len(self.methods):
             raise SpgdError(f"a method is listed twice in {','.join(self.methods)}")
-        for name, value, low in (("--samples", self.samples, 1), ("--batch-size", self.batch_size, 1)):
+        if isinstance(self.batch_size, str) and self.batch_size != "auto":
+            raise SpgdError(f"--batch-size must be a positive integer or 'auto', got {self.batch_size!r}")
+        checks = [("--samples", self.samples, 1)]
+        if self.batch_size != "auto":
+            checks.append(("--batch-size", self.batch_size, 1))
+        for name, value, low in checks:
             if value < low:
                 raise SpgdError(f"{name} must be >= {low}, got {value}")
         if self.seed < 0:
@@ -418,6 +424,12 @@ class Evaluation:
         self.size = tuple(self.size)
         with torch.no_grad():  # an operator that cannot take this size (box too large, scale) fails now
             self.make_op(cfg.seed, self.device).forward(torch.zeros(1, 3, *self.size, device=self.device))
+        self.batch_size = cfg.batch_size
+        if self.batch_size == "auto":
+            from .priors.fast import auto_batch_size
+
+            self.batch_size = auto_batch_size(self.prior, (3, *self.size), self.device)
+            con.info(f"--batch-size auto: {self.batch_size} image(s) per batch on {self.device}")
 
         from .metrics import lpips_or_reason
 
@@ -461,8 +473,10 @@ class Evaluation:
                 "prior": cfg.prior,
                 "checkpoint": cfg.checkpoint,
                 "image_size": list(self.size),
-                "batch_size": cfg.batch_size,
+                "batch_size": self.batch_size,
+                "batch_size_option": cfg.batch_size,
                 "device": str(self.device),
+                "network": describe(self.prior),
                 "world_size": world_size,
                 "lpips": self.lpips_note,
                 "lpips_label": self.lpips_label,
@@ -498,7 +512,7 @@ class Evaluation:
                 continue
             for note in notes:
                 self.console.detail(f"{it.path.name}: {note}")
-            if batch and (len(batch) == self.cfg.batch_size or batch[-1][0].index + 1 != it.index):
+            if batch and (len(batch) == self.batch_size or batch[-1][0].index + 1 != it.index):
                 yield batch
                 batch = []
             batch.append((it, x, notes))
@@ -527,7 +541,7 @@ class Evaluation:
         con.info(
             f"{cfg.task}: {len(remaining)} image(s) to do ({n_before} already done{where}) with "
             f"{', '.join(cfg.methods)} on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]}, "
-            f"batch size {cfg.batch_size}"
+            f"batch size {self.batch_size}, network {describe(self.prior)}"
         )
         summary = EvalSummary(self.run_dir, len(self.items), n_before, 0, self.n_skipped)
         bar = con.progress(len(todo), desc=f"eval {cfg.task}")

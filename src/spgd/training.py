@@ -7,8 +7,10 @@ F inside VP preconditioning, so that the denoiser it learns is exactly what `VPP
 
 Loss (EDM's VP loss, Karras et al. 2022, Table 1): E_{sigma, x0, n} lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2
 with lambda(sigma) = 1 / sigma^2, i.e. the usual epsilon-prediction MSE ||F(...) - n||^2. Training noise levels
-are log-normal, ln sigma ~ N(P_mean, P_std^2), clipped to the VP range [0.001, 152], which covers the samplers'
-schedule (sigma 100 down to 0.1, then the final denoise). Data: random crops of every image, each taken at a
+are log-normal, ln sigma ~ N(P_mean, P_std^2), clipped to the VP range [0.001, 152]; a fraction of every batch
+(`uniform_fraction`) is drawn log-uniform over [SIGMA_LO, SIGMA_HI] instead, so that the high noise levels where
+the samplers start (sigma 100 down to 0.1, then the final denoise) are trained too: the log-normal alone puts
+only ~2 % of its mass above sigma 7. Data: random crops of every image, each taken at a
 random scale in [0.5, 1] (a larger window resized down) and flipped left-right half the time. Adam with a
 linear warm-up, then a constant rate; the saved network is an exponential moving average of the weights.
 
@@ -62,6 +64,7 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
 REPORT_SIGMAS = (0.05, 0.1, 0.2, 0.5, 1.0)  # noise levels of the held-out report, in [-1, 1] units
 STATE_FORMAT = "spgd-train-state"
 P_MEAN, P_STD = -1.0, 1.5  # log-normal training noise levels: median sigma 0.37, 95 % in [0.02, 7]
+SIGMA_LO, SIGMA_HI = 0.002, 150.0  # range of the log-uniform share of the noise levels
 LR_WARMUP = 100  # steps of linear learning-rate warm-up
 EMA_WARMUP = 10  # the EMA decay is min(ema_decay, (1 + step) / (EMA_WARMUP + step)), so short runs average less
 EVAL_CROPS = 32  # held-out crops in the final report
@@ -165,6 +168,26 @@ def random_crops(
 
 
 # ------------------------------------------------------------------------------------------------- report
+
+
+def _noise_levels(n: int, p_mean: float, p_std: float, uniform_fraction: float, gen: torch.Generator) -> Tensor:
+    """n training noise levels: the first round(uniform_fraction * n) log-uniform, the rest log-normal."""
+    k = round(uniform_fraction * n)
+    log_normal = torch.randn(n - k, generator=gen) * p_std + p_mean
+    lo, hi = math.log(SIGMA_LO), math.log(SIGMA_HI)
+    log_uniform = torch.rand(k, generator=gen) * (hi - lo) + lo
+    return torch.cat([log_uniform, log_normal]).exp()
+
+
+def _load_init(path: str | os.PathLike) -> UNetModel:
+    """The UNet of an spgd-unet weights file (e.g. the bundled default), to fine-tune from."""
+    from .priors import load_prior
+
+    prior = load_prior(str(path), device="cpu")
+    net = getattr(prior, "net", None)
+    if not isinstance(net, UNetModel):
+        raise SpgdError(f"--init {path}: not a UNet prior file (got {type(prior).__name__})")
+    return net
 
 
 def _psnr(x: Tensor, ref: Tensor) -> Tensor:
@@ -288,6 +311,10 @@ def train_prior(
     progress: bool = True,  # tqdm progress bar on stderr
     holdout_fraction: float = 0.1,  # images held out for the final report
     max_minutes: Optional[float] = None,  # stop (and finish normally) after this much training time
+    p_mean: float = P_MEAN,  # log-normal noise levels: ln sigma ~ N(p_mean, p_std^2)
+    p_std: float = P_STD,
+    uniform_fraction: float = 0.0,  # share of each batch with log-uniform sigma over [SIGMA_LO, SIGMA_HI]
+    init: str | os.PathLike | None = None,  # spgd-unet weights file to start from (its config wins)
     command: Optional[str] = None,  # the command line, recorded in the file's metadata
 ) -> dict[str, Any]:
     """Train a UNet denoiser prior on the images of `images_dir` and write its EMA weights to `out`.
@@ -303,7 +330,17 @@ def train_prior(
     Raises:
         SpgdError: missing or empty folder, no readable image, bad settings, unusable checkpoint.
     """
+    init_state = None
+    if init is not None:
+        if resume:
+            raise SpgdError("--init and --resume exclude each other: a resumed run continues its own weights")
+        init_model = _load_init(init)
+        config, init_state = dict(init_model.config), init_model.state_dict()
     config = dict(DEFAULT_CONFIG if config is None else config)
+    if not 0.0 <= uniform_fraction <= 1.0:
+        raise SpgdError(f"--uniform-fraction must be in [0, 1], got {uniform_fraction}")
+    if not p_std > 0:
+        raise SpgdError(f"--p-std must be > 0, got {p_std}")
     try:
         with torch.device("meta"):
             factor = 2 ** UNetModel(**config).num_downsamples
@@ -317,7 +354,8 @@ def train_prior(
     ckpt_path = Path(checkpoint) if checkpoint is not None else out.with_name(out.name + ".ckpt")
     settings = dict(steps=steps, max_minutes=max_minutes, batch_size=batch_size, crop=crop, lr=lr,
                     ema_decay=ema_decay, seed=seed, holdout_fraction=holdout_fraction, lr_warmup=LR_WARMUP,
-                    p_mean=P_MEAN, p_std=P_STD,
+                    p_mean=p_mean, p_std=p_std, uniform_fraction=uniform_fraction,
+                    uniform_range=[SIGMA_LO, SIGMA_HI], init=None if init is None else Path(init).name,
                     loss="eps-MSE (EDM VP loss, lambda = 1/sigma^2)", min_scale=0.5, flip=True)
 
     images = _load_folder(images_dir)
@@ -325,7 +363,10 @@ def train_prior(
     train_images, held_images, split = _split(images, holdout_fraction, crop, split_gen)
 
     torch.manual_seed(seed)
-    net = UNetModel(**config).to(dev)
+    net = UNetModel(**config)
+    if init_state is not None:
+        net.load_state_dict(init_state)
+    net = net.to(dev)
     precond = VPPrecond(net)  # freezes net; we unfreeze it: the same D is trained that loads later
     net.requires_grad_(True)
     ema = copy.deepcopy(net).requires_grad_(False)
@@ -377,7 +418,7 @@ def train_prior(
     while step < steps and elapsed < deadline:
         # One step: crops, noise levels and noise from the seeded generator (on the CPU, so any device agrees).
         x0 = random_crops(train_images, batch_size, crop, gen)
-        sigma = (torch.randn(batch_size, generator=gen) * P_STD + P_MEAN).exp()
+        sigma = _noise_levels(batch_size, p_mean, p_std, uniform_fraction, gen)
         sigma = sigma.clamp(precond.sigma_min, precond.sigma_max)
         noise = torch.randn(x0.shape, generator=gen)
         x0, sigma, noise = x0.to(dev), sigma.to(dev), noise.to(dev)
@@ -446,6 +487,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--holdout", type=float, default=0.1,
                         help="fraction of the images held out for the final report (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    parser.add_argument("--init", metavar="FILE", default=None,
+                        help="start from these weights (an spgd-unet file, e.g. the bundled default); "
+                             "their network config is used")
+    parser.add_argument("--p-mean", type=float, default=P_MEAN,
+                        help="log-normal noise levels: mean of ln sigma (default: %(default)s)")
+    parser.add_argument("--p-std", type=float, default=P_STD,
+                        help="log-normal noise levels: std of ln sigma (default: %(default)s)")
+    parser.add_argument("--uniform-fraction", type=float, default=0.0,
+                        help=f"share of each batch with log-uniform sigma over [{SIGMA_LO:g}, {SIGMA_HI:g}], "
+                             "to train the high noise levels samplers start from (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -474,7 +525,8 @@ def run_train(args: argparse.Namespace) -> int:
         args.images_dir, args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
         ema_decay=args.ema, config=config, seed=args.seed, resume=args.resume, checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.quiet,
-        holdout_fraction=args.holdout, max_minutes=args.max_minutes, command=" ".join(["spgd", "train", *sys.argv[2:]]),
+        holdout_fraction=args.holdout, max_minutes=args.max_minutes, p_mean=args.p_mean, p_std=args.p_std,
+        uniform_fraction=args.uniform_fraction, init=args.init, command=" ".join(["spgd", "train", *sys.argv[2:]]),
     )
     report = meta["report"]
     print(f"wrote {args.out} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "
