@@ -235,3 +235,28 @@ def test_default_falls_back_to_gaussian(monkeypatch, tmp_path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert isinstance(load_prior("default"), VPPrecond)
+
+
+def test_edm_scaling_formulas_and_bounded_high_noise(tmp_path: Path):
+    """scaling="edm": D = c_skip x + c_out F(c_in x) with EDM's c_skip, c_out, c_in; same network call as "eps"
+    otherwise. At sigma 100 an eps network's output error is multiplied by 100, an edm one's by sigma_data."""
+    net = tiny_unet()
+    eps, edm = VPPrecond(net), VPPrecond(net, scaling="edm", sigma_data=0.5)
+    x = torch.randn(2, 3, 16, 16)
+    sigma = torch.tensor([0.05, 100.0])
+    s = sigma[:, None, None, None]
+    c_noise = 999 * eps.sigma_inv(sigma)
+    with torch.no_grad():
+        f = net(x / (s**2 + 0.25).sqrt(), c_noise)[:, :3]
+        expected = 0.25 / (s**2 + 0.25) * x - s * 0.5 / (s**2 + 0.25).sqrt() * f
+        assert rel_err(edm(x, sigma), expected) < 1e-5
+        assert rel_err(eps(x, sigma), x - s * net(x / (s**2 + 1).sqrt(), c_noise)[:, :3]) < 1e-5
+        big = 100 * torch.randn(2, 3, 16, 16)
+        assert edm(big, 100.0).abs().max() < 0.5 * net(big / 100, torch.full((2,), 999.0)).abs().max() + 1.0
+        assert (eps(big, 100.0) - big).abs().max() > 10 * edm(big, 100.0).abs().max()
+    # the scaling travels with the file
+    save_unet(tmp_path / "edm.pt", VPPrecond(net, scaling="edm", sigma_data=1.0))
+    loaded = load_prior(tmp_path / "edm.pt")
+    assert (loaded.scaling, loaded.sigma_data) == ("edm", 1.0)
+    with pytest.raises(SpgdError, match="scaling must be one of"):
+        VPPrecond(net, scaling="x0")

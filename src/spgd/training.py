@@ -5,8 +5,10 @@ F inside VP preconditioning, so that the denoiser it learns is exactly what `VPP
 
     D(x; sigma) = x - sigma * F(x / sqrt(sigma^2 + 1), (M - 1) * t(sigma)).
 
-Loss (EDM's VP loss, Karras et al. 2022, Table 1): E_{sigma, x0, n} lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2
-with lambda(sigma) = 1 / sigma^2, i.e. the usual epsilon-prediction MSE ||F(...) - n||^2. Training noise levels
+By default the denoiser uses EDM's output scaling (`VPPrecond(scaling="edm")`: D = c_skip x + c_out F, bounded at
+high noise); `scaling="eps"` trains the epsilon form of the guided-diffusion checkpoints. Loss (Karras et al. 2022):
+E_{sigma, x0, n} lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2 with lambda = 1 / c_out^2, i.e. the MSE of the
+network's own output against its target (for "eps": the usual epsilon MSE ||F(...) - n||^2). Training noise levels
 are log-normal, ln sigma ~ N(P_mean, P_std^2), clipped to the VP range [0.001, 152]; a fraction of every batch
 (`uniform_fraction`) is drawn log-uniform over [SIGMA_LO, SIGMA_HI] instead, so that the high noise levels where
 the samplers start (sigma 100 down to 0.1, then the final denoise) are trained too: the log-normal alone puts
@@ -315,6 +317,8 @@ def train_prior(
     p_std: float = P_STD,
     uniform_fraction: float = 0.0,  # share of each batch with log-uniform sigma over [SIGMA_LO, SIGMA_HI]
     init: str | os.PathLike | None = None,  # spgd-unet weights file to start from (its config wins)
+    scaling: str = "edm",  # the denoiser's output scaling (spgd.priors.VPPrecond): "edm" or "eps"
+    sigma_data: float = 0.5,  # EDM scaling's data std (1.0 makes c_in that of the eps form: good with init=)
     command: Optional[str] = None,  # the command line, recorded in the file's metadata
 ) -> dict[str, Any]:
     """Train a UNet denoiser prior on the images of `images_dir` and write its EMA weights to `out`.
@@ -355,8 +359,8 @@ def train_prior(
     settings = dict(steps=steps, max_minutes=max_minutes, batch_size=batch_size, crop=crop, lr=lr,
                     ema_decay=ema_decay, seed=seed, holdout_fraction=holdout_fraction, lr_warmup=LR_WARMUP,
                     p_mean=p_mean, p_std=p_std, uniform_fraction=uniform_fraction,
-                    uniform_range=[SIGMA_LO, SIGMA_HI], init=None if init is None else Path(init).name,
-                    loss="eps-MSE (EDM VP loss, lambda = 1/sigma^2)", min_scale=0.5, flip=True)
+                    uniform_range=[SIGMA_LO, SIGMA_HI], scaling=scaling, sigma_data=sigma_data, init=None if init is None else Path(init).name,
+                    loss="EDM loss, lambda = 1/c_out^2 (the network output's MSE)", min_scale=0.5, flip=True)
 
     images = _load_folder(images_dir)
     split_gen = torch.Generator().manual_seed(seed + 1)
@@ -367,7 +371,7 @@ def train_prior(
     if init_state is not None:
         net.load_state_dict(init_state)
     net = net.to(dev)
-    precond = VPPrecond(net)  # freezes net; we unfreeze it: the same D is trained that loads later
+    precond = VPPrecond(net, scaling=scaling, sigma_data=sigma_data)  # freezes net; we unfreeze it: the same D is trained that loads later
     net.requires_grad_(True)
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -404,7 +408,7 @@ def train_prior(
              "rng": gen.get_state(), "settings": settings, "data": split},
             ckpt_path,
         )
-        save_unet(out, VPPrecond(copy.deepcopy(ema).cpu()), training=meta)
+        save_unet(out, VPPrecond(copy.deepcopy(ema).cpu(), scaling=scaling, sigma_data=sigma_data), training=meta)
         return meta
 
     bar = None
@@ -423,7 +427,9 @@ def train_prior(
         noise = torch.randn(x0.shape, generator=gen)
         x0, sigma, noise = x0.to(dev), sigma.to(dev), noise.to(dev)
         denoised = precond.denoise(x0 + sigma[:, None, None, None] * noise, sigma)
-        loss = ((denoised - x0) / sigma[:, None, None, None]).square().mean()
+        # EDM's weighting lambda = 1 / c_out^2: the network's own output error, equal weight at every sigma
+        c_out = precond.scalings(sigma)[1][:, None, None, None]
+        loss = ((denoised - x0) / c_out).square().mean()
         if not torch.isfinite(loss):
             raise SpgdError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
         for group in opt.param_groups:
@@ -450,7 +456,7 @@ def train_prior(
     # Held-out report: the EMA network vs the noisy input and the analytic Gaussian prior, on fixed crops.
     eval_gen = torch.Generator().manual_seed(seed + 2)
     crops = random_crops(held_images, EVAL_CROPS, crop, eval_gen, flip=False)
-    trained = VPPrecond(copy.deepcopy(ema)).to(dev)
+    trained = VPPrecond(copy.deepcopy(ema), scaling=scaling, sigma_data=sigma_data).to(dev)
     report = denoising_report(
         {"trained": trained.denoise, "gaussian": GaussianPrior.default().to(dev).denoise},
         crops, seed=seed + 3, batch_size=max(batch_size, 8), device=dev,
@@ -497,6 +503,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--uniform-fraction", type=float, default=0.0,
                         help=f"share of each batch with log-uniform sigma over [{SIGMA_LO:g}, {SIGMA_HI:g}], "
                              "to train the high noise levels samplers start from (default: %(default)s)")
+    parser.add_argument("--scaling", choices=("edm", "eps"), default="edm",
+                        help="denoiser output scaling: edm (bounded error at high noise; for new priors) or eps "
+                             "(epsilon prediction, as the guided-diffusion checkpoints) (default: %(default)s)")
+    parser.add_argument("--sigma-data", type=float, default=0.5,
+                        help="data std of the edm scaling; 1.0 gives the network the inputs of the eps form, "
+                             "the better start from an eps --init (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -504,6 +516,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "examples:\n"
         "  spgd train my_photos/ --out my_prior.pt --steps 2000\n"
         "  spgd train my_photos/ --out my_prior.pt --steps 4000 --resume   # continue to 4000 steps\n"
+        "  spgd train my_photos/ --out tuned.pt --init default --steps 2000   # fine-tune the bundled prior\n"
         "  spgd restore --prior my_prior.pt ...\n"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -526,7 +539,7 @@ def run_train(args: argparse.Namespace) -> int:
         ema_decay=args.ema, config=config, seed=args.seed, resume=args.resume, checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.quiet,
         holdout_fraction=args.holdout, max_minutes=args.max_minutes, p_mean=args.p_mean, p_std=args.p_std,
-        uniform_fraction=args.uniform_fraction, init=args.init, command=" ".join(["spgd", "train", *sys.argv[2:]]),
+        uniform_fraction=args.uniform_fraction, init=args.init, scaling=args.scaling, sigma_data=args.sigma_data, command=" ".join(["spgd", "train", *sys.argv[2:]]),
     )
     report = meta["report"]
     print(f"wrote {args.out} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "

@@ -31,7 +31,7 @@ from .unet import ARCHITECTURES, UNetModel
 FORMAT = "spgd-unet"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 NAMES = ("default", "gaussian", *ARCHITECTURES)
-_PRECOND_KEYS = ("img_channels", "beta_d", "beta_min", "M", "epsilon_t")
+_PRECOND_KEYS = ("img_channels", "beta_d", "beta_min", "M", "epsilon_t", "scaling", "sigma_data")
 
 
 def _read(path: str | os.PathLike) -> Any:

@@ -1,5 +1,9 @@
 """VP preconditioning (EDM, Karras et al. 2022, Table 1): an epsilon-prediction network as a denoiser D(x; sigma).
 
+Networks trained here may instead use EDM's output scaling (`scaling="edm"`), which bounds the denoiser's error
+at high noise: an epsilon network's D = x - sigma * F multiplies any error of F by sigma (100 at the top of the
+samplers' schedule), and a small network cannot learn F to the ~1 % that needs.
+
 References:
     Karras et al., "Elucidating the Design Space of Diffusion-Based Generative Models", arXiv 2206.00364.
 """
@@ -18,6 +22,7 @@ from ..errors import SpgdError
 from .base import Prior, SigmaLike, append_dims, sigma_as_batch
 
 PRECISIONS = ("fp32", "bf16")
+SCALINGS = ("eps", "edm")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -41,6 +46,11 @@ class VPPrecond(Prior):
     when it also returns learned-variance channels (guided-diffusion `learn_sigma`), the first
     `img_channels` are used. By default the network runs in float32 with frozen weights; gradients reach x.
 
+    `scaling="edm"` (networks trained by `spgd train`): c_skip = sd^2 / (sigma^2 + sd^2),
+    c_out = -sigma * sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2) with sd = `sigma_data`, and the
+    same c_noise. Its sign and its low-noise limit (c_skip -> 1, c_out -> -sigma) are those of the epsilon form,
+    so an epsilon network is a good start for it; at high noise D -> -sd * F, bounded.
+
     Execution settings (`configure`, or `spgd.priors.fast`), none of which changes what D computes beyond
     rounding: `precision="bf16"` runs the network call alone under bf16 autocast (its output is cast back, so
     the sampler state and the likelihood stay float32); `channels_last` stores the network's convolution
@@ -58,6 +68,8 @@ class VPPrecond(Prior):
         beta_min: float = 0.1,  # initial beta
         M: int = 1000,  # number of discrete timesteps the network was trained with
         epsilon_t: float = 1e-5,  # smallest t, fixing sigma_min
+        scaling: str = "eps",  # "eps": D = x - sigma F (guided-diffusion/DPS checkpoints); "edm": see above
+        sigma_data: float = 0.5,  # EDM's data standard deviation (scaling="edm" only)
         precision: str = "fp32",  # "fp32", or "bf16": autocast for the network call only
         channels_last: bool = False,  # NHWC memory format for the network
         compile: bool = False,  # torch.compile the network (eager fallback with a warning)
@@ -74,6 +86,12 @@ class VPPrecond(Prior):
         self.beta_min = beta_min
         self.M = M
         self.epsilon_t = epsilon_t
+        if scaling not in SCALINGS:
+            raise SpgdError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+        if not sigma_data > 0:
+            raise SpgdError(f"sigma_data must be > 0, got {sigma_data}")
+        self.scaling = scaling
+        self.sigma_data = float(sigma_data)
         self.sigma_min = float(self.sigma(epsilon_t))
         self.sigma_max = float(self.sigma(1.0))
         self.precision = "fp32"
@@ -152,14 +170,22 @@ class VPPrecond(Prior):
             self.net.eval()
         return self
 
+    def scalings(self, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in) at noise levels s (any shape)."""
+        if self.scaling == "edm":
+            sd2 = self.sigma_data**2
+            return sd2 / (s**2 + sd2), -s * self.sigma_data / (s**2 + sd2).sqrt(), 1 / (s**2 + sd2).sqrt()
+        return torch.ones_like(s), -s, 1 / (s**2 + 1).sqrt()
+
     def denoise(self, x: Tensor, sigma: SigmaLike) -> Tensor:
         sigma = sigma_as_batch(sigma, x)
-        s = append_dims(sigma, x.ndim)
-        c_in = 1 / (s**2 + 1).sqrt()
+        c_skip, c_out, c_in = self.scalings(append_dims(sigma, x.ndim))
         c_noise = (self.M - 1) * self.sigma_inv(sigma)
         f = self.run_net((c_in * x).to(torch.float32), c_noise.to(torch.float32))
-        eps = f[:, : self.img_channels].to(x.dtype)
-        return x - s * eps
+        f = f[:, : self.img_channels].to(x.dtype)
+        if self.scaling == "eps":
+            return x + c_out * f  # c_skip = 1: kept exact, as the checkpoints' reference code computes it
+        return c_skip * x + c_out * f
 
     def run_net(self, x_in: Tensor, c_noise: Tensor, eager: bool = False) -> Tensor:
         """F(x_in, c_noise) as configured (precision, memory format, compiled or not); `eager` skips
@@ -204,4 +230,5 @@ class VPPrecond(Prior):
             f", precision={self.precision}, channels_last={self.channels_last}, compile={self.use_compile}"
             f", param_grads={self.param_grads}"
         )
-        return f"beta_d={self.beta_d}, beta_min={self.beta_min}, M={self.M}, {sigmas}{fast}"
+        scaling = "" if self.scaling == "eps" else f", scaling=edm, sigma_data={self.sigma_data}"
+        return f"beta_d={self.beta_d}, beta_min={self.beta_min}, M={self.M}{scaling}, {sigmas}{fast}"
