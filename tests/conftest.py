@@ -32,6 +32,16 @@ def _few_threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for tests that time or train tiny networks: on a shared 2-core machine, two OpenMP
+    threads can be many times slower (use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # A tiny ADM UNet (2 levels, attention at the lower one, scale-shift norm, res-block resampling), shared by the
 # network and benchmark tests.
 TINY_UNET = dict(

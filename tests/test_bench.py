@@ -25,13 +25,7 @@ from spgd.samplers.spgd import SPGD
 TINY = TINY_UNET
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests time and compare tiny runs; one thread avoids oversubscription on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny runs: one thread avoids oversubscription
 
 
 def tiny_prior(seed: int = 0) -> VPPrecond:

@@ -28,13 +28,7 @@ TINY = dict(
 FAST = dict(batch_size=4, crop=16, config=TINY, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, two OpenMP threads can be many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny runs: one thread avoids oversubscription
 
 
 @pytest.fixture(scope="module")
