@@ -1,12 +1,12 @@
 """Training a small ADM UNet prior on a folder of images: `spgd train IMAGES_DIR --out FILE`.
 
-The network is the guided-diffusion UNet (`spgd.priors.UNetModel`), trained as the epsilon-prediction network
-F inside VP preconditioning, so that the denoiser it learns is exactly what `VPPrecond` computes at load time:
+The network is the guided-diffusion UNet (`spgd.priors.UNetModel`), trained as the network F inside the
+preconditioning, so that the denoiser it learns is exactly what `VPPrecond` computes at load time:
 
-    D(x; sigma) = x - sigma * F(x / sqrt(sigma^2 + 1), (M - 1) * t(sigma)).
+    D(x; sigma) = c_skip x + c_out F(c_in x, (M - 1) * t(sigma)).
 
-By default the denoiser uses EDM's output scaling (`VPPrecond(scaling="edm")`: D = c_skip x + c_out F, bounded at
-high noise); `scaling="eps"` trains the epsilon form of the guided-diffusion checkpoints. Loss (Karras et al. 2022):
+By default with EDM's output scaling (`scaling="edm"`: bounded at high noise); `scaling="eps"` trains the
+epsilon form of the guided-diffusion checkpoints (c_skip = 1, c_out = -sigma, c_in = 1 / sqrt(sigma^2 + 1)). Loss (Karras et al. 2022):
 E_{sigma, x0, n} lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2 with lambda = 1 / c_out^2, i.e. the MSE of the
 network's own output against its target (for "eps": the usual epsilon MSE ||F(...) - n||^2). Training noise levels
 are log-normal, ln sigma ~ N(P_mean, P_std^2), clipped to the VP range [0.001, 152]; a fraction of every batch
@@ -359,7 +359,8 @@ def train_prior(
     settings = dict(steps=steps, max_minutes=max_minutes, batch_size=batch_size, crop=crop, lr=lr,
                     ema_decay=ema_decay, seed=seed, holdout_fraction=holdout_fraction, lr_warmup=LR_WARMUP,
                     p_mean=p_mean, p_std=p_std, uniform_fraction=uniform_fraction,
-                    uniform_range=[SIGMA_LO, SIGMA_HI], scaling=scaling, sigma_data=sigma_data, init=None if init is None else Path(init).name,
+                    uniform_range=[SIGMA_LO, SIGMA_HI], scaling=scaling, sigma_data=sigma_data,
+                    init=None if init is None else Path(init).name,
                     loss="EDM loss, lambda = 1/c_out^2 (the network output's MSE)", min_scale=0.5, flip=True)
 
     images = _load_folder(images_dir)
@@ -371,7 +372,8 @@ def train_prior(
     if init_state is not None:
         net.load_state_dict(init_state)
     net = net.to(dev)
-    precond = VPPrecond(net, scaling=scaling, sigma_data=sigma_data)  # freezes net; we unfreeze it: the same D is trained that loads later
+    scaling_kw = dict(scaling=scaling, sigma_data=sigma_data)
+    precond = VPPrecond(net, **scaling_kw)  # freezes net; we unfreeze it: the same D is trained that loads later
     net.requires_grad_(True)
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -408,7 +410,7 @@ def train_prior(
              "rng": gen.get_state(), "settings": settings, "data": split},
             ckpt_path,
         )
-        save_unet(out, VPPrecond(copy.deepcopy(ema).cpu(), scaling=scaling, sigma_data=sigma_data), training=meta)
+        save_unet(out, VPPrecond(copy.deepcopy(ema).cpu(), **scaling_kw), training=meta)
         return meta
 
     bar = None
@@ -456,7 +458,7 @@ def train_prior(
     # Held-out report: the EMA network vs the noisy input and the analytic Gaussian prior, on fixed crops.
     eval_gen = torch.Generator().manual_seed(seed + 2)
     crops = random_crops(held_images, EVAL_CROPS, crop, eval_gen, flip=False)
-    trained = VPPrecond(copy.deepcopy(ema), scaling=scaling, sigma_data=sigma_data).to(dev)
+    trained = VPPrecond(copy.deepcopy(ema), **scaling_kw).to(dev)
     report = denoising_report(
         {"trained": trained.denoise, "gaussian": GaussianPrior.default().to(dev).denoise},
         crops, seed=seed + 3, batch_size=max(batch_size, 8), device=dev,
