@@ -9,16 +9,27 @@
 # Step sizes are each method's task preset (the paper / released values). Then the markdown table:
 #   python benchmarks/collect_tables.py OUT_DIR
 # Usage: bash benchmarks/compare_methods.sh [FACES_DIR] [OUT_DIR] [PRIOR]
+#   env: TASKS="..." picks tasks; CHECKPOINT=FILE for PRIOR ffhq256/imagenet256; BUDGET=paper; BATCH=N
+# e.g. on a GPU: BUDGET=paper CHECKPOINT=ffhq_10m.pt BATCH=auto bash benchmarks/compare_methods.sh faces/ runs/ffhq ffhq256
 set -euo pipefail
 faces=${1:-../shared/data/ffhq-demo}
 out=${2:-runs/compare-methods}
 prior=${3:-default}
+tasks=${TASKS:-gaussian_blur motion_blur super_resolution inpainting_random}
 spgd=${SPGD:-.venv/bin/spgd}
-for task in gaussian_blur motion_blur super_resolution inpainting_random; do
-  "$spgd" eval "$faces" --task "$task" --prior "$prior" --method spgd,dps,daps,classical --batch-size 10 \
-    --set spgd.steps=10 --set spgd.warmup_steps=2 --set dps.steps=30 \
-    --set daps.steps=10 --set daps.ode_steps=3 --set daps.langevin_steps=50 --out "$out" -q
+# exit status 1 = some images diverged: reported per image in the run's tables, the comparison goes on
+ok_or_diverged() { "$@" || [ $? -eq 1 ]; }
+# CHECKPOINT=ffhq_10m.pt with PRIOR ffhq256: a real checkpoint; BUDGET=paper: the presets' full budgets
+prior_args=(--prior "$prior")
+[ -n "${CHECKPOINT:-}" ] && prior_args+=(--checkpoint "$CHECKPOINT")
+budget=(--set spgd.steps=10 --set spgd.warmup_steps=2 --set dps.steps=30
+        --set daps.steps=10 --set daps.ode_steps=3 --set daps.langevin_steps=50)
+gaussian_budget=(--set steps=10 --set warmup_steps=2)
+if [ "${BUDGET:-cpu}" = paper ]; then budget=(); gaussian_budget=(); fi
+for task in $tasks; do
+  ok_or_diverged "$spgd" eval "$faces" --task "$task" "${prior_args[@]}" --method spgd,dps,daps,classical \
+    --batch-size "${BATCH:-10}" "${budget[@]}" --out "$out" -q
   # SPGD at the same budget with the analytic Gaussian prior (what the trained prior adds)
-  "$spgd" eval "$faces" --task "$task" --prior gaussian --method spgd --batch-size 10 \
-    --set steps=10 --set warmup_steps=2 --out "$out/gaussian-prior" -q
+  ok_or_diverged "$spgd" eval "$faces" --task "$task" --prior gaussian --method spgd --batch-size 10 \
+    "${gaussian_budget[@]}" --out "$out/gaussian-prior" -q
 done
