@@ -8,23 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_UNET
+
 from spgd import load_prior
 from spgd.errors import SpgdError
 from spgd.io import save_image
 from spgd.training import SIGMA_HI, SIGMA_LO, _noise_levels, add_train_arguments, random_crops, run_train, train_prior
 
-# Two levels, no attention inside them: fast enough for a test, same code paths as the default network.
-TINY = dict(
-    image_size=16,
-    num_channels=32,
-    num_res_blocks=1,
-    channel_mult="1,2",
-    learn_sigma=False,
-    attention_resolutions="",
-    num_head_channels=32,
-    use_scale_shift_norm=True,
-    resblock_updown=True,
-)
+# The shared tiny UNet without attention inside its levels and without learned variance: the default network's
+# code paths, fast enough for a test.
+TINY = {**TINY_UNET, "learn_sigma": False, "attention_resolutions": "", "num_head_channels": 32}
 FAST = dict(batch_size=4, crop=16, config=TINY, progress=False)
 
 
