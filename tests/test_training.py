@@ -135,10 +135,11 @@ def test_init_starts_from_the_given_weights(images_dir: Path, tmp_path: Path):
     that file's network."""
     first = tmp_path / "first.pt"
     with pytest.warns(UserWarning):
-        train_prior(images_dir, first, steps=5, checkpoint_every=0, **FAST)
+        train_prior(images_dir, first, steps=5, checkpoint_every=0, sigma_data=1.0, **FAST)
         meta = train_prior(images_dir, tmp_path / "tuned.pt", steps=2, checkpoint_every=0, lr=1e-12, init=first,
                            **{k: v for k, v in FAST.items() if k != "config"})
     assert meta["settings"]["init"] == "first.pt"
+    assert (meta["settings"]["scaling"], meta["settings"]["sigma_data"]) == ("edm", 1.0)  # the init file's
     a, b = weights(first), weights(tmp_path / "tuned.pt")
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

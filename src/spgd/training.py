@@ -181,15 +181,15 @@ def _noise_levels(n: int, p_mean: float, p_std: float, uniform_fraction: float, 
     return torch.cat([log_uniform, log_normal]).exp()
 
 
-def _load_init(path: str | os.PathLike) -> UNetModel:
-    """The UNet of an spgd-unet weights file (e.g. the bundled default), to fine-tune from."""
+def _load_init(path: str | os.PathLike) -> VPPrecond:
+    """The UNet prior of an spgd-unet weights file (e.g. the bundled default), to fine-tune from."""
     from .priors import load_prior
 
     prior = load_prior(str(path), device="cpu")
     net = getattr(prior, "net", None)
     if not isinstance(net, UNetModel):
         raise SpgdError(f"--init {path}: not a UNet prior file (got {type(prior).__name__})")
-    return net
+    return prior
 
 
 def _psnr(x: Tensor, ref: Tensor) -> Tensor:
@@ -317,8 +317,8 @@ def train_prior(
     p_std: float = P_STD,
     uniform_fraction: float = 0.0,  # share of each batch with log-uniform sigma over [SIGMA_LO, SIGMA_HI]
     init: str | os.PathLike | None = None,  # spgd-unet weights file to start from (its config wins)
-    scaling: str = "edm",  # the denoiser's output scaling (spgd.priors.VPPrecond): "edm" or "eps"
-    sigma_data: float = 0.5,  # EDM scaling's data std (1.0 makes c_in that of the eps form: good with init=)
+    scaling: Optional[str] = None,  # output scaling (spgd.priors.VPPrecond): "edm"/"eps"; None: init's, else edm
+    sigma_data: Optional[float] = None,  # EDM scaling's data std; None: init's, else 0.5 (1.0 gives the eps c_in)
     command: Optional[str] = None,  # the command line, recorded in the file's metadata
 ) -> dict[str, Any]:
     """Train a UNet denoiser prior on the images of `images_dir` and write its EMA weights to `out`.
@@ -338,8 +338,12 @@ def train_prior(
     if init is not None:
         if resume:
             raise SpgdError("--init and --resume exclude each other: a resumed run continues its own weights")
-        init_model = _load_init(init)
-        config, init_state = dict(init_model.config), init_model.state_dict()
+        init_prior = _load_init(init)
+        config, init_state = dict(init_prior.net.config), init_prior.net.state_dict()
+        scaling = init_prior.scaling if scaling is None else scaling
+        sigma_data = init_prior.sigma_data if sigma_data is None else sigma_data
+    scaling = "edm" if scaling is None else scaling
+    sigma_data = 0.5 if sigma_data is None else sigma_data
     config = dict(DEFAULT_CONFIG if config is None else config)
     if not 0.0 <= uniform_fraction <= 1.0:
         raise SpgdError(f"--uniform-fraction must be in [0, 1], got {uniform_fraction}")
@@ -505,12 +509,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--uniform-fraction", type=float, default=0.0,
                         help=f"share of each batch with log-uniform sigma over [{SIGMA_LO:g}, {SIGMA_HI:g}], "
                              "to train the high noise levels samplers start from (default: %(default)s)")
-    parser.add_argument("--scaling", choices=("edm", "eps"), default="edm",
+    parser.add_argument("--scaling", choices=("edm", "eps"), default=None,
                         help="denoiser output scaling: edm (bounded error at high noise; for new priors) or eps "
-                             "(epsilon prediction, as the guided-diffusion checkpoints) (default: %(default)s)")
-    parser.add_argument("--sigma-data", type=float, default=0.5,
+                             "(epsilon prediction, as the guided-diffusion checkpoints) (default: the --init "
+                             "file's, else edm)")
+    parser.add_argument("--sigma-data", type=float, default=None,
                         help="data std of the edm scaling; 1.0 gives the network the inputs of the eps form, "
-                             "the better start from an eps --init (default: %(default)s)")
+                             "the better start from an eps --init (default: the --init file's, else 0.5)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -175,7 +175,7 @@ class VPPrecond(Prior):
         if self.scaling == "edm":
             sd2 = self.sigma_data**2
             return sd2 / (s**2 + sd2), -s * self.sigma_data / (s**2 + sd2).sqrt(), 1 / (s**2 + sd2).sqrt()
-        return torch.ones_like(s), -s, 1 / (s**2 + 1).sqrt()
+        return s.new_ones(()), -s, 1 / (s**2 + 1).sqrt()  # c_skip = 1: a scalar, nothing per pixel
 
     def denoise(self, x: Tensor, sigma: SigmaLike) -> Tensor:
         sigma = sigma_as_batch(sigma, x)
