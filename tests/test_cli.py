@@ -16,6 +16,7 @@ from conftest import copy_demo_images
 
 from spgd import cli
 from spgd.errors import SpgdError
+from spgd.evaluate import UNCERTAINTY_VMAX, SampleMoments
 from spgd.metrics import _ALEX, _ALEX_CHANNELS, _build_features
 from spgd.presets import apply_overrides, load_preset, sampler_settings
 
@@ -214,6 +215,46 @@ def test_several_methods_samples_and_lpips(capsys, tmp_path, two_images):
     table = json.loads((run_dir / "metrics.json").read_text())
     assert table["lpips_label"] == "lpips-alex" and "from" in table["lpips"]
     assert "lpips-alex" in stdout
+
+
+def test_samples_give_a_mean_and_an_uncertainty_map(capsys, tmp_path, two_images):
+    out = tmp_path / "runs"
+    code, stdout, err = run(capsys, "eval", two_images, "--task", "inpainting_random", *TINY, "--samples", 3,
+                            "--out", out)
+    assert code == 0, err
+    run_dir = only_run(out)
+    record = json.loads((run_dir / "records" / "00001.json").read_text())
+    rm = record["methods"]["spgd"]
+    ms = rm["mean_of_samples"]
+    assert ms["n"] == 3 and ms["restored"] == "restored/00001-mean.png" and ms["uncertainty"] == "uncertainty/00001.png"
+    samples = [pixels(run_dir / s["restored"]).astype(np.float64) for s in rm["samples"]]
+    mean = pixels(run_dir / ms["restored"]).astype(np.float64)
+    inside = np.all([(a > 0) & (a < 255) for a in samples], 0)  # (the mean is taken before clamping)
+    assert inside.mean() > 0.9
+    assert np.abs(mean - np.mean(samples, 0))[inside].max() <= 1.5  # the mean of the samples, up to rounding
+    # an average of three different posterior samples is closer to the truth than a typical sample
+    assert ms["psnr"] > rm["psnr"]
+    # the spread is where pixels are missing: the uncertainty map is not flat
+    heat = pixels(run_dir / ms["uncertainty"])
+    assert heat.ndim == 3 and heat.std() > 1
+    assert 0 < ms["pixel_std"] < UNCERTAINTY_VMAX
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[1]["psnr_of_mean"]) == pytest.approx(ms["psnr"], abs=1e-4)
+    table = json.loads((run_dir / "metrics.json").read_text())
+    assert table["per_method"]["spgd"]["mean_of_samples"]["n"] == 2
+    assert "mean of samples" in stdout
+    grid = Image.open(run_dir / "grid.png")
+    assert grid.width > 5 * 64  # truth, measurement, sample, mean, uncertainty
+
+
+def test_sample_moments_skip_failed_samples():
+    mom = SampleMoments()
+    mom.add(torch.tensor([[1.0], [5.0]]), [True, True])
+    mom.add(torch.tensor([[3.0], [float("nan")]]), [True, False])
+    mean, std = mom.mean_std()
+    assert mom.counts() == [2, 1]
+    assert mean.tolist() == [[2.0], [5.0]] and std.tolist() == [[1.0], [0.0]]
 
 
 # ------------------------------------------------------------------------------------------------------

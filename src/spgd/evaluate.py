@@ -11,6 +11,8 @@ Run folder layout (every file written atomically, per-image files as soon as the
     settings.json            resolved settings, versions, command line
     records/NAME.json        everything known about one image: the source of the tables
     restored/NAME.png        (restored/METHOD/NAME.png with several methods; NAME-sS.png for sample S >= 1)
+    restored/NAME-mean.png   with --samples S >= 2: the mean of the samples (the posterior-mean estimate)
+    uncertainty/NAME.png     with --samples S >= 2: per-pixel standard deviation over the samples, as a heat map
     measurement/NAME.png     viewable measurement (rescaled where its range is not an image's)
     random_parts/NAME.pt     the image's mask / kernel / kernel code (operators that have one)
     metrics.csv, metrics.json, grid.png   rebuilt from records/ after every run (see write_tables)
@@ -365,6 +367,47 @@ def restored_path(method: str, name: str, sample: int, several_methods: bool) ->
     return f"restored/{method}/{stem}.png" if several_methods else f"restored/{stem}.png"
 
 
+def sample_summary_paths(method: str, name: str, several_methods: bool) -> tuple[str, str]:
+    """(mean image, uncertainty map) of an image's samples, relative to the run folder."""
+    sub = f"{method}/" if several_methods else ""
+    return f"restored/{sub}{name}-mean.png", f"uncertainty/{sub}{name}.png"
+
+
+# Heat-map scale of the uncertainty maps: a per-pixel standard deviation of 0.1 on [0, 1] images (a quarter
+# of the grey range either way) and above is the brightest colour; one scale for all maps so they compare.
+UNCERTAINTY_VMAX = 0.1
+
+
+class SampleMoments:
+    """Running per-image mean and standard deviation of a batch's restorations, over the samples that did not
+    fail (sums in float64; no sample is kept in memory)."""
+
+    def __init__(self) -> None:
+        self.n: Optional[Tensor] = None
+        self.s1: Optional[Tensor] = None
+        self.s2: Optional[Tensor] = None
+
+    def add(self, x: Tensor, ok: Sequence[bool]) -> None:
+        w = torch.tensor(ok, dtype=torch.float64, device=x.device).view(-1, *([1] * (x.dim() - 1)))
+        xd = torch.nan_to_num(x.detach().to(torch.float64)) * w
+        if self.n is None:
+            self.n, self.s1, self.s2 = w.clone(), xd, xd * xd
+        else:
+            self.n, self.s1, self.s2 = self.n + w, self.s1 + xd, self.s2 + xd * xd
+
+    def counts(self) -> list[int]:
+        return [] if self.n is None else [int(v) for v in self.n.flatten().tolist()]
+
+    def mean_std(self) -> tuple[Tensor, Tensor]:
+        """Mean and (population) standard deviation per entry, float32; zero where no sample succeeded."""
+        if self.n is None:
+            raise SpgdError("SampleMoments: no samples added")
+        n = self.n.clamp_min(1)
+        mean = self.s1 / n
+        var = (self.s2 / n - mean * mean).clamp_min(0)
+        return mean.float(), var.sqrt().float()
+
+
 class Evaluation:
     """One `spgd eval` run into `run_dir` (new, or resumed). Use :meth:`prepare` then :meth:`run`."""
 
@@ -612,6 +655,7 @@ class Evaluation:
         for m in cfg.methods:
             per_image: list[list[dict]] = [[] for _ in items]
             cost: list[dict] = []
+            moments = SampleMoments() if cfg.samples > 1 else None
             for s in range(cfg.samples):
                 gens = [torch.Generator(device=dev).manual_seed(derive_seed(si, 1, s)) for si in seeds]
                 result = self.samplers[m].run(y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
@@ -623,6 +667,8 @@ class Evaluation:
                 lp = self.lpips(xh.clamp(-1, 1), x.clamp(-1, 1)).tolist() if self.lpips is not None else None
                 failed = list(st.failed) if st.failed else [False] * len(items)
                 failed = [bool(f) or not math.isfinite(p) for f, p in zip(failed, ps)]
+                if moments is not None:
+                    moments.add(xh, [not f for f in failed])
                 for j, it in enumerate(items):
                     path = restored_path(m, it.name, s, several)
                     io.save_image(xh[j], self.run_dir / path)
@@ -639,6 +685,9 @@ class Evaluation:
                     per_image[j].append(sample)
             for j, rec in enumerate(records):
                 rec["methods"][m] = _method_record(per_image[j], cost, self.lpips_label, self.sampler_settings[m])
+            if moments is not None:
+                for rec, summary in zip(records, self._sample_summaries(m, items, moments, x, several)):
+                    rec["methods"][m]["mean_of_samples"] = summary
         for rec in records:
             rec["device"] = str(dev)
             rec["batch_size"] = len(items)
@@ -650,6 +699,40 @@ class Evaluation:
                     f"({r['seconds']:.1f} s/restoration, {r['failed']} failed)"
                 )
         return records
+
+
+    def _sample_summaries(
+        self, method: str, items: list, moments: SampleMoments, x: Tensor, several: bool
+    ) -> list[Optional[dict]]:
+        """Per image: the mean of its samples (scored like a restoration) and the per-pixel standard deviation
+        over them (saved as a heat map); None where fewer than two samples succeeded."""
+        mean, std = moments.mean_std()
+        mean = mean.clamp(-1, 1)
+        x01, m01 = io.to_unit(x.clamp(-1, 1)), io.to_unit(mean)
+        ps, ss = metrics.psnr(m01, x01).tolist(), metrics.ssim(m01, x01).tolist()
+        lp = self.lpips(mean, x.clamp(-1, 1)).tolist() if self.lpips is not None else None
+        std01 = std.mean(1) / 2  # over channels, in [0, 1] image units
+        out: list[Optional[dict]] = []
+        for j, (it, n) in enumerate(zip(items, moments.counts())):
+            if n < 2:
+                out.append(None)
+                continue
+            mean_path, unc_path = sample_summary_paths(method, it.name, several)
+            io.save_image(mean[j], self.run_dir / mean_path)
+            io.save_image(io.heatmap(std01[j], UNCERTAINTY_VMAX), self.run_dir / unc_path)
+            entry = {
+                "n": n,
+                "restored": mean_path,
+                "uncertainty": unc_path,
+                "uncertainty_vmax": UNCERTAINTY_VMAX,
+                "psnr": ps[j],
+                "ssim": ss[j],
+                "pixel_std": float(std01[j].mean()),
+            }
+            if lp is not None:
+                entry[self.lpips_label] = lp[j]
+            out.append(entry)
+        return out
 
 
 def _test_hook_die(rank: int, n_done: int) -> None:
@@ -728,17 +811,25 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
 
     columns = ["name", "method", "psnr", "ssim"] + ([lpips_label] if lpips_label else [])
     columns += ["denoiser_calls", "vjps", "seconds", "peak_memory_bytes", "failed", "samples"]
+    # with several samples per image: the score of their mean and the mean per-pixel std (uncertainty/)
+    several_samples = settings.get("identity", {}).get("samples", 1) > 1
+    summary_cols = ["psnr_of_mean", "ssim_of_mean", "pixel_std"] if several_samples else []
+    columns += summary_cols
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     per_method: dict[str, dict] = {}
     for m in methods:
         rows = [(r["name"], r["methods"][m]) for r in records if m in r.get("methods", {})]
+        n_base = len(columns) - len(summary_cols)
         for name, rm in rows:
+            ms = rm.get("mean_of_samples") or {}
             writer.writerow(
                 [name, m]
-                + [("" if rm.get(c) is None else rm[c]) for c in columns[2:-2]]
+                + [("" if rm.get(c) is None else rm[c]) for c in columns[2 : n_base - 2]]
                 + [rm["failed"], rm["n_samples"]]
+                + [("" if ms.get(c.replace("_of_mean", "")) is None else ms[c.replace("_of_mean", "")])
+                   for c in summary_cols]
             )
         ok = [rm for _, rm in rows if rm["psnr"] is not None]
         entry = {
@@ -756,6 +847,16 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
         mem = [rm["peak_memory_bytes"] for _, rm in rows if rm.get("peak_memory_bytes")]
         kind = rows[0][1]["peak_memory_kind"] if rows else None
         entry["peak_memory_bytes"] = {"max": max(mem) if mem else None, "kind": kind}
+        summaries = [rm["mean_of_samples"] for _, rm in rows if rm.get("mean_of_samples")]
+        if summaries:
+            entry["mean_of_samples"] = {
+                "n": len(summaries),
+                **{k: _stats([v[k] for v in summaries]) for k in ("psnr", "ssim", "pixel_std")},
+            }
+            if lpips_label:
+                entry["mean_of_samples"][lpips_label] = _stats(
+                    [v[lpips_label] for v in summaries if v.get(lpips_label) is not None]
+                )
         per_method[m] = entry
     atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
 
@@ -776,7 +877,9 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
         "lpips": settings.get("lpips"),
         "lpips_label": lpips_label,
         "notes": "PSNR/SSIM (piq definitions) on [0, 1] images; an image's value is the mean over its samples; "
-        "mean and std (population) over the images that did not fail; cost per restoration; "
+        "mean and std (population) over the images that did not fail; mean_of_samples: the same scores of the "
+        "mean of an image's samples (pixel_std: its mean per-pixel standard deviation, [0, 1] units); cost per "
+        "restoration; "
         "seconds = batch wall time / batch size; peak memory: CUDA max allocated, or the process's peak RSS on "
         "the CPU",
         "updated": utc_now(),
@@ -800,10 +903,20 @@ def _write_grid(run_dir: Path, records: list[dict], methods: list[str], size, re
             rm = r["methods"].get(m)
             row.append(_maybe_image(run_dir / rm["restored"][0]) if rm else None)
         rows.append(row)
+    # with several samples: each method's mean and uncertainty map in extra columns
+    extra = [m for m in methods if any((r["methods"].get(m) or {}).get("mean_of_samples") for r in records)]
+    for r, row in zip(records, rows):
+        for m in extra:
+            ms = (r["methods"].get(m) or {}).get("mean_of_samples")
+            row += [_maybe_image(run_dir / ms["restored"]), _maybe_image(run_dir / ms["uncertainty"])] if ms else [
+                None, None]
     if not any(c is not None for row in rows for c in row):
         return
     cell = tuple(size) if size else None
-    grid = io.make_grid(rows, labels=["ground truth", "measurement", *methods], cell_size=cell)
+    labels = ["ground truth", "measurement", *methods]
+    for m in extra:
+        labels += [f"{m} mean", f"{m} std (0-{UNCERTAINTY_VMAX:g})"]
+    grid = io.make_grid(rows, labels=labels, cell_size=cell)
     buf = _io.BytesIO()
     grid.save(buf, format="PNG")
     atomic_write_bytes(run_dir / "grid.png", buf.getvalue())
@@ -832,6 +945,12 @@ def format_table(tables: dict) -> str:
         calls, vjps, secs = (e[k]["mean"] for k in ("denoiser_calls", "vjps", "seconds"))
         line += f"{_fmt(calls, 0):>7}{_fmt(vjps, 0):>6}{_fmt(secs, 1):>8}{e['n_failed']:>8}"
         lines.append(line)
+        ms = e.get("mean_of_samples")
+        if ms:
+            line = f"{'  mean of samples':<22}{_pm(ms['psnr'], 2):>14}{_pm(ms['ssim'], 4):>16}"
+            if label:
+                line += f"{_pm(ms.get(label, {}), 4):>16}"
+            lines.append(line)
     return "\n".join(lines)
 
 

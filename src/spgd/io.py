@@ -27,6 +27,7 @@ __all__ = [
     "save_image",
     "list_images",
     "make_grid",
+    "heatmap",
     "to_unit",
     "from_unit",
 ]
@@ -228,6 +229,21 @@ def list_images(folder: Union[str, Path]) -> list[Path]:
             f"no image files in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})"
         )
     return files
+
+
+def heatmap(values: Tensor, vmax: float, cmap: str = "magma") -> Tensor:
+    """A non-negative map (H, W) (e.g. a per-pixel standard deviation) as a colour image (3, H, W) in [-1, 1]:
+    0 is the colour map's dark end and ``vmax`` (and above) its bright end, the same scale for every map drawn
+    with the same ``vmax`` so that maps can be compared."""
+    if values.dim() != 2:
+        raise SpgdError(f"heatmap takes an (H, W) map, got shape {tuple(values.shape)}")
+    if not vmax > 0:
+        raise SpgdError(f"heatmap needs vmax > 0, got {vmax}")
+    from matplotlib import colormaps  # lazily: only pictures need it
+
+    t = (torch.nan_to_num(values.detach().to("cpu", torch.float64), nan=0.0) / vmax).clamp(0, 1).numpy()
+    rgb = torch.from_numpy(colormaps[cmap](t)[..., :3]).permute(2, 0, 1).to(torch.float32)
+    return from_unit(rgb)
 
 
 def _grid_cell(x: Tensor, h: int, w: int) -> Tensor:
