@@ -338,6 +338,30 @@ def test_restore_a_saved_measurement(capsys, tmp_path, inpainting_run):
     assert settings["command"] == "restore" and settings["sampler"]["steps"] == 3
 
 
+def test_restore_samples_give_a_mean_and_an_uncertainty_map(capsys, tmp_path, inpainting_run):
+    args = ["restore", inpainting_run / "measurement" / "00000.png", "--task", "inpainting_random", "--mask",
+            inpainting_run / "random_parts" / "00000.pt", "--prior", "gaussian", "--set", "steps=3",
+            "--set", "warmup_steps=1", "-q"]
+    code, _, err = run(capsys, *args, "--samples", "3", "--out", tmp_path / "three")
+    assert code == 0, err
+    run_dir = only_run(tmp_path / "three")
+    samples = [pixels(run_dir / f) for f in ("restored.png", "restored-s1.png", "restored-s2.png")]
+    assert not np.array_equal(samples[0], samples[1])
+    settings = json.loads((run_dir / "settings.json").read_text())
+    ms = settings["mean_of_samples"]
+    assert ms["n"] == 3 and settings["failed_per_sample"] == [False] * 3 and 0 < ms["pixel_std"]
+    mean = pixels(run_dir / "restored-mean.png").astype(np.float64)
+    inside = np.all([(a > 0) & (a < 255) for a in samples], 0)
+    assert np.abs(mean - np.mean(samples, 0))[inside].max() <= 1.5
+    assert pixels(run_dir / "uncertainty.png").shape == (64, 64, 3)
+    # sample s is seeded with seed + s: sample 1 of this run is sample 0 of a run with --seed 1
+    code, _, err = run(capsys, *args, "--seed", "1", "--out", tmp_path / "one")
+    assert code == 0, err
+    assert np.abs(pixels(only_run(tmp_path / "one") / "restored.png").astype(int) - samples[1]).max() <= 1
+    code, _, err = run(capsys, *args, "--samples", "0", "--out", tmp_path / "zero")
+    assert_one_line_error(code, err, "--samples must be >= 1")
+
+
 def test_restore_super_resolution_output_size(capsys, tmp_path):
     small = tmp_path / "small.png"
     Image.fromarray((np.random.default_rng(0).random((16, 12, 3)) * 255).astype(np.uint8)).save(small)

@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  spgd restore blurry.png --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt\n"
         "  spgd restore shaky.png --task motion_blur --kernel kernel.npy --prior gaussian\n"
         "  spgd restore holes.png --task inpainting_random --mask mask.png --set lr=2\n"
+        "  spgd restore holes.png --task inpainting_random --mask mask.png --samples 8   # + mean, uncertainty\n"
         "  spgd restore small.png --task super_resolution --set scale=4   # output: 4x the input size\n"
         "notes: --kernel (.npy, .png or a random_parts/*.pt of `spgd eval`) is the blur of gaussian_blur/motion_blur;\n"
         "  --mask (.png white = kept, .npy or .pt; 1 = kept) is required for the inpainting tasks.",
@@ -152,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", metavar="M", default="spgd", help=f"one of {_methods_text()} (default: spgd)")
     _settings_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's initial noise (default: 0)")
+    p.add_argument("--samples", type=int, default=1, metavar="S",
+                   help="restore S times in one batch (seeds seed..seed+S-1) and also write the mean of the "
+                   "samples (restored-mean.png) and their per-pixel standard deviation (uncertainty.png) "
+                   "(default: 1)")
     p.add_argument("--device", metavar="D", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     _common(p)
 
@@ -280,7 +285,7 @@ def cmd_restore(args: argparse.Namespace, argv: list[str]) -> int:
     preset = _preset(args.task, overrides, methods)
     _, failed = restore_file(
         args.measurement, args.task, preset, overrides, methods[0], args.prior or "default", args.checkpoint,
-        args.kernel, args.mask, args.seed, args.device, args.out, con, ["spgd", *argv],
+        args.kernel, args.mask, args.seed, args.device, args.out, con, ["spgd", *argv], args.samples,
     )
     return EXIT_FAILED_IMAGES if failed else EXIT_OK
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from . import io, metrics
 from .errors import SpgdError
-from .evaluate import INPAINTING, OperatorFactory, measure_per_image, viewable
+from .evaluate import INPAINTING, UNCERTAINTY_VMAX, OperatorFactory, SampleMoments, measure_per_image, viewable
 from .samplers.base import infer_x_shape
 from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, resolve_device, utc_now, versions
 
@@ -71,13 +71,18 @@ def restore_file(
     out: str = "runs",
     console: Optional[Console] = None,
     argv: Optional[list[str]] = None,
+    samples: int = 1,
 ) -> tuple[Path, bool]:
-    """Restore one measurement file; returns (run folder, whether the restoration diverged)."""
+    """Restore one measurement file; returns (run folder, whether the restoration diverged). With `samples`
+    S >= 2 it is restored S times in one batch (sample s seeded with seed + s) and the mean of the samples and
+    their per-pixel standard deviation (a heat map) are written too."""
     from .presets import sampler_settings
     from .priors import load_prior
     from .samplers import make_sampler, setting_names
 
     con = console or Console()
+    if samples < 1:
+        raise SpgdError(f"--samples must be >= 1, got {samples}")
     if task in INPAINTING and mask is None:
         raise SpgdError(f"{task} needs the mask of the measurement: --mask FILE (white/1 = kept pixel)")
     if task == "motion_blur" and kernel is None:
@@ -98,14 +103,34 @@ def restore_file(
     op.forward(torch.zeros(x_shape, device=dev))  # a kernel/mask that does not fit fails here, with its message
     run_dir = new_run_dir(out, "restore", task)
     con.info(f"restoring {measurement} ({task}, {method}, prior {prior_name}) into {run_dir}")
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    if samples == 1:
+        gen = torch.Generator(device=dev).manual_seed(seed)
+    else:  # one batch, one generator per sample: sample s does not depend on S
+        gen = [torch.Generator(device=dev).manual_seed(seed + s) for s in range(samples)]
+        y, x_shape = y.expand(samples, *y.shape[1:]), (samples, *x_shape[1:])
     result = sampler.run(y, op, prior, generator=gen, x_shape=x_shape)
     with torch.no_grad():
-        residual = float((op.forward(result.x) - y).pow(2).mean().sqrt())
+        residuals = (op.forward(result.x) - y).pow(2).flatten(1).mean(1).sqrt()
+    ok = [bool(torch.isfinite(r)) and not (result.stats.failed and result.stats.failed[i])
+          for i, r in enumerate(residuals)]
+    residual = float(residuals[0])
     io.save_image(result.x[0], run_dir / "restored.png")
+    for s in range(1, samples):
+        io.save_image(result.x[s], run_dir / f"restored-s{s}.png")
+    summary = None
+    if samples > 1 and sum(ok) >= 2:
+        moments = SampleMoments()
+        for s in range(samples):  # each sample is one more draw of the same (single) image
+            moments.add(result.x[s : s + 1], [ok[s]])
+        mean, std = moments.mean_std()
+        io.save_image(mean[0].clamp(-1, 1), run_dir / "restored-mean.png")
+        std01 = std[0].mean(0) / 2  # over channels, [0, 1] image units
+        io.save_image(io.heatmap(std01, UNCERTAINTY_VMAX), run_dir / "uncertainty.png")
+        summary = {"n": sum(ok), "restored": "restored-mean.png", "uncertainty": "uncertainty.png",
+                   "uncertainty_vmax": UNCERTAINTY_VMAX, "pixel_std": float(std01.mean())}
     view, view_note = viewable(y[0])
     io.save_image(view, run_dir / "measurement.png")
-    failed = bool(result.stats.failed and result.stats.failed[0])
+    failed = not ok[0]
     atomic_write_json(
         run_dir / "settings.json",
         {
@@ -128,12 +153,19 @@ def restore_file(
             "stats": result.stats.as_dict(),
             "rms_residual": residual,  # sqrt(mean((A(x_hat) - y)^2)): compare with noise_sigma
             "failed": failed,
+            "samples": samples,
+            "rms_residual_per_sample": residuals.tolist(),
+            "failed_per_sample": [not v for v in ok],
+            "mean_of_samples": summary,
             "versions": versions(),
             "command_line": argv,
             "created": utc_now(),
         },
     )
     con.result(f"{run_dir / 'restored.png'}")
+    if summary:
+        con.info(f"mean of {summary['n']} samples: {run_dir / 'restored-mean.png'}; per-pixel standard deviation "
+                 f"(0-{UNCERTAINTY_VMAX:g} on [0, 1] images): {run_dir / 'uncertainty.png'}")
     con.info(
         f"{result.stats.seconds:.1f} s, {result.stats.denoiser_calls} denoiser calls, RMS residual "
         f"|A(x) - y| = {residual:.4f} (noise level {getattr(op, 'noise_sigma', 0.0)})"
