@@ -664,6 +664,8 @@ class Evaluation:
                 xh = result.x.detach()
                 xh01 = io.to_unit(xh.clamp(-1, 1))
                 ps, ss = metrics.psnr(xh01, x01).tolist(), metrics.ssim(xh01, x01).tolist()
+                with torch.no_grad():  # the data fit, to compare with the noise level
+                    res = (op.forward(xh) - y).pow(2).flatten(1).mean(1).sqrt().tolist()
                 lp = self.lpips(xh.clamp(-1, 1), x.clamp(-1, 1)).tolist() if self.lpips is not None else None
                 failed = list(st.failed) if st.failed else [False] * len(items)
                 failed = [bool(f) or not math.isfinite(p) for f, p in zip(failed, ps)]
@@ -679,6 +681,7 @@ class Evaluation:
                         "failed_at_step": st.failed_at_step[j] if st.failed_at_step else None,
                         "psnr": None if failed[j] else ps[j],
                         "ssim": None if failed[j] else ss[j],
+                        "rms_residual": None if failed[j] else res[j],
                     }
                     if lp is not None:
                         sample[self.lpips_label] = None if failed[j] else lp[j]
@@ -758,6 +761,7 @@ def _method_record(
         "restored": [s["restored"] for s in samples],
         "psnr": mean("psnr"),
         "ssim": mean("ssim"),
+        "rms_residual": mean("rms_residual"),  # sqrt(mean((A(x_hat) - y)^2)), the noise level when fitted
         "n_samples": len(samples),
         "failed": len(samples) - len(ok),
         # cost of one restoration (the mean over samples); seconds = batch time / batch size
@@ -810,7 +814,7 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
     records = read_records(run_dir)
 
     columns = ["name", "method", "psnr", "ssim"] + ([lpips_label] if lpips_label else [])
-    columns += ["denoiser_calls", "vjps", "seconds", "peak_memory_bytes", "failed", "samples"]
+    columns += ["rms_residual", "denoiser_calls", "vjps", "seconds", "peak_memory_bytes", "failed", "samples"]
     # with several samples per image: the score of their mean and the mean per-pixel std (uncertainty/)
     several_samples = settings.get("identity", {}).get("samples", 1) > 1
     summary_cols = ["psnr_of_mean", "ssim_of_mean", "pixel_std"] if several_samples else []
@@ -841,6 +845,7 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
         }
         if lpips_label:
             entry[lpips_label] = _stats([rm[lpips_label] for rm in ok if rm.get(lpips_label) is not None])
+        entry["rms_residual"] = _stats([rm["rms_residual"] for rm in ok if rm.get("rms_residual") is not None])
         entry["denoiser_calls"] = _stats([rm["denoiser_calls"] for _, rm in rows])
         entry["vjps"] = _stats([rm["vjps"] for _, rm in rows])
         entry["seconds"] = _stats([rm["seconds"] for _, rm in rows])
@@ -874,10 +879,12 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
             "psnr": _stats([v["psnr"] for v in meas]),
             "ssim": _stats([v["ssim"] for v in meas]),
         },
+        "noise_sigma": (settings.get("operator") or {}).get("noise_sigma"),  # what rms_residual should reach
         "lpips": settings.get("lpips"),
         "lpips_label": lpips_label,
         "notes": "PSNR/SSIM (piq definitions) on [0, 1] images; an image's value is the mean over its samples; "
-        "mean and std (population) over the images that did not fail; mean_of_samples: the same scores of the "
+        "mean and std (population) over the images that did not fail; rms_residual: sqrt(mean((A(x) - y)^2)) of "
+        "a restoration, about noise_sigma when it fits the measurement; mean_of_samples: the same scores of the "
         "mean of an image's samples (pixel_std: its mean per-pixel standard deviation, [0, 1] units); cost per "
         "restoration; "
         "seconds = batch wall time / batch size; peak memory: CUDA max allocated, or the process's peak RSS on "
@@ -933,7 +940,7 @@ def format_table(tables: dict) -> str:
     """The per-method summary as a small text table."""
     label = tables.get("lpips_label")
     head = f"{'method':<22}{'PSNR':>14}{'SSIM':>16}" + (f"{label:>16}" if label else "")
-    head += f"{'NFE':>7}{'VJP':>6}{'s/img':>8}{'failed':>8}"
+    head += f"{'|Ax-y|':>8}{'NFE':>7}{'VJP':>6}{'s/img':>8}{'failed':>8}"
     lines = [head]
     meas = tables.get("measurement")
     if meas:
@@ -943,6 +950,7 @@ def format_table(tables: dict) -> str:
         if label:
             line += f"{_pm(e.get(label, {}), 4):>16}"
         calls, vjps, secs = (e[k]["mean"] for k in ("denoiser_calls", "vjps", "seconds"))
+        line += f"{_fmt((e.get('rms_residual') or {}).get('mean'), 4):>8}"
         line += f"{_fmt(calls, 0):>7}{_fmt(vjps, 0):>6}{_fmt(secs, 1):>8}{e['n_failed']:>8}"
         lines.append(line)
         ms = e.get("mean_of_samples")
