@@ -703,7 +703,6 @@ class Evaluation:
                 )
         return records
 
-
     def _sample_summaries(
         self, method: str, items: list, moments: SampleMoments, x: Tensor, several: bool
     ) -> list[Optional[dict]]:
@@ -817,8 +816,8 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
     columns += ["rms_residual", "denoiser_calls", "vjps", "seconds", "peak_memory_bytes", "failed", "samples"]
     # with several samples per image: the score of their mean and the mean per-pixel std (uncertainty/)
     several_samples = settings.get("identity", {}).get("samples", 1) > 1
-    summary_cols = ["psnr_of_mean", "ssim_of_mean", "pixel_std"] if several_samples else []
-    columns += summary_cols
+    summary_cols = {"psnr_of_mean": "psnr", "ssim_of_mean": "ssim", "pixel_std": "pixel_std"} if several_samples else {}
+    columns += list(summary_cols)
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
@@ -832,8 +831,7 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
                 [name, m]
                 + [("" if rm.get(c) is None else rm[c]) for c in columns[2 : n_base - 2]]
                 + [rm["failed"], rm["n_samples"]]
-                + [("" if ms.get(c.replace("_of_mean", "")) is None else ms[c.replace("_of_mean", "")])
-                   for c in summary_cols]
+                + [("" if ms.get(key) is None else ms[key]) for key in summary_cols.values()]
             )
         ok = [rm for _, rm in rows if rm["psnr"] is not None]
         entry = {
