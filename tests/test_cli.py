@@ -220,13 +220,15 @@ def test_several_methods_samples_and_lpips(capsys, tmp_path, two_images):
 def test_samples_give_a_mean_and_an_uncertainty_map(capsys, tmp_path, two_images):
     out = tmp_path / "runs"
     code, stdout, err = run(capsys, "eval", two_images, "--task", "inpainting_random", *TINY, "--samples", 3,
-                            "--out", out)
+                            "--method", "spgd,classical", "--out", out)
     assert code == 0, err
     run_dir = only_run(out)
     record = json.loads((run_dir / "records" / "00001.json").read_text())
     rm = record["methods"]["spgd"]
     ms = rm["mean_of_samples"]
-    assert ms["n"] == 3 and ms["restored"] == "restored/00001-mean.png" and ms["uncertainty"] == "uncertainty/00001.png"
+    assert ms["n"] == 3 and ms["restored"] == "restored/spgd/00001-mean.png"
+    assert ms["uncertainty"] == "uncertainty/spgd/00001.png"
+    assert record["methods"]["classical"].get("mean_of_samples") is None  # deterministic: nothing to average
     samples = [pixels(run_dir / s["restored"]).astype(np.float64) for s in rm["samples"]]
     mean = pixels(run_dir / ms["restored"]).astype(np.float64)
     inside = np.all([(a > 0) & (a < 255) for a in samples], 0)  # (the mean is taken before clamping)
@@ -240,12 +242,14 @@ def test_samples_give_a_mean_and_an_uncertainty_map(capsys, tmp_path, two_images
     assert 0 < ms["pixel_std"] < UNCERTAINTY_VMAX
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
+    assert rows[1]["name"] == "00001" and rows[1]["method"] == "spgd"
     assert float(rows[1]["psnr_of_mean"]) == pytest.approx(ms["psnr"], abs=1e-4)
+    assert rows[3]["method"] == "classical" and rows[3]["psnr_of_mean"] == ""
     table = json.loads((run_dir / "metrics.json").read_text())
     assert table["per_method"]["spgd"]["mean_of_samples"]["n"] == 2
     assert "mean of samples" in stdout
     grid = Image.open(run_dir / "grid.png")
-    assert grid.width > 5 * 64  # truth, measurement, sample, mean, uncertainty
+    assert grid.width > 6 * 64  # truth, measurement, spgd, classical, spgd mean, spgd uncertainty
 
 
 def test_records_hold_the_data_fit(capsys, tmp_path, two_images):

@@ -655,7 +655,8 @@ class Evaluation:
         for m in cfg.methods:
             per_image: list[list[dict]] = [[] for _ in items]
             cost: list[dict] = []
-            moments = SampleMoments() if cfg.samples > 1 else None
+            stochastic = getattr(self.samplers[m], "stochastic", True)
+            moments = SampleMoments() if cfg.samples > 1 and stochastic else None
             for s in range(cfg.samples):
                 gens = [torch.Generator(device=dev).manual_seed(derive_seed(si, 1, s)) for si in seeds]
                 result = self.samplers[m].run(y, op, self.prior, generator=gens, x_shape=tuple(x.shape))

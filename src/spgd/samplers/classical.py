@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -59,6 +59,7 @@ class Classical:
     lam: float = 0.002  # Tikhonov weight on ||grad x||^2 (best of 0.001-0.03 on the astronaut photo, blur tasks)
     iters: int = 100  # conjugate-gradient iterations (x5 for the biharmonic fill)
     progress: bool = False  # accepted for a uniform interface; nothing long enough to show
+    stochastic: ClassVar[bool] = False  # the same result for every seed: no mean/uncertainty over samples
 
     def settings(self) -> dict:
         return asdict(self)
