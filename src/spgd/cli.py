@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"method(s), comma-separated: {_methods_text()} (default: spgd)")
     p.add_argument("--samples", type=int, default=None, metavar="S",
                    help="restorations per image with different seeds; metrics are their mean. With S >= 2 "
-                   "also the mean of the samples (restored/NAME-mean.png, scored as 'mean of samples') and the "
+                   "also the mean of the samples (mean/NAME.png, scored as 'mean of samples') and the "
                    "per-pixel standard deviation over them (uncertainty/NAME.png, a heat map) (default: 1)")
     p.add_argument("--batch-size", type=_batch_size, default=1, metavar="B",
                    help="images per batch, or 'auto': the largest that fits the free GPU memory (4 on a CPU) "

@@ -11,7 +11,7 @@ Run folder layout (every file written atomically, per-image files as soon as the
     settings.json            resolved settings, versions, command line
     records/NAME.json        everything known about one image: the source of the tables
     restored/NAME.png        (restored/METHOD/NAME.png with several methods; NAME-sS.png for sample S >= 1)
-    restored/NAME-mean.png   with --samples S >= 2: the mean of the samples (the posterior-mean estimate)
+    mean/NAME.png            with --samples S >= 2: the mean of the samples (the posterior-mean estimate)
     uncertainty/NAME.png     with --samples S >= 2: per-pixel standard deviation over the samples, as a heat map
     measurement/NAME.png     viewable measurement (rescaled where its range is not an image's)
     random_parts/NAME.pt     the image's mask / kernel / kernel code (operators that have one)
@@ -368,9 +368,10 @@ def restored_path(method: str, name: str, sample: int, several_methods: bool) ->
 
 
 def sample_summary_paths(method: str, name: str, several_methods: bool) -> tuple[str, str]:
-    """(mean image, uncertainty map) of an image's samples, relative to the run folder."""
+    """(mean image, uncertainty map) of an image's samples, relative to the run folder (folders of their own,
+    so no image name can collide with them)."""
     sub = f"{method}/" if several_methods else ""
-    return f"restored/{sub}{name}-mean.png", f"uncertainty/{sub}{name}.png"
+    return f"mean/{sub}{name}.png", f"uncertainty/{sub}{name}.png"
 
 
 # Heat-map scale of the uncertainty maps: a per-pixel standard deviation of 0.1 on [0, 1] images (a quarter
@@ -671,7 +672,7 @@ class Evaluation:
                 failed = list(st.failed) if st.failed else [False] * len(items)
                 failed = [bool(f) or not math.isfinite(p) for f, p in zip(failed, ps)]
                 if moments is not None:
-                    moments.add(xh, [not f for f in failed])
+                    moments.add(xh.clamp(-1, 1), [not f for f in failed])  # the images as saved and scored
                 for j, it in enumerate(items):
                     path = restored_path(m, it.name, s, several)
                     io.save_image(xh[j], self.run_dir / path)
@@ -710,7 +711,6 @@ class Evaluation:
         """Per image: the mean of its samples (scored like a restoration) and the per-pixel standard deviation
         over them (saved as a heat map); None where fewer than two samples succeeded."""
         mean, std = moments.mean_std()
-        mean = mean.clamp(-1, 1)
         x01, m01 = io.to_unit(x.clamp(-1, 1)), io.to_unit(mean)
         ps, ss = metrics.psnr(m01, x01).tolist(), metrics.ssim(m01, x01).tolist()
         lp = self.lpips(mean, x.clamp(-1, 1)).tolist() if self.lpips is not None else None
@@ -854,7 +854,7 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
         summaries = [rm["mean_of_samples"] for _, rm in rows if rm.get("mean_of_samples")]
         if summaries:
             entry["mean_of_samples"] = {
-                "n": len(summaries),
+                "n_images": len(summaries),  # those with >= 2 successful samples
                 **{k: _stats([v[k] for v in summaries]) for k in ("psnr", "ssim", "pixel_std")},
             }
             if lpips_label:
@@ -939,7 +939,7 @@ def format_table(tables: dict) -> str:
     """The per-method summary as a small text table."""
     label = tables.get("lpips_label")
     head = f"{'method':<22}{'PSNR':>14}{'SSIM':>16}" + (f"{label:>16}" if label else "")
-    head += f"{'|Ax-y|':>8}{'NFE':>7}{'VJP':>6}{'s/img':>8}{'failed':>8}"
+    head += f"{'|Ax-y|':>10}{'NFE':>7}{'VJP':>6}{'s/img':>8}{'failed':>8}"
     lines = [head]
     meas = tables.get("measurement")
     if meas:
@@ -949,7 +949,7 @@ def format_table(tables: dict) -> str:
         if label:
             line += f"{_pm(e.get(label, {}), 4):>16}"
         calls, vjps, secs = (e[k]["mean"] for k in ("denoiser_calls", "vjps", "seconds"))
-        line += f"{_fmt((e.get('rms_residual') or {}).get('mean'), 4):>8}"
+        line += f"{_fmt((e.get('rms_residual') or {}).get('mean'), 4):>10}"
         line += f"{_fmt(calls, 0):>7}{_fmt(vjps, 0):>6}{_fmt(secs, 1):>8}{e['n_failed']:>8}"
         lines.append(line)
         ms = e.get("mean_of_samples")

@@ -96,6 +96,9 @@ def restore_file(
     settings = sampler_settings(preset, method)
     extra = {"progress": con.level >= 1} if "progress" in setting_names(method) else {}
     sampler = make_sampler(method, **settings, **extra)
+    if samples > 1 and not getattr(sampler, "stochastic", True):
+        con.warn(f"{method} is deterministic: every sample would be the same; restoring once")
+        samples = 1
     op = OperatorFactory(task, preset.get("operator", {}), kernel, mask)(seed, dev)
     x_shape = infer_x_shape(y, op, None)  # the operator knows its input size (SR: larger, phase: unpadded)
     prior = load_prior(prior_name, checkpoint, device=dev)
@@ -121,9 +124,9 @@ def restore_file(
     if samples > 1 and sum(ok) >= 2:
         moments = SampleMoments()
         for s in range(samples):  # each sample is one more draw of the same (single) image
-            moments.add(result.x[s : s + 1], [ok[s]])
+            moments.add(result.x[s : s + 1].clamp(-1, 1), [ok[s]])  # the images as saved
         mean, std = moments.mean_std()
-        io.save_image(mean[0].clamp(-1, 1), run_dir / "restored-mean.png")
+        io.save_image(mean[0], run_dir / "restored-mean.png")
         std01 = std[0].mean(0) / 2  # over channels, [0, 1] image units
         io.save_image(io.heatmap(std01, UNCERTAINTY_VMAX), run_dir / "uncertainty.png")
         summary = {"n": sum(ok), "restored": "restored-mean.png", "uncertainty": "uncertainty.png",
