@@ -379,6 +379,15 @@ def sample_summary_paths(method: str, name: str, several_methods: bool) -> tuple
 UNCERTAINTY_VMAX = 0.1
 
 
+def write_sample_summary(mean: Tensor, std: Tensor, mean_path: Path, uncertainty_path: Path) -> float:
+    """Save one image's sample mean (C, H, W) and its uncertainty heat map (the per-pixel std over the samples,
+    averaged over channels, in [0, 1] image units, on the fixed UNCERTAINTY_VMAX scale); returns that std's mean."""
+    std01 = std.mean(0) / 2
+    io.save_image(mean, mean_path)
+    io.save_image(io.heatmap(std01, UNCERTAINTY_VMAX), uncertainty_path)
+    return float(std01.mean())
+
+
 class SampleMoments:
     """Running per-image mean and standard deviation of a batch's restorations, over the samples that did not
     fail (sums in float64; no sample is kept in memory)."""
@@ -714,15 +723,13 @@ class Evaluation:
         x01, m01 = io.to_unit(x.clamp(-1, 1)), io.to_unit(mean)
         ps, ss = metrics.psnr(m01, x01).tolist(), metrics.ssim(m01, x01).tolist()
         lp = self.lpips(mean, x.clamp(-1, 1)).tolist() if self.lpips is not None else None
-        std01 = std.mean(1) / 2  # over channels, in [0, 1] image units
         out: list[Optional[dict]] = []
         for j, (it, n) in enumerate(zip(items, moments.counts())):
             if n < 2:
                 out.append(None)
                 continue
             mean_path, unc_path = sample_summary_paths(method, it.name, several)
-            io.save_image(mean[j], self.run_dir / mean_path)
-            io.save_image(io.heatmap(std01[j], UNCERTAINTY_VMAX), self.run_dir / unc_path)
+            pixel_std = write_sample_summary(mean[j], std[j], self.run_dir / mean_path, self.run_dir / unc_path)
             entry = {
                 "n": n,
                 "restored": mean_path,
@@ -730,7 +737,7 @@ class Evaluation:
                 "uncertainty_vmax": UNCERTAINTY_VMAX,
                 "psnr": ps[j],
                 "ssim": ss[j],
-                "pixel_std": float(std01[j].mean()),
+                "pixel_std": pixel_std,
             }
             if lp is not None:
                 entry[self.lpips_label] = lp[j]

@@ -13,7 +13,15 @@ from torch import Tensor
 
 from . import io, metrics
 from .errors import SpgdError
-from .evaluate import INPAINTING, UNCERTAINTY_VMAX, OperatorFactory, SampleMoments, measure_per_image, viewable
+from .evaluate import (
+    INPAINTING,
+    UNCERTAINTY_VMAX,
+    OperatorFactory,
+    SampleMoments,
+    measure_per_image,
+    viewable,
+    write_sample_summary,
+)
 from .samplers.base import infer_x_shape
 from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, resolve_device, utc_now, versions
 
@@ -126,11 +134,9 @@ def restore_file(
         for s in range(samples):  # each sample is one more draw of the same (single) image
             moments.add(result.x[s : s + 1].clamp(-1, 1), [ok[s]])  # the images as saved
         mean, std = moments.mean_std()
-        io.save_image(mean[0], run_dir / "restored-mean.png")
-        std01 = std[0].mean(0) / 2  # over channels, [0, 1] image units
-        io.save_image(io.heatmap(std01, UNCERTAINTY_VMAX), run_dir / "uncertainty.png")
+        pixel_std = write_sample_summary(mean[0], std[0], run_dir / "restored-mean.png", run_dir / "uncertainty.png")
         summary = {"n": sum(ok), "restored": "restored-mean.png", "uncertainty": "uncertainty.png",
-                   "uncertainty_vmax": UNCERTAINTY_VMAX, "pixel_std": float(std01.mean())}
+                   "uncertainty_vmax": UNCERTAINTY_VMAX, "pixel_std": pixel_std}
     view, view_note = viewable(y[0])
     io.save_image(view, run_dir / "measurement.png")
     failed = not ok[0]
