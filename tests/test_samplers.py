@@ -271,6 +271,7 @@ SMALL = {
     "spgd-no-momentum": dict(steps=20, warmup_steps=3, lr=1.0),
     "dps": dict(steps=40, lr=1.0),
     "daps": dict(steps=15, ode_steps=2, langevin_steps=10),
+    "daps-2025": dict(steps=15, ode_steps=2, langevin_steps=10),
     "classical": dict(iters=50),
 }
 # (denoiser forwards, VJPs) per image, as the loops define them
@@ -281,6 +282,7 @@ EXPECTED_COST = {
     "spgd-no-momentum": (20 * 4, 20 * 3),
     "dps": (40, 40),
     "daps": (15 * 2, 0),
+    "daps-2025": (15 * 2, 0),
     "classical": (0, 0),
 }
 

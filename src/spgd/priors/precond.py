@@ -187,6 +187,24 @@ class VPPrecond(Prior):
             return x + c_out * f  # c_skip = 1: kept exact, as the checkpoints' reference code computes it
         return c_skip * x + c_out * f
 
+    def ddpm_betas(self) -> Optional[Tensor]:
+        """The discrete schedule the network was trained on, beta_t = (beta_min + beta_d * t / (M - 1)) / M for
+        t = 0..M-1 (guided-diffusion's linear schedule, 1e-4 .. 0.02 for the defaults), float64 (M,); None for an
+        EDM-scaled network, whose output is not an epsilon prediction at integer timesteps."""
+        if self.scaling != "eps":
+            return None
+        return torch.linspace(self.beta_min / self.M, (self.beta_min + self.beta_d) / self.M, self.M, dtype=torch.float64)
+
+    def ddpm_eps(self, x_t: Tensor, timestep: int) -> tuple[Tensor, Optional[Tensor]]:
+        """The network's raw output at the DDPM state x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps and integer
+        timestep t, as the DPS/guided-diffusion code queries it: (epsilon, v), where v (in [-1, 1] by training)
+        interpolates the log-variance between the posterior's and beta_t when the checkpoint learned it
+        (`learn_sigma`: 2 * img_channels outputs), else None."""
+        c_noise = torch.full((x_t.shape[0],), float(timestep), dtype=torch.float32, device=x_t.device)
+        f = self.run_net(x_t.to(torch.float32), c_noise).to(x_t.dtype)
+        c = self.img_channels
+        return f[:, :c], (f[:, c : 2 * c] if f.shape[1] >= 2 * c else None)
+
     def run_net(self, x_in: Tensor, c_noise: Tensor, eager: bool = False) -> Tensor:
         """F(x_in, c_noise) as configured (precision, memory format, compiled or not); `eager` skips
         torch.compile. The output is float32 whatever the precision."""

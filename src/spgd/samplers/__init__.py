@@ -26,7 +26,8 @@ METHODS: dict[str, tuple[type, dict[str, Any]]] = {
     "spgd-reused-denoise": (SPGD, {"fresh_denoise": False}),
     # baselines
     "dps": (DPS, {}),
-    "daps": (DAPS, {}),
+    "daps": (DAPS, {}),  # the 2024 release (the paper's code)
+    "daps-2025": (DAPS, {"release": "2025"}),  # the current release: other grid, no final ODE jump, 2x data term
     "classical": (Classical, {}),  # prior-free: Tikhonov-CG / bicubic / biharmonic by operator
 }
 

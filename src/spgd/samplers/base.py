@@ -24,6 +24,7 @@ class Stats:
 
     denoiser_calls: int = 0  # forward passes of the prior, per image
     vjps: int = 0  # vector-Jacobian products through the prior, per image
+    operator_grads: int = 0  # gradients of the data term through the operator alone (DAPS's Langevin), per image
     seconds: float = 0.0  # wall-clock seconds for the whole batch
     batch_size: int = 0
     peak_memory_bytes: Optional[int] = None  # CUDA: max allocated; CPU: process peak resident set
@@ -39,6 +40,7 @@ class Stats:
         return {
             "denoiser_calls": self.denoiser_calls,
             "vjps": self.vjps,
+            "operator_grads": self.operator_grads,
             "seconds": self.seconds,
             "seconds_per_image": self.seconds_per_image,
             "batch_size": self.batch_size,
@@ -130,23 +132,46 @@ def check_measurement(y: Tensor) -> None:
         raise SpgdError(f"the measurement y has non-finite values (NaN or inf) in batch item(s) {idx}")
 
 
-def initial_noise(shape: Sequence[int], sigma: float, generator: GeneratorLike, device, dtype) -> Tensor:
-    """sigma * eps with eps ~ N(0, I). With one generator per sample, each sample's noise depends only on its
-    own generator, so a sample gets the same start alone or inside a batch."""
-    shape = tuple(shape)
-    if generator is None or isinstance(generator, torch.Generator):
-        eps = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    else:
+NoiseFn = Callable[[tuple, torch.dtype, torch.device], Tensor]
+
+
+class NoiseSource:
+    """Every standard-normal draw of one sampler run, in order.
+
+    By default each draw comes from `generator`: one torch.Generator for the batch, or one per sample, in which
+    case each sample's noise depends only on its own generator (a sample gets the same draws alone or inside a
+    batch). A user's `noise(shape, dtype, device) -> Tensor` replaces every draw instead, in the order the sampler
+    makes them, so that recorded draws can be replayed (see each sampler's `run` for its order).
+    """
+
+    def __init__(self, generator: GeneratorLike = None, noise: Optional[NoiseFn] = None):
+        if noise is not None and not callable(noise):
+            raise SpgdError(f"noise must be a callable noise(shape, dtype, device) -> Tensor, got {type(noise).__name__}")
+        self.generator = generator
+        self.noise = noise
+        self.draws = 0  # how many tensors were handed out
+
+    def __call__(self, shape: Sequence[int], device, dtype) -> Tensor:
+        """A standard-normal tensor of `shape` (the whole batch)."""
+        shape = tuple(shape)
+        self.draws += 1
+        if self.noise is not None:
+            eps = self.noise(shape, dtype, torch.device(device))
+            if not torch.is_tensor(eps) or tuple(eps.shape) != shape:
+                got = tuple(eps.shape) if torch.is_tensor(eps) else type(eps).__name__
+                raise SpgdError(f"noise(shape, dtype, device) returned {got} for draw {self.draws}, expected shape {shape}")
+            return eps.to(device=device, dtype=dtype)
+        generator = self.generator
+        if generator is None or isinstance(generator, torch.Generator):
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
         gens = list(generator)
         if len(gens) != shape[0]:
             raise SpgdError(f"got {len(gens)} generators for a batch of {shape[0]}; give one per sample or one in all")
-        eps = torch.stack([torch.randn(shape[1:], generator=g, device=device, dtype=dtype) for g in gens])
-    return sigma * eps
+        return torch.stack([torch.randn(shape[1:], generator=g, device=device, dtype=dtype) for g in gens])
 
-
-def fresh_noise(like: Tensor, generator: GeneratorLike) -> Tensor:
-    """N(0, I) noise shaped like `like`, drawn per sample when `generator` is a list (see `initial_noise`)."""
-    return initial_noise(like.shape, 1.0, generator, like.device, like.dtype)
+    def like(self, x: Tensor) -> Tensor:
+        """A standard-normal draw shaped like `x`."""
+        return self(x.shape, x.device, x.dtype)
 
 
 def infer_x_shape(y: Tensor, operator, x_shape: Optional[Sequence[int]]) -> tuple:

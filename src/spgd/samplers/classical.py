@@ -73,6 +73,7 @@ class Classical:
         callback: Optional[Callback] = None,
         x_start: Optional[Tensor] = None,
         x_shape: Optional[Sequence[int]] = None,
+        noise=None,  # accepted for the common interface: nothing here is random
     ) -> Result:
         from ..operators.base import LinearOperator
         from ..operators.inpaint import _Inpainting

@@ -1,4 +1,9 @@
-"""DAPS: Decoupled Annealing Posterior Sampling (Zhang et al., CVPR 2025), the method SPGD's code derives from.
+"""DAPS: Decoupled Annealing Posterior Sampling (Zhang et al., CVPR 2025), as its authors released it.
+
+`release="2024"` (method `daps`) is the code of the paper, `zhangbingliang2019/DAPS` @ 25471a8; `release="2025"`
+(method `daps-2025`) the current rewrite @ 098df6b. Both match the recorded runs of
+../shared/fixtures/reference-dps-daps/ to float32 precision (tests/test_baselines.py). Per-task Langevin step
+sizes: the `[methods.daps]` / `[methods.daps-2025]` sections of the presets.
 
 References:
     Zhang, Chu, Berner, Meng, Anandkumar, Song, "Improving Diffusion Inverse Problem Solving with Decoupled
@@ -19,41 +24,49 @@ from .base import (
     CostMeter,
     FailureTracker,
     GeneratorLike,
+    NoiseFn,
+    NoiseSource,
     Result,
     denoise,
-    fresh_noise,
     infer_x_shape,
-    initial_noise,
     prepare,
     progress,
 )
-from .schedule import karras_sigmas, linear_lr
+from .schedule import karras_sigmas
+
+RELEASES = ("2024", "2025")
 
 
 @dataclass
 class DAPS:
-    """Per annealing level sigma_k (Karras schedule, then 0), from x_k:
+    """Per annealing level sigma_k (a Karras schedule, then 0), from the state x_k:
 
-    1. x0_hat: Euler solve of the probability-flow ODE from sigma_k to `ode_sigma_min` in `ode_steps` steps;
-    2. Langevin on x0 started at x0_hat, `langevin_steps` steps of size lr_k (linear decay to lr*lr_min_ratio):
-       x0 <- x0 + lr_k * (-grad ||A(x0) - y||^2 / tau^2 + (x0_hat - x0) / sigma_k^2) + sqrt(2 lr_k) * z
-       (no backpropagation through the network);
-    3. re-noise: x_{k+1} = x0 + sigma_{k+1} * z.
+    1. x0_hat: Euler steps of the probability-flow ODE dx/dsigma = (x - D(x; s)) / s on `ode_steps` Karras levels
+       s_0 = sigma_k > ... > s_{n-1} = `ode_sigma_min`, x <- x + (s_{i+1} - s_i) (x - D(x; s_i)) / s_i;
+       2024: then one more step to s = 0, i.e. x0_hat = D(x; ode_sigma_min) (`ode_steps` calls in all);
+       2025: `ode_steps` steps on `ode_steps` + 1 levels, ending at ode_sigma_min (no final jump);
+    2. Langevin on x0 from x0_hat, `langevin_steps` steps of size lr_k (gradients of the operator only):
+       x0 <- x0 - lr_k (w grad ||A(x0) - y||^2 / tau^2 + (x0 - x0_hat) / sigma_k^2) + sqrt(2 lr_k) z,
+       w = 1/2 (2024: gradient descent on ||A x0 - y||^2 / (2 tau^2) + ||x0 - x0_hat||^2 / (2 sigma_k^2)) or
+       w = 1 (2025);
+    3. re-noise: x_{k+1} = x0 + sigma_{k+1} z.
 
-    Defaults are the paper's DAPS-1K pixel-space settings (200 levels x 5 ODE steps; 100 Langevin steps,
-    lr 1e-4, tau 0.01; phase retrieval uses lr 5e-5: see presets).
+    Schedules. 2024: `steps` Karras levels sigma_max -> sigma_min, then 0; lr_k = lr (1 + k/K (lr_min_ratio - 1)).
+    2025: K + 1 Karras levels with the last (sigma_min) dropped, then 0; lr_k = lr (1 + k/(K+1) (lr_min_ratio - 1)).
+    Defaults are the paper's DAPS-1K pixel-space settings: 200 levels x 5 ODE steps, 100 Langevin steps, tau 0.01.
     """
 
-    steps: int = 200  # annealing levels
-    ode_steps: int = 5  # Euler steps of the inner probability-flow ODE (denoiser calls per level)
+    steps: int = 200  # annealing levels K
+    ode_steps: int = 5  # denoiser calls per level (Euler steps of the inner probability-flow ODE)
     ode_sigma_min: float = 0.01
     langevin_steps: int = 100
-    lr: float = 1e-4  # Langevin step size
+    lr: float = 1e-4  # Langevin step size (per task: the presets' [methods.daps])
     lr_min_ratio: float = 0.01
     tau: float = 0.01  # measurement noise scale of the Langevin likelihood
     sigma_max: float = 100.0
     sigma_min: float = 0.1
     rho: float = 7.0
+    release: str = "2024"  # "2024" (the paper's code) or "2025" (the current release)
     check_every: int = 10
     progress: bool = False
 
@@ -63,12 +76,35 @@ class DAPS:
                 raise SpgdError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.langevin_steps < 0:
             raise SpgdError(f"langevin_steps must be >= 0, got {self.langevin_steps}")
-        if not (self.lr > 0 and self.tau > 0):
-            raise SpgdError(f"lr and tau must be > 0, got lr={self.lr}, tau={self.tau}")
+        if not (self.lr > 0 and self.tau > 0 and self.ode_sigma_min > 0):
+            raise SpgdError(f"lr, tau and ode_sigma_min must be > 0, got {self.lr}, {self.tau}, {self.ode_sigma_min}")
+        if self.release not in RELEASES:
+            raise SpgdError(f"release must be one of {RELEASES}, got {self.release!r}")
         karras_sigmas(self.steps, self.sigma_max, self.sigma_min, self.rho)
 
     def settings(self) -> dict:
         return asdict(self)
+
+    def annealing_sigmas(self) -> list[float]:
+        """sigma_0 .. sigma_{K-1}, then 0 (float64)."""
+        K = self.steps
+        if self.release == "2024":
+            return karras_sigmas(K, self.sigma_max, self.sigma_min, self.rho).tolist()
+        return karras_sigmas(K + 1, self.sigma_max, self.sigma_min, self.rho).tolist()[:K] + [0.0]
+
+    def ode_sigmas(self, sigma: float) -> list[float]:
+        """The inner ODE's levels from sigma: 2024 ends with 0 (the jump to D(x; ode_sigma_min)), 2025 at
+        ode_sigma_min. Below ode_sigma_min a level is one jump, x0_hat = D(x; sigma)."""
+        if sigma <= self.ode_sigma_min:
+            return [sigma, 0.0]
+        if self.release == "2024":
+            return karras_sigmas(self.ode_steps, sigma, self.ode_sigma_min, self.rho).tolist()
+        return karras_sigmas(self.ode_steps + 1, sigma, self.ode_sigma_min, self.rho).tolist()[:-1]
+
+    def langevin_lrs(self) -> list[float]:
+        K = self.steps
+        denom = K if self.release == "2024" else K + 1
+        return [self.lr * (1 + (k / denom) * (self.lr_min_ratio - 1)) for k in range(K)]
 
     def run(
         self,
@@ -79,41 +115,43 @@ class DAPS:
         callback: Optional[Callback] = None,
         x_start: Optional[Tensor] = None,
         x_shape: Optional[Sequence[int]] = None,
+        noise: Optional[NoiseFn] = None,
     ) -> Result:
+        """Restore x from y. Random draws, in order (`noise` replays them): the start x = sigma_0 z, then per
+        level `langevin_steps` Langevin draws and one re-noise draw (drawn at the last level too, where it is
+        multiplied by sigma_K = 0)."""
         prior = prepare(prior, y)
         shape = infer_x_shape(y, operator, x_shape)
-        K = self.steps
-        sigmas = karras_sigmas(K, self.sigma_max, self.sigma_min, self.rho).tolist()
-        lrs = linear_lr(self.lr, self.lr_min_ratio, K).tolist()
+        sigmas, lrs = self.annealing_sigmas(), self.langevin_lrs()
+        data_weight = 0.5 if self.release == "2024" else 1.0
         s_lo, s_hi = float(getattr(prior, "sigma_min", 0.0)), float(getattr(prior, "sigma_max", float("inf")))
-        x = initial_noise(shape, sigmas[0], generator, y.device, y.dtype) if x_start is None else x_start.to(y)
+        draw = NoiseSource(generator, noise)
+        x = sigmas[0] * draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
         tracker = FailureTracker(shape[0], y.device, self.check_every)
-        levels = progress(range(K), "daps", self.progress)
 
         with CostMeter(y.device, shape[0]) as meter:
-            for k in levels:
+            for k in progress(range(self.steps), "daps", self.progress):
                 sigma, lr_k = sigmas[k], lrs[k]
-                # 1. x0_hat from the probability-flow ODE, sigma_k -> ode_sigma_min
-                sub = karras_sigmas(self.ode_steps, sigma, min(self.ode_sigma_min, sigma), self.rho).tolist()[:-1]
-                sub.append(min(self.ode_sigma_min, sigma))
+                # 1. x0_hat from the probability-flow ODE, sigma_k -> ode_sigma_min (2024: -> 0)
+                ode = self.ode_sigmas(sigma)
                 z = x
-                for s, s_next in zip(sub[:-1], sub[1:]):
+                for s, s_next in zip(ode[:-1], ode[1:]):
                     d = denoise(prior, z, min(max(s, s_lo), s_hi), meter)
-                    z = z + (1 - s_next / s) * (d - z)
+                    z = d if s_next == 0 else z + (s_next - s) * (z - d) / s
                 x0_hat = z
-                # 2. Langevin dynamics on x0 | x_k, y (gradients of the operator only)
-                x0 = x0_hat
-                loss = None
+                # 2. Langevin dynamics on x0 | x_k, y (gradients of the operator only, no network)
+                x0, loss = x0_hat, None
                 for _ in range(self.langevin_steps):
                     with torch.enable_grad():
                         v = x0.detach().requires_grad_(True)
                         loss = (operator.forward(v) - y).pow(2).flatten(1).sum(1)
                         (g,) = torch.autograd.grad(loss.sum(), v)
-                    score = -g / self.tau**2 + (x0_hat - x0) / sigma**2
-                    x0 = x0 + lr_k * score + (2 * lr_k) ** 0.5 * fresh_noise(x0, generator)
+                    meter.stats.operator_grads += 1
+                    x0 = x0 - lr_k * (data_weight * g / self.tau**2 + (x0 - x0_hat) / sigma**2)
+                    x0 = x0 + (2 * lr_k) ** 0.5 * draw.like(x0)
                 # 3. re-noise to the next level
-                x_new = x0 + sigmas[k + 1] * fresh_noise(x0, generator) if sigmas[k + 1] > 0 else x0
-                x = tracker.check(tracker.freeze(x_new, x), k, last=k == K - 1)
+                x_new = x0 + sigmas[k + 1] * draw.like(x0)
+                x = tracker.check(tracker.freeze(x_new, x), k, last=k == self.steps - 1)
                 if callback is not None:
                     callback({"step": k, "sigma": sigma, "x": x, "x0_hat": x0_hat, "x0_y": x0,
                               "loss": [] if loss is None else [loss.detach()], "alive": tracker.alive})

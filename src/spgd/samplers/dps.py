@@ -1,4 +1,8 @@
-"""DPS: Diffusion Posterior Sampling (Chung et al., ICLR 2023), on any denoiser D(x; sigma).
+"""DPS: Diffusion Posterior Sampling (Chung et al., ICLR 2023), as the authors released it.
+
+Matches `DPS2022/diffusion-posterior-sampling` @ effbde7 (`p_sample_loop` with the `ps` conditioning) to float32
+precision on a discrete-time epsilon network (tests/test_baselines.py replays the recorded runs of
+../shared/fixtures/reference-dps-daps/). Per-task step sizes: the `[methods.dps]` sections of the presets.
 
 References:
     Chung, Kim, Mccann, Klasky, Ye, "Diffusion Posterior Sampling for General Noisy Inverse Problems",
@@ -14,47 +18,90 @@ import torch
 from torch import Tensor
 
 from ..errors import SpgdError
-from ..priors.base import append_dims
 from .base import (
     Callback,
     CostMeter,
     FailureTracker,
     GeneratorLike,
+    NoiseFn,
+    NoiseSource,
     Result,
-    fresh_noise,
     infer_x_shape,
-    initial_noise,
     prepare,
     progress,
 )
 
+VARIANCES = ("learned_range", "fixed_small")
 
-def ddpm_alphas_cumprod(num_train_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
-    """abar_t of the linear DDPM schedule (Ho et al. 2020) the DPS/guided-diffusion checkpoints use (float64)."""
-    betas = torch.linspace(beta_start, beta_end, num_train_steps, dtype=torch.float64)
-    return torch.cumprod(1 - betas, 0)
+
+def respaced_timesteps(num_train_steps: int, steps: int) -> list[int]:
+    """The training timesteps a `steps`-step sampler keeps, ascending: guided-diffusion's `space_timesteps` with
+    one section (a running sum of the stride (T-1)/(steps-1), rounded)."""
+    if steps >= num_train_steps:
+        return list(range(num_train_steps))
+    stride = (num_train_steps - 1) / (steps - 1) if steps > 1 else 1.0
+    kept, cur = [], 0.0
+    for _ in range(steps):
+        kept.append(round(cur))
+        cur += stride
+    return kept
+
+
+@dataclass(frozen=True)
+class DDPMSchedule:
+    """The respaced DDPM process in loop order (noisiest first): float64 lists, one entry per step."""
+
+    timesteps: list[int]  # the training timestep the network is given
+    abar: list[float]
+    abar_prev: list[float]
+    beta: list[float]
+    log_var_clipped: list[float]  # log of the posterior variance, its t = 0 entry replaced by the next one
+
+    @classmethod
+    def respaced(cls, train_betas: Tensor, steps: int) -> "DDPMSchedule":
+        """Respace a training schedule (betas, float64 (T,)) to `steps` steps as guided-diffusion's
+        `SpacedDiffusion` does: the kept timesteps' abar, new betas 1 - abar_t / abar_prev, and abar recomputed
+        as their cumulative product."""
+        abar_train = torch.cumprod(1 - train_betas.to(torch.float64), 0)
+        kept = respaced_timesteps(len(train_betas), steps)
+        prev = torch.cat([abar_train.new_ones(1), abar_train[kept][:-1]])
+        beta = 1 - abar_train[kept] / prev
+        abar = torch.cumprod(1 - beta, 0)
+        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        var = beta * (1 - abar_prev) / (1 - abar)
+        log_var = torch.log(torch.cat([var[1:2], var[1:]])) if len(var) > 1 else torch.log(beta)
+        flip = lambda t: t.flip(0).tolist()  # noqa: E731
+        return cls(kept[::-1], flip(abar), flip(abar_prev), flip(beta), flip(log_var))
+
+
+def _f32(c: float) -> float:
+    """A coefficient rounded to float32 before it multiplies, as the released code casts its tables."""
+    return float(torch.tensor(c, dtype=torch.float32))
 
 
 @dataclass
 class DPS:
-    """Ancestral DDPM sampling with one measurement-gradient step per step.
+    """Ancestral DDPM sampling with one measurement-gradient step per step (Algorithm 1 of the paper):
 
-    In VP form x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, the denoiser is queried as
-    x0_hat = D(x_t / sqrt(abar_t); sigma_t) with sigma_t = sqrt((1 - abar_t) / abar_t). Each step:
+        x0_hat   = clip(sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps(x_t, t), -1, 1)
+        x'_{t-1} = mu_t(x_t, x0_hat) + exp(logvar_t / 2) z                 (no noise at the last step)
+        x_{t-1}  = x'_{t-1} - lr * grad_{x_t} ||y - A(x0_hat)||             (per sample; the released `scale`)
 
-        x'_{t-1} = mu_t(x_t, clip(x0_hat)) + sqrt(beta~_t) z        (DDPM posterior q(x_{t-1} | x_t, x0))
-        x_{t-1}  = x'_{t-1} - lr * grad_{x_t} ||y - A(x0_hat)||       (per sample)
+    The norm is not squared (DPS's step-size normalisation), and its gradient runs through the network and the
+    clip. `steps` < 1000 respaces the schedule as guided-diffusion does. `variance="learned_range"` (the released
+    configuration) interpolates logvar_t between the posterior's and log beta_t with the checkpoint's extra output
+    channels; `"fixed_small"` uses the posterior variance.
 
-    The gradient of the norm (not its square) is the squared-norm gradient divided by the residual norm, the
-    step-size normalisation of DPS, per sample. `steps` < 1000 respaces the schedule as guided-diffusion does.
-    Differences from the released DPS code: the variance is the fixed posterior variance beta~_t, not the
-    checkpoint's learned range (our priors expose only the mean), and t <-> sigma go through the denoiser's own
-    preconditioning.
+    The network is queried at the integer training timestep when the prior offers it (`ddpm_betas` and
+    `ddpm_eps`, as `VPPrecond` does for epsilon checkpoints). Any other prior (the analytic Gaussian prior, an EDM-
+    scaled network, a callable) gets the same loop on the linear DDPM schedule with x0_hat = D(x_t / sqrt(abar_t);
+    sigma_t), sigma_t = sqrt((1 - abar_t) / abar_t) clipped to the prior's range, and the fixed variance.
     """
 
-    steps: int = 1000  # DDPM steps (respaced from 1000 training steps)
-    lr: float = 1.0  # zeta', the step size before division by the residual norm (per task: presets)
-    clip_denoised: bool = True  # clamp x0_hat to [-1, 1] as the DPS code does (images only)
+    steps: int = 1000  # DDPM steps (respaced from the training steps; released: 1000)
+    lr: float = 1.0  # the released `scale` zeta (per task: the presets' [methods.dps])
+    variance: str = "learned_range"  # "learned_range" (released) or "fixed_small"
+    clip_denoised: bool = True  # clamp x0_hat to [-1, 1] as the released code does (images only)
     check_every: int = 50
     progress: bool = False
 
@@ -63,17 +110,20 @@ class DPS:
             raise SpgdError(f"steps must be in [1, 1000] for DPS, got {self.steps}")
         if not self.lr >= 0:
             raise SpgdError(f"lr must be >= 0, got {self.lr}")
+        if self.variance not in VARIANCES:
+            raise SpgdError(f"variance must be one of {VARIANCES}, got {self.variance!r}")
 
     def settings(self) -> dict:
         return asdict(self)
 
-    def schedule(self) -> tuple[list[float], list[float]]:
-        """(abar_t, abar_prev) for the respaced timesteps, from the noisiest to t = 0."""
-        abar_all = ddpm_alphas_cumprod()
-        idx = torch.linspace(0, 999, self.steps).round().long().unique()
-        abar = abar_all[idx]
-        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
-        return abar.flip(0).tolist(), abar_prev.flip(0).tolist()
+    def schedule(self, prior=None) -> DDPMSchedule:
+        """The respaced schedule: the prior's own training schedule when it has one, else the linear one."""
+        betas = getattr(prior, "ddpm_betas", lambda: None)()
+        if betas is None:
+            betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+        if self.steps > len(betas):
+            raise SpgdError(f"steps must be <= the prior's {len(betas)} training steps, got {self.steps}")
+        return DDPMSchedule.respaced(betas, self.steps)
 
     def run(
         self,
@@ -84,39 +134,52 @@ class DPS:
         callback: Optional[Callback] = None,
         x_start: Optional[Tensor] = None,
         x_shape: Optional[Sequence[int]] = None,
+        noise: Optional[NoiseFn] = None,
     ) -> Result:
+        """Restore x from y. Random draws, in order (`noise` replays them): x_T, then one ancestral draw per step
+        except the last."""
         prior = prepare(prior, y)
         shape = infer_x_shape(y, operator, x_shape)
-        abars, abar_prevs = self.schedule()
-        x = initial_noise(shape, 1.0, generator, y.device, y.dtype) if x_start is None else x_start.to(y)
+        discrete = getattr(prior, "ddpm_betas", lambda: None)() is not None
+        sched = self.schedule(prior)
+        learned = self.variance == "learned_range"
+        s_lo, s_hi = float(getattr(prior, "sigma_min", 0.0)), float(getattr(prior, "sigma_max", float("inf")))
+        draw = NoiseSource(generator, noise)
+        x = draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
         tracker = FailureTracker(shape[0], y.device, self.check_every)
-        n = len(abars)
-        steps = progress(range(n), "dps", self.progress)
+        n = len(sched.timesteps)
 
         with CostMeter(y.device, shape[0]) as meter:
-            for i in steps:
-                abar, abar_prev = abars[i], abar_prevs[i]
-                beta = 1 - abar / abar_prev
+            for i in progress(range(n), "dps", self.progress):
+                abar, abar_prev, beta = sched.abar[i], sched.abar_prev[i], sched.beta[i]
                 sigma = ((1 - abar) / abar) ** 0.5
                 meter.stats.denoiser_calls += 1
                 meter.stats.vjps += 1
                 with torch.enable_grad():
                     xt = x.detach().requires_grad_(True)
-                    x0_hat = prior.denoise(xt / abar**0.5, sigma)
+                    v = None
+                    if discrete:
+                        eps, v = prior.ddpm_eps(xt, sched.timesteps[i])
+                        x0_hat = _f32((1 / abar) ** 0.5) * xt - _f32((1 / abar - 1) ** 0.5) * eps
+                    else:
+                        x0_hat = prior.denoise(xt * _f32((1 / abar) ** 0.5), min(max(sigma, s_lo), s_hi))
                     if self.clip_denoised:
                         x0_hat = x0_hat.clamp(-1, 1)
                     norm = (y - operator.forward(x0_hat)).flatten(1).norm(dim=1)
                     (grad,) = torch.autograd.grad(norm.sum(), xt)
                 x0_hat = x0_hat.detach()
-                # DDPM posterior mean and variance of x_{t-1} given x_t and x0_hat
-                c0 = abar_prev**0.5 * beta / (1 - abar)
-                ct = (1 - beta) ** 0.5 * (1 - abar_prev) / (1 - abar)
+                # the DDPM posterior q(x_{t-1} | x_t, x0_hat): mean, then the (learned or fixed) variance
+                c0 = _f32(beta * abar_prev**0.5 / (1 - abar))
+                ct = _f32((1 - abar_prev) * (1 - beta) ** 0.5 / (1 - abar))
                 x_prev = c0 * x0_hat + ct * x.detach()
                 if i < n - 1:
-                    var = beta * (1 - abar_prev) / (1 - abar)
-                    x_prev = x_prev + var**0.5 * fresh_noise(x_prev, generator)
-                x_new = x_prev - self.lr * grad
-                x = tracker.check(tracker.freeze(x_new, x), i, last=i == n - 1)
+                    log_var = _f32(sched.log_var_clipped[i])
+                    if learned and v is not None:
+                        frac = (v.detach() + 1) / 2
+                        log_var = frac * _f32(torch.log(torch.tensor(beta)).item()) + (1 - frac) * log_var
+                    std = torch.exp(0.5 * torch.as_tensor(log_var, dtype=x.dtype, device=x.device))
+                    x_prev = x_prev + std * draw.like(x_prev)
+                x = tracker.check(tracker.freeze(x_prev - self.lr * grad, x), i, last=i == n - 1)
                 if callback is not None:
                     callback({"step": i, "sigma": sigma, "x": x, "x0_hat": x0_hat, "loss": [norm.detach() ** 2],
                               "alive": tracker.alive})

@@ -20,10 +20,11 @@ from .base import (
     CostMeter,
     FailureTracker,
     GeneratorLike,
+    NoiseFn,
+    NoiseSource,
     Result,
     denoise,
     infer_x_shape,
-    initial_noise,
     likelihood_grad,
     prepare,
     progress,
@@ -118,11 +119,13 @@ class SPGD:
         x_start: Optional[Tensor] = None,
         x_shape: Optional[Sequence[int]] = None,
         start_step: int = 0,
+        noise: Optional[NoiseFn] = None,
     ) -> Result:
         """Restore x from y = A(x) + noise. `generator`: one torch.Generator, or one per sample (then each
         sample's result does not depend on the rest of the batch). `callback(info)` is called after each level
         with a dict (see below); it is only built when a callback is given. `start_step` with `x_start`
-        continues a run from level `start_step` (x_start is then the state entering that level)."""
+        continues a run from level `start_step` (x_start is then the state entering that level). `noise(shape,
+        dtype, device)` replaces the run's one random draw, the start x = sigma_max * noise (see `NoiseSource`)."""
         prior = prepare(prior, y)
         shape = infer_x_shape(y, operator, x_shape)
         K, N = self.steps, self.warmup_steps
@@ -132,7 +135,8 @@ class SPGD:
         lrs = linear_lr(self.lr, self.lr_min_ratio, K).tolist()
         s_lo, s_hi = float(getattr(prior, "sigma_min", 0.0)), float(getattr(prior, "sigma_max", float("inf")))
 
-        x = initial_noise(shape, sigmas[0], generator, y.device, y.dtype) if x_start is None else x_start.to(y)
+        draw = NoiseSource(generator, noise)
+        x = sigmas[0] * draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
         tracker = FailureTracker(shape[0], y.device, self.check_every)
         levels = progress(range(start_step, K), "spgd", self.progress)
 
