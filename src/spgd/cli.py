@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  spgd eval faces/ --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt --batch-size auto\n"
         "  spgd eval faces/ --task super_resolution --method spgd,spgd-official --limit 10 --samples 3\n"
+        "  spgd eval faces/ --task motion_blur --method spgd,dps,daps --protocol daps   # DAPS paper's noise 0.05\n"
         "  spgd eval faces/ --task inpainting_random --prior gaussian --set steps=50 --set lr=2.5 --resize\n"
         "  spgd eval faces/ --task motion_blur --lpips-weights lpips_vgg_full.pth --lpips-net vgg\n"
         "  spgd eval --resume runs/20250101T120000Z-eval-gaussian_blur   # finish an interrupted run\n"
@@ -189,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     _prior_options(p)
     p.add_argument("--method", metavar="M[,M...]", default=None,
                    help=f"method(s), comma-separated: {_methods_text()} (default: spgd)")
+    p.add_argument("--protocol", choices=("spgd", "dps", "daps"), default=None,
+                   help="whose measurement protocol: spgd (the SPGD configs' noise: 0.01 for SR, random "
+                   "inpainting, Gaussian and motion blur, 0.05 otherwise), dps or daps (noise 0.05 on every task, "
+                   "70 %% random inpainting; see the presets' [protocols.*]). Every method keeps its released "
+                   "per-task settings (default: spgd)")
     p.add_argument("--samples", type=int, default=None, metavar="S",
                    help="restorations per image with different seeds; metrics are their mean. With S >= 2 "
                    "also the mean of the samples (mean/NAME.png, scored as 'mean of samples') and the "
@@ -255,10 +261,10 @@ def _console(args: argparse.Namespace) -> Console:
     return Console(0 if getattr(args, "quiet", False) else 2 if getattr(args, "verbose", False) else 1)
 
 
-def _preset(task: str, overrides: Sequence[str], methods: Optional[Sequence[str]] = None) -> dict:
+def _preset(task: str, overrides: Sequence[str], methods: Optional[Sequence[str]] = None, protocol: str = "spgd") -> dict:
     from .presets import apply_overrides, load_preset
 
-    return apply_overrides(load_preset(task), overrides, methods)
+    return apply_overrides(load_preset(task, protocol), overrides, methods)
 
 
 def _methods(text: str) -> list[str]:
@@ -294,7 +300,7 @@ def cmd_restore(args: argparse.Namespace, argv: list[str]) -> int:
 _EVAL_IDENTITY_OPTIONS = {
     "images_dir": None, "task": None, "method": "spgd", "prior": "default", "checkpoint": None, "samples": 1,
     "seed": 0, "set": [], "size": None, "resize": False, "kernel": None, "mask": None, "lpips_weights": [],
-    "lpips_net": "vgg",
+    "lpips_net": "vgg", "protocol": "spgd",
 }
 
 
@@ -320,7 +326,7 @@ def cmd_eval(args: argparse.Namespace, argv: list[str]) -> int:
     if opts["task"] is None:
         raise SpgdError(f"spgd eval needs --task; valid tasks: {_tasks_text()}")
     methods = _methods(opts["method"])
-    preset = _preset(opts["task"], opts["set"], methods)
+    preset = _preset(opts["task"], opts["set"], methods, opts["protocol"])
     cfg = EvalConfig(
         images_dir=Path(opts["images_dir"]), task=opts["task"], methods=methods, preset=preset,
         overrides=list(opts["set"]), prior=opts["prior"], checkpoint=opts["checkpoint"], samples=opts["samples"],

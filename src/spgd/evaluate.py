@@ -90,6 +90,7 @@ class EvalConfig:
             "images_dir": str(Path(self.images_dir).resolve()),
             "task": self.task,
             "methods": list(self.methods),
+            "protocol": self.preset.get("protocol", "spgd"),
             "operator": dict(self.preset.get("operator", {})),
             "samplers": self.samplers(),
             "prior": self.prior,

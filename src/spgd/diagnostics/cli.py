@@ -76,7 +76,7 @@ def _method_settings(method: str, preset: dict, notes: list[str], cpu: bool) -> 
 
     settings = sampler_settings(preset, method)
     fixed = METHODS[method][1]
-    explicit = set(preset.get("all", {})) | set(preset.get("methods", {}).get(method, {}))
+    explicit = set(preset.get("all", {})) | set(preset.get("set", {}).get(method, {}))
     clash = sorted(k for k in set(settings) & set(fixed) if k in explicit and settings[k] != fixed[k])
     if clash:
         notes.append(f"{method}: ignored --set {', '.join(clash)} (fixed by this method: {fixed})")

@@ -1,23 +1,32 @@
-"""Per-task settings: the benchmark operator and the paper's SPGD settings, one TOML file per task.
+"""Per-task settings: the benchmark operator, SPGD's paper settings and each baseline's released settings, one
+TOML file per task, with their sources.
 
 A preset is a plain dict::
 
     {"task": "super_resolution",
+     "protocol": "spgd",                                      # whose measurement protocol (see PROTOCOLS)
      "operator": {"scale": 4, "noise_sigma": 0.01},          # keywords of spgd.make_operator(task, ...)
      "sampler": {"steps": 200, "lr": 7.0, ...},               # SPGD's settings (paper values)
-     "methods": {"dps": {...}},                               # optional settings of one method
-     "all": {}}                                               # overrides for every method of a run
+     "methods": {"dps": {"lr": 0.3, ...}},                    # a method's released settings ([methods.<name>])
+     "all": {},                                               # --set NAME=VALUE: every method that has NAME
+     "set": {}}                                               # --set METHOD.NAME=VALUE: one method
 
 ``sampler`` holds the settings of SPGD and its ablations (the methods built on the SPGD class); another
-method (DPS, DAPS) starts from its own defaults and ``methods.<name>``. Overrides (``--set key=value``) are
-routed by name: ``operator.kernel_size=31``, ``spgd.beta=0.5`` (one method) explicitly, or a bare ``lr=2``
-(= ``sampler.lr=2``): a sampler setting name first, which then applies to every method of the run that has
-that setting, then an operator parameter name.
+method (DPS, DAPS) starts from its own defaults and ``methods.<name>``. What a method gets, later winning:
+its class defaults, ``sampler`` (SPGD family), ``methods.<name>``, the bare overrides, its scoped overrides.
+Overrides (``--set key=value``) are routed by name: ``operator.kernel_size=31``, ``spgd.beta=0.5`` (one
+method) explicitly, or a bare ``lr=2`` (= ``sampler.lr=2``): a sampler setting name first, which then applies
+to every method of the run that has that setting, then an operator parameter name.
+
+A protocol is the measurement a paper reports with: ``spgd`` (the file's ``[operator]``: the SPGD configs'
+noise levels), ``dps`` or ``daps`` (``[protocols.<name>]`` replaces some of it, e.g. noise 0.05 everywhere).
 
 >>> preset = load_preset("gaussian_blur")
 >>> preset = apply_overrides(preset, ["steps=50", "kernel_size=31"])
 >>> sampler_settings(preset, "spgd")["steps"], preset["operator"]["kernel_size"]
 (50, 31)
+>>> sampler_settings(load_preset("gaussian_blur"), "dps")["lr"], load_preset("gaussian_blur", "daps")["operator"]["noise_sigma"]
+(0.3, 0.05)
 """
 
 from __future__ import annotations
@@ -48,6 +57,9 @@ RESERVED_OPERATOR_KEYS = {
     "network": "give the network weights with weights=PATH",
 }
 
+#: measurement protocols: whose noise levels (and operator settings) a run uses
+PROTOCOLS = ("spgd", "dps", "daps")
+
 #: sampler settings the command line sets itself
 RESERVED_SAMPLER_KEYS = {"progress": "progress bars follow -q/-v"}
 
@@ -65,9 +77,11 @@ def preset_path(task: str) -> Path:
     return PRESET_DIR / f"{task}.toml"
 
 
-def load_preset(task: str) -> dict:
-    """The preset of `task` as a dict with keys task, operator, sampler, methods (see the module doc)."""
+def load_preset(task: str, protocol: str = "spgd") -> dict:
+    """The preset of `task` under `protocol` (see the module doc) as a dict."""
     path = preset_path(task)
+    if protocol not in PROTOCOLS:
+        raise SpgdError(f"unknown protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
     if not path.is_file():
         raise SpgdError(f"preset file for task {task!r} is missing: {path}")
     try:
@@ -75,17 +89,25 @@ def load_preset(task: str) -> dict:
             data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise SpgdError(f"cannot read preset {path}: {e}") from None
-    unknown = sorted(set(data) - {"task", "operator", "sampler", "methods"})
+    unknown = sorted(set(data) - {"task", "operator", "sampler", "methods", "protocols"})
     if unknown:
-        raise SpgdError(f"preset {path} has unknown section(s) {unknown}; allowed: operator, sampler, methods")
+        raise SpgdError(f"preset {path} has unknown section(s) {unknown}; allowed: operator, sampler, methods, protocols")
     if data.get("task", task) != task:
         raise SpgdError(f"preset {path} is for task {data['task']!r}, not {task!r}")
+    operator = dict(data.get("operator", {}))
+    if protocol != "spgd":
+        if protocol not in data.get("protocols", {}):
+            raise SpgdError(f"task {task!r} has no {protocol!r} protocol: that paper does not report it "
+                            f"(protocols of {task}: {', '.join(['spgd', *data.get('protocols', {})])})")
+        operator.update(data["protocols"][protocol])
     return {
         "task": task,
-        "operator": dict(data.get("operator", {})),
+        "protocol": protocol,
+        "operator": operator,
         "sampler": dict(data.get("sampler", {})),
         "methods": {k: dict(v) for k, v in data.get("methods", {}).items()},
         "all": {},
+        "set": {},
     }
 
 
@@ -154,19 +176,18 @@ def uses_spgd_preset(method: str) -> bool:
 
 
 def sampler_settings(preset: dict, method: str) -> dict:
-    """The settings `method` gets from a preset: [sampler] (SPGD family only), then the run-wide overrides
-    it accepts, then its own [methods.<method>] values."""
+    """The settings `method` gets from a preset, later winning: [sampler] (SPGD family only), its own
+    [methods.<method>] (released values), the bare overrides it accepts, its scoped overrides."""
     names = set(_method_defaults(method))
     settings = dict(preset.get("sampler", {})) if uses_spgd_preset(method) else {}
-    settings.update({k: v for k, v in preset.get("all", {}).items() if k in names})
     settings = {k: v for k, v in settings.items() if k in names}
-    own = preset.get("methods", {}).get(method, {})
-    unknown = sorted(set(own) - names)
-    if unknown:
-        raise SpgdError(
-            f"setting(s) {unknown} are not settings of method {method!r}; valid: {', '.join(sorted(names))}"
-        )
-    settings.update(own)
+    for layer in (preset.get("methods", {}).get(method, {}), preset.get("all", {}), preset.get("set", {}).get(method, {})):
+        unknown = sorted(set(layer) - names) if layer is not preset.get("all") else []
+        if unknown:
+            raise SpgdError(
+                f"setting(s) {unknown} are not settings of method {method!r}; valid: {', '.join(sorted(names))}"
+            )
+        settings.update({k: v for k, v in layer.items() if k in names})
     return settings
 
 
@@ -241,6 +262,7 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
     out = copy.deepcopy(preset)
     out.setdefault("methods", {})
     out.setdefault("all", {})
+    out.setdefault("set", {})
     op_defaults = _operator_defaults(task)
     s_names = sampler_keys(methods)
     for item in overrides:
@@ -282,7 +304,7 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
             defaults = _method_defaults(scope)
             if name not in defaults:
                 raise SpgdError(f"unknown setting {name!r} for method {scope!r}; valid: {', '.join(defaults)}")
-            out["methods"].setdefault(scope, {})[name] = _coerce(key, value, defaults[name])
+            out["set"].setdefault(scope, {})[name] = _coerce(key, value, defaults[name])
         else:
             raise SpgdError(f"unknown setting {key!r}; valid keys are {_valid_keys_text(task, methods)}")
     return out
@@ -290,6 +312,7 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
 
 __all__ = [
     "PRESET_DIR",
+    "PROTOCOLS",
     "apply_overrides",
     "load_preset",
     "operator_keys",
