@@ -162,7 +162,7 @@ def test_lpips_errors(tmp_path, lpips_files):
     missing = tmp_path / "nope.pth"
     with pytest.raises(SpgdError, match="nope.pth.*not found.*v0.1/vgg.pth"):
         LPIPS("vgg", missing)
-    with pytest.raises(SpgdError, match="unknown network"):
+    with pytest.raises(SpgdError, match="unknown variant"):
         LPIPS("squeeze", missing)
     with pytest.raises(SpgdError, match="other network"):
         LPIPS("vgg", lpips_files[("alex", "torchvision")])
