@@ -217,3 +217,55 @@ def test_statistics_file_roundtrip(tmp_path):
     with pytest.raises(SpgdError, match="lacks 'mu'"):
         np.savez(tmp_path / "bad.npz", x=mu)
         F.load_statistics(tmp_path / "bad.npz")
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def test_spgd_fid_folders_and_cached_statistics(capsys, tmp_path, demo_dir, inception_weights):
+    import json
+
+    from conftest import copy_demo_images
+    from spgd import cli
+
+    a = copy_demo_images(demo_dir, tmp_path / "a", 3)
+    w = str(inception_weights)
+    code = cli.main(["fid", str(a), str(a), "--fid-weights", w, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and abs(out["fid"]) < 1e-3 and out["n_a"] == 3 and out["warning"]
+    code = cli.main(["fid", str(a), "--fid-weights", w, "--save-stats", str(tmp_path / "ref.npz")])
+    assert code == 0 and "written to" in capsys.readouterr().out
+    code = cli.main(["fid", str(a), str(tmp_path / "ref.npz"), "--fid-weights", w, "--json"])
+    cached = json.loads(capsys.readouterr().out)
+    assert code == 0 and abs(cached["fid"]) < 1e-3 and cached["kid"]["mean"] == pytest.approx(out["kid"]["mean"])
+    code = cli.main(["fid", str(a), "--fid-weights", w])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs --save-stats" in err
+
+
+def test_eval_with_fid_and_piq_lpips(capsys, tmp_path, demo_dir, inception_weights):
+    import json
+
+    from conftest import copy_demo_images
+    from spgd import cli
+    from test_metrics import _random_weights
+
+    images = copy_demo_images(demo_dir, tmp_path / "images", 2)
+    backbone = _random_weights("vgg", tmp_path / "vgg16.pth", "torchvision")
+    sd = torch.load(backbone, weights_only=True)
+    torch.save([sd[f"lin{i}.model.1.weight"] for i in range(5)], tmp_path / "lpips_weights.pt")
+    out = tmp_path / "runs"
+    code = cli.main(["eval", str(images), "--task", "denoising", "--prior", "gaussian", "--set", "steps=2",
+                     "--set", "warmup_steps=1", "--size", "64", "--resize", "--lpips-net", "piq-vgg",
+                     "--lpips-weights", str(backbone), "--lpips-weights", str(tmp_path / "lpips_weights.pt"),
+                     "--fid-weights", str(inception_weights), "--out", str(out), "-q"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    run_dir = next(p for p in out.iterdir() if p.is_dir())
+    table = json.loads((run_dir / "metrics.json").read_text())
+    assert table["lpips_label"] == "piq-lpips-vgg"
+    e = table["per_method"]["spgd"]
+    assert e["piq-lpips-vgg"]["mean"] > 0
+    assert e["fid"]["n"] == 2 and e["fid"]["n_ref"] == 2 and e["fid"]["fid"] > 0 and "biased" in e["fid"]["warning"]
+    assert len(list((run_dir / "fid_features" / "ground_truth").glob("*.pt"))) == 2
+    assert "FID" in stdout and "piq-lpips-vgg" in stdout and "note: FID from 2 vs 2 images" in stdout
