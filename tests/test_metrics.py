@@ -162,7 +162,7 @@ def test_lpips_errors(tmp_path, lpips_files):
     missing = tmp_path / "nope.pth"
     with pytest.raises(SpgdError, match="nope.pth.*not found.*v0.1/vgg.pth"):
         LPIPS("vgg", missing)
-    with pytest.raises(SpgdError, match="unknown network"):
+    with pytest.raises(SpgdError, match="unknown variant"):
         LPIPS("squeeze", missing)
     with pytest.raises(SpgdError, match="other network"):
         LPIPS("vgg", lpips_files[("alex", "torchvision")])
@@ -186,3 +186,78 @@ def test_lpips_or_reason(tmp_path, lpips_files):
     assert model is None and why.startswith("LPIPS (alex) not computed:") and "missing.pth" in why
     model, why = lpips_or_reason("alex", lpips_files[("alex", "lpips")])
     assert isinstance(model, LPIPS) and model.label == "lpips-alex" and "alex" in why
+
+
+# ------------------------------------------------------------------------------------- piq's LPIPS
+
+
+@pytest.fixture(scope="module")
+def piq_files(tmp_path_factory, lpips_files) -> list[Path]:
+    """torchvision VGG16 backbone + piq's heads file (a list of five (1, C, 1, 1) tensors)."""
+    d = tmp_path_factory.mktemp("piq")
+    sd = torch.load(lpips_files[("vgg", "torchvision")], weights_only=True)
+    torch.save([sd[f"lin{i}.model.1.weight"] for i in range(5)], d / "lpips_weights.pt")
+    return [lpips_files[("vgg", "torchvision")], d / "lpips_weights.pt"]
+
+
+def _piq_reference(backbone: Path, heads: list, x01: torch.Tensor, y01: torch.Tensor, pool: str) -> torch.Tensor:
+    """piq.LPIPS(replace_pooling=True) written out: ImageNet mean/std on [0, 1], VGG16 with 2x2 average
+    pooling, unit-normalised features (eps 1e-10), (d * w).mean over pixels, summed over channels and layers."""
+    sd = torch.load(backbone, weights_only=True)
+    layers = _build_features(_NETS["vgg"][0], pool)
+    layers.load_state_dict({k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")})
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def feats(t):
+        t = (t - mean) / std
+        out = []
+        for i, layer in enumerate(layers):
+            t = layer(t)
+            if str(i) in ("3", "8", "15", "22", "29"):
+                out.append(t / (torch.sqrt((t**2).sum(1, keepdim=True)) + 1e-10))
+        return out
+
+    per_layer = [((a - b) ** 2 * w).mean(dim=[2, 3]) for a, b, w in zip(feats(x01), feats(y01), heads)]
+    return torch.cat(per_layer, dim=1).sum(dim=1)
+
+
+def test_piq_lpips_matches_piq_formula_and_differs_from_max_pooling(piq_files):
+    model = LPIPS("piq-vgg", piq_files)
+    assert model.label == "piq-lpips-vgg"
+    heads = torch.load(piq_files[1], weights_only=True)
+    g = torch.Generator().manual_seed(4)
+    x01 = torch.rand(2, 3, 32, 32, generator=g)
+    y01 = (x01 + 0.2 * torch.randn(2, 3, 32, 32, generator=g)).clamp(0, 1)
+    with torch.no_grad():
+        ours = model(2 * x01 - 1, 2 * y01 - 1)
+        ref_avg = _piq_reference(piq_files[0], heads, x01, y01, "avg")
+        ref_max = _piq_reference(piq_files[0], heads, x01, y01, "max")
+        same = model(2 * x01 - 1, 2 * x01 - 1)
+        swapped = model(2 * y01 - 1, 2 * x01 - 1)
+        plain_vgg = LPIPS("vgg", piq_files[0])(2 * x01 - 1, 2 * y01 - 1)  # lpips scaling layer, max pooling
+    assert torch.allclose(ours, ref_avg, rtol=1e-4), (ours, ref_avg)
+    assert (ours - ref_max).abs().min() > 1e-3 * ours.abs().max()  # average vs max pooling: other values
+    assert (ours - plain_vgg).abs().min() > 1e-3 * ours.abs().max()  # the lpips package's VGG: other values
+    assert torch.allclose(same, torch.zeros(2), atol=1e-6)
+    assert torch.allclose(ours, swapped, rtol=1e-4)
+    # the ImageNet normalisation is applied: buffers give (x01 - mean) / std for x = 2 x01 - 1
+    x = 2 * x01 - 1
+    assert torch.allclose((x - model.shift) / model.scale,
+                          (x01 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+                          / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), atol=1e-5)
+    assert isinstance(model.features[4], torch.nn.AvgPool2d) and isinstance(LPIPS("vgg", piq_files[0]).features[4],
+                                                                            torch.nn.MaxPool2d)
+
+
+def test_piq_lpips_file_checks(tmp_path, piq_files, lpips_files):
+    with pytest.raises(SpgdError, match="lacks piq's heads file.*lin\\*.model.1.weight heads.*lpips_weights.pt"):
+        LPIPS("piq-vgg", lpips_files[("vgg", "torchvision")])
+    with pytest.raises(SpgdError, match="piq's LPIPS heads file.*piq-vgg"):
+        LPIPS("vgg", piq_files)
+    heads = torch.load(piq_files[1], weights_only=True)
+    torch.save(heads[:4], tmp_path / "four.pt")
+    with pytest.raises(SpgdError, match="holds 4 tensors, expected 5"):
+        LPIPS("piq-vgg", [piq_files[0], tmp_path / "four.pt"])
+    with pytest.raises(SpgdError, match="lacks features.0.weight.*vgg16-397923af.pth"):
+        LPIPS("piq-vgg", piq_files[1])

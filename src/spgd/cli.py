@@ -30,6 +30,7 @@ DELEGATED: dict[str, tuple[str, str, str, str]] = {
         "record and plot gradient dynamics inside the samplers",
     ),
     "bench": ("spgd.bench", "add_bench_arguments", "run_bench", "speed and quality benchmarks"),
+    "fid": ("spgd.metrics.cli", "add_fid_arguments", "run_fid", "FID and KID of two image folders (local weights)"),
     "sweep": ("spgd.sweep", "add_sweep_arguments", "run_sweep", "stability study: quality against one setting"),
 }
 
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="degrade a folder of clean images, restore, score and report",
         description="For each clean image of IMAGES_DIR (sorted; image i uses seed + i, so results do not depend "
         "on batch size or order): degrade it with TASK's operator (its preset, plus --set), restore it with each "
-        "method, and score it (PSNR, SSIM; LPIPS with --lpips-weights). Writes into a new run folder: "
+        "method, and score it (PSNR, SSIM; LPIPS with --lpips-weights; FID and KID with --fid-weights). Writes into a new run folder: "
         "settings.json, restored/, measurement/, random_parts/, records/ (one JSON per image), metrics.csv, "
         "metrics.json and grid.png. Per-image results are kept as each batch finishes; an interrupted run "
         "continues with --resume RUN_DIR.",
@@ -176,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  spgd eval faces/ --task super_resolution --method spgd,spgd-official --limit 10 --samples 3\n"
         "  spgd eval faces/ --task motion_blur --method spgd,dps,daps --protocol daps   # DAPS paper's noise 0.05\n"
         "  spgd eval faces/ --task inpainting_random --prior gaussian --set steps=50 --set lr=2.5 --resize\n"
-        "  spgd eval faces/ --task motion_blur --lpips-weights lpips_vgg_full.pth --lpips-net vgg\n"
+        "  spgd eval faces/ --task motion_blur --lpips-net vgg --lpips-weights vgg16-397923af.pth "
+        "--lpips-weights vgg.pth\n"
+        "  spgd eval faces/ --task gaussian_blur --lpips-net piq-vgg --lpips-weights vgg16-397923af.pth "
+        "--lpips-weights lpips_weights.pt --fid-weights pt_inception-2015-12-05-6726825d.pth   # SPGD/DAPS numbers\n"
         "  spgd eval --resume runs/20250101T120000Z-eval-gaussian_blur   # finish an interrupted run\n"
         "  torchrun --nproc-per-node 8 -m spgd eval faces/ --task gaussian_blur ...   # one process per GPU\n"
         "exit status: 0 ok, 1 some images diverged, 2 bad input, 130 interrupted.",
@@ -211,9 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="center-crop and resize images that are not the size (default: such an image is an error)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
     p.add_argument("--lpips-weights", action="append", default=None, metavar="FILE",
-                   help="local LPIPS weights file(s) (backbone + linear layers); without it LPIPS is not computed")
-    p.add_argument("--lpips-net", choices=("vgg", "alex"), default=None,
-                   help="LPIPS variant: vgg (SPGD/DAPS code) or alex (DPS-family papers) (default: vgg)")
+                   help="local LPIPS weights files, repeat the flag: the torchvision backbone (vgg16-397923af.pth "
+                   "or alexnet-owt-7be5be79.pth) and the variant's heads; without it LPIPS is not computed")
+    p.add_argument("--lpips-net", choices=("alex", "vgg", "piq-vgg"), default=None,
+                   help="LPIPS variant, by the code base whose number it gives: alex = lpips package AlexNet "
+                   "(column lpips-alex, DPS-family tables; heads lpips/weights/v0.1/alex.pth), vgg = lpips "
+                   "package VGG (lpips-vgg, DPS's evaluation script; heads v0.1/vgg.pth), piq-vgg = "
+                   "piq.LPIPS(replace_pooling=True) (piq-lpips-vgg, the SPGD and DAPS code; heads piq's "
+                   "lpips_weights.pt) (default: vgg)")
+    p.add_argument("--fid-weights", default=None, metavar="FILE",
+                   help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid/torch-fidelity): adds FID and KID of "
+                   "each method's restorations against the clean images (whole-set scores, as DAPS reports) "
+                   "to metrics.json and the table")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue this run folder: same settings, only the images without a result")
     p.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
@@ -300,7 +313,7 @@ def cmd_restore(args: argparse.Namespace, argv: list[str]) -> int:
 _EVAL_IDENTITY_OPTIONS = {
     "images_dir": None, "task": None, "method": "spgd", "prior": "default", "checkpoint": None, "samples": 1,
     "seed": 0, "set": [], "size": None, "resize": False, "kernel": None, "mask": None, "lpips_weights": [],
-    "lpips_net": "vgg", "protocol": "spgd",
+    "lpips_net": "vgg", "fid_weights": None, "protocol": "spgd",
 }
 
 
@@ -332,7 +345,7 @@ def cmd_eval(args: argparse.Namespace, argv: list[str]) -> int:
         overrides=list(opts["set"]), prior=opts["prior"], checkpoint=opts["checkpoint"], samples=opts["samples"],
         seed=opts["seed"], size=opts["size"], resize=bool(opts["resize"]), limit=args.limit, kernel=opts["kernel"],
         mask=opts["mask"], lpips_weights=list(opts["lpips_weights"]), lpips_net=opts["lpips_net"],
-        batch_size=args.batch_size, device=args.device,
+        fid_weights=opts["fid_weights"], batch_size=args.batch_size, device=args.device,
     )
     cfg.validate()
     # under torchrun each process does a share of the images and rank 0 reports (spgd.distributed)

@@ -76,6 +76,7 @@ class EvalConfig:
     mask: Optional[str] = None
     lpips_weights: list[str] = field(default_factory=list)
     lpips_net: str = "vgg"
+    fid_weights: Optional[str] = None  # Inception weights file: FID/KID per method (spgd.metrics.fid)
     batch_size: Union[int, str] = 1  # or "auto": the largest that fits the free GPU memory (spgd.priors.fast)
     device: Optional[str] = None
 
@@ -102,6 +103,8 @@ class EvalConfig:
             "kernel": None if self.kernel is None else str(Path(self.kernel).resolve()),
             "mask": None if self.mask is None else str(Path(self.mask).resolve()),
             "lpips": {"net": self.lpips_net, "weights": [str(Path(p).resolve()) for p in self.lpips_weights]},
+            # only when asked for, so that runs made before FID existed still resume
+            **({"fid": {"weights": str(Path(self.fid_weights).resolve())}} if self.fid_weights else {}),
         }
 
     def validate(self) -> None:
@@ -126,8 +129,10 @@ class EvalConfig:
             raise SpgdError(f"--seed must be >= 0, got {self.seed}")
         if self.limit is not None and self.limit < 1:
             raise SpgdError(f"--limit must be >= 1, got {self.limit}")
-        if self.lpips_net not in ("vgg", "alex"):
-            raise SpgdError(f"--lpips-net must be vgg or alex, got {self.lpips_net!r}")
+        from .metrics import LPIPS_VARIANTS
+
+        if self.lpips_net not in LPIPS_VARIANTS:
+            raise SpgdError(f"--lpips-net must be one of {', '.join(LPIPS_VARIANTS)}, got {self.lpips_net!r}")
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -489,6 +494,11 @@ class Evaluation:
 
         self.lpips, self.lpips_note = lpips_or_reason(cfg.lpips_net, cfg.lpips_weights or None, self.device)
         self.lpips_label = self.lpips.label if self.lpips is not None else None
+        self.fid_model = None
+        if cfg.fid_weights:  # asked for: a wrong file fails now, before any work
+            from .metrics.inception import FIDInception
+
+            self.fid_model = FIDInception(cfg.fid_weights).to(self.device)
 
         settings_path = self.run_dir / "settings.json"
         identity = cfg.identity()
@@ -534,6 +544,7 @@ class Evaluation:
                 "world_size": world_size,
                 "lpips": self.lpips_note,
                 "lpips_label": self.lpips_label,
+                "fid": None if self.fid_model is None else {"weights": str(cfg.fid_weights), "resize": "pytorch-fid"},
                 "seeding": "image i (sorted order) uses seed + i for its operator; noise and sampler "
                 "generators are derived from it (spgd.evaluate.derive_seed)",
                 "versions": versions(),
@@ -634,6 +645,7 @@ class Evaluation:
             b01 = io.to_unit(base.clamp(-1, 1))
             base_psnr, base_ssim = metrics.psnr(b01, x01).tolist(), metrics.ssim(b01, x01).tolist()
         parts = op.random_parts() if callable(getattr(op, "random_parts", None)) else {}
+        self._save_fid_features(FID_REFERENCE, items, x01)
         for j, it in enumerate(items):
             view, note = viewable(y[j])
             io.save_image(view, self.run_dir / "measurement" / f"{it.name}.png")
@@ -681,6 +693,9 @@ class Evaluation:
                 lp = self.lpips(xh.clamp(-1, 1), x.clamp(-1, 1)).tolist() if self.lpips is not None else None
                 failed = list(st.failed) if st.failed else [False] * len(items)
                 failed = [bool(f) or not math.isfinite(p) for f, p in zip(failed, ps)]
+                if s == 0:  # FID/KID: one restoration per image (the first sample), failed ones left out
+                    self._save_fid_features(m, [it for it, f in zip(items, failed) if not f],
+                                            xh01[torch.tensor([not f for f in failed], device=xh01.device)])
                 if moments is not None:
                     moments.add(xh.clamp(-1, 1), [not f for f in failed])  # the images as saved and scored
                 for j, it in enumerate(items):
@@ -714,6 +729,15 @@ class Evaluation:
                     f"({r['seconds']:.1f} s/restoration, {r['failed']} failed)"
                 )
         return records
+
+    def _save_fid_features(self, method: str, items: list, images01: Tensor) -> None:
+        """Inception features of each image, fid_features/METHOD/NAME.pt (FID/KID need the whole set)."""
+        if self.fid_model is None or not items:
+            return
+        with torch.no_grad():
+            feats = self.fid_model(images01).cpu()
+        for it, f in zip(items, feats):
+            atomic_torch_save(self.run_dir / "fid_features" / method / f"{it.name}.pt", f.clone())
 
     def _sample_summaries(
         self, method: str, items: list, moments: SampleMoments, x: Tensor, several: bool
@@ -869,6 +893,8 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
                 entry["mean_of_samples"][lpips_label] = _stats(
                     [v[lpips_label] for v in summaries if v.get(lpips_label) is not None]
                 )
+        if settings.get("fid"):
+            entry["fid"] = _fid_entry(run_dir, m, [name for name, rm in rows if rm["psnr"] is not None])
         per_method[m] = entry
     atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
 
@@ -889,6 +915,7 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
         "noise_sigma": (settings.get("operator") or {}).get("noise_sigma"),  # what rms_residual should reach
         "lpips": settings.get("lpips"),
         "lpips_label": lpips_label,
+        "fid": settings.get("fid"),
         "notes": "PSNR/SSIM (piq definitions) on [0, 1] images; an image's value is the mean over its samples; "
         "mean and std (population) over the images that did not fail; rms_residual: sqrt(mean((A(x) - y)^2)) of "
         "a restoration, about noise_sigma when it fits the measurement; mean_of_samples: the same scores of the "
@@ -902,6 +929,28 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
     if records:
         _write_grid(run_dir, records[:GRID_ROWS], methods, size or settings.get("image_size"), resize)
     return tables
+
+
+FID_REFERENCE = "ground_truth"  # fid_features/ground_truth/: the clean images, the reference set
+
+
+def _fid_entry(run_dir: Path, method: str, names: list[str]) -> Optional[dict]:
+    """FID/KID of a method's restorations against the clean images (a whole-set score), from saved features."""
+    from .metrics.fid import whole_set_scores
+
+    def load(kind: str) -> list[Tensor]:
+        out = []
+        for n in names:
+            p = run_dir / "fid_features" / kind / f"{n}.pt"
+            if p.is_file():
+                out.append(torch.load(p, map_location="cpu", weights_only=True))
+        return out
+
+    feats, ref = load(method), load(FID_REFERENCE)
+    if len(feats) < 2 or len(ref) < 2:
+        return {"fid": None, "kid": None, "n": len(feats), "n_ref": len(ref),
+                "warning": "FID/KID need at least 2 images per set"}
+    return whole_set_scores(torch.stack(feats), torch.stack(ref), resize="pytorch-fid")
 
 
 def _write_grid(run_dir: Path, records: list[dict], methods: list[str], size, resize: bool) -> None:
@@ -948,6 +997,9 @@ def format_table(tables: dict) -> str:
     label = tables.get("lpips_label")
     head = f"{'method':<22}{'PSNR':>14}{'SSIM':>16}" + (f"{label:>16}" if label else "")
     head += f"{'|Ax-y|':>10}{'NFE':>7}{'VJP':>6}{'s/img':>8}{'failed':>8}"
+    with_fid = bool(tables.get("fid"))
+    if with_fid:
+        head += f"{'FID':>10}{'KID':>10}{'n(FID)':>8}"
     lines = [head]
     meas = tables.get("measurement")
     if meas:
@@ -959,6 +1011,9 @@ def format_table(tables: dict) -> str:
         calls, vjps, secs = (e[k]["mean"] for k in ("denoiser_calls", "vjps", "seconds"))
         line += f"{_fmt((e.get('rms_residual') or {}).get('mean'), 4):>10}"
         line += f"{_fmt(calls, 0):>7}{_fmt(vjps, 0):>6}{_fmt(secs, 1):>8}{e['n_failed']:>8}"
+        if with_fid:
+            fe = e.get("fid") or {}
+            line += f"{_fmt(fe.get('fid'), 2):>10}{_fmt((fe.get('kid') or {}).get('mean'), 4):>10}{fe.get('n', 0):>8}"
         lines.append(line)
         ms = e.get("mean_of_samples")
         if ms:
@@ -966,6 +1021,11 @@ def format_table(tables: dict) -> str:
             if label:
                 line += f"{_pm(ms.get(label, {}), 4):>16}"
             lines.append(line)
+    if with_fid:
+        warnings = {(e.get("fid") or {}).get("warning") for e in tables.get("per_method", {}).values()} - {None}
+        lines += [f"note: {w}" for w in sorted(warnings)]
+        lines.append("FID/KID: whole-set scores of each method's first restorations against the clean images "
+                     "(pytorch-fid Inception features)")
     return "\n".join(lines)
 
 

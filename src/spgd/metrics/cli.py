@@ -1,0 +1,110 @@
+"""`spgd fid`: FID and KID of two image folders (or cached statistics), and the caching of statistics.
+
+    spgd fid restored/ clean/ --fid-weights pt_inception-2015-12-05-6726825d.pth
+    spgd fid clean/ --fid-weights pt_inception-2015-12-05-6726825d.pth --save-stats clean.npz   # cache
+    spgd fid restored/ clean.npz --fid-weights pt_inception-2015-12-05-6726825d.pth
+
+An .npz argument is a statistics file (``mu``, ``sigma``; also pytorch-fid's ``--save-stats`` files and EDM's
+``fid.py ref`` files); KID needs the features, which only files written here hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import SpgdError
+
+EXAMPLES = (
+    "examples:\n"
+    "  spgd fid restored/ clean/ --fid-weights pt_inception-2015-12-05-6726825d.pth\n"
+    "  spgd fid clean/ --fid-weights pt_inception-2015-12-05-6726825d.pth --save-stats clean.npz\n"
+    "  spgd fid restored/ clean.npz --fid-weights pt_inception-2015-12-05-6726825d.pth --json"
+)
+
+
+def add_fid_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from .inception import RESIZE_MODES
+
+    parser.description = (
+        "FID (pytorch-fid's Inception-v3 features, Fréchet distance in float64) and KID (unbiased, polynomial "
+        "kernel) between two sets of images: SET_A and SET_B are folders of images or .npz statistics files. "
+        "With one folder and --save-stats, only its statistics are computed and cached (as EDM's `fid.py ref`)."
+    )
+    parser.epilog = EXAMPLES
+    parser.add_argument("sets", nargs="+", metavar="SET", help="SET_A [SET_B]: folders of images or .npz files")
+    parser.add_argument("--fid-weights", required=True, metavar="FILE",
+                        help="pt_inception-2015-12-05-6726825d.pth, the Inception weights of pytorch-fid and "
+                        "torch-fidelity (never downloaded)")
+    parser.add_argument("--resize", choices=RESIZE_MODES, default="pytorch-fid",
+                        help="whose resizing to 299x299 and normalisation to use (default: %(default)s)")
+    parser.add_argument("--save-stats", metavar="OUT.npz", default=None,
+                        help="write the statistics (and features) of the last folder given, for later runs")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch (default: 16)")
+    parser.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:N (default: cuda if available)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def _set(arg: str, model, batch_size: int, resize: str) -> tuple[dict, Optional[np.ndarray]]:
+    """Statistics of one SET argument: (stats, features or None)."""
+    from .fid import feature_statistics, folder_features, load_statistics
+
+    p = Path(arg)
+    if p.suffix == ".npz" and not p.is_dir():
+        st = load_statistics(p)
+        if st["resize"] is not None and st["resize"] != resize:
+            raise SpgdError(f"{p} holds features made with --resize {st['resize']}, not {resize}")
+        return st, st["features"]
+    feats = folder_features(model, p, batch_size).double().numpy()
+    mu, sigma = feature_statistics(feats)
+    return {"mu": mu, "sigma": sigma, "n": feats.shape[0]}, feats
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..runs import resolve_device
+    from .fid import frechet_distance, kid, save_statistics, small_set_warning
+    from .inception import FIDInception
+
+    if len(args.sets) > 2:
+        raise SpgdError(f"spgd fid takes one or two sets, got {len(args.sets)}: {' '.join(args.sets)}")
+    if len(args.sets) == 1 and not args.save_stats:
+        raise SpgdError("spgd fid with one set needs --save-stats OUT.npz (or give a second set to compare with)")
+    if args.batch_size < 1:
+        raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model = FIDInception(args.fid_weights, resize=args.resize).to(resolve_device(args.device))
+    with torch.no_grad():
+        sets = [_set(a, model, args.batch_size, args.resize) for a in args.sets]
+    if args.save_stats:
+        last = args.sets[-1]
+        if sets[-1][1] is None or Path(last).suffix == ".npz":
+            raise SpgdError(f"--save-stats caches a folder's statistics; {last} is not a folder")
+        save_statistics(args.save_stats, sets[-1][1], args.resize)
+        print(f"statistics of {sets[-1][0]['n']} image(s) in {last} written to {args.save_stats}")
+    if len(sets) == 1:
+        return 0
+    (a, fa), (b, fb) = sets
+    out = {
+        "fid": frechet_distance(a["mu"], a["sigma"], b["mu"], b["sigma"]),
+        "kid": None if fa is None or fb is None else kid(fa, fb),
+        "n_a": a["n"], "n_b": b["n"], "resize": args.resize,
+        "warning": None if a["n"] is None or b["n"] is None else small_set_warning(a["n"], b["n"]),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"FID {out['fid']:.4f} ({args.sets[0]}: {a['n'] or '?'} image(s), {args.sets[1]}: {b['n'] or '?'})")
+    if out["kid"] is not None:
+        k = out["kid"]
+        print(f"KID {k['mean']:.6f} ± {k['std']:.6f} ({k['subsets']} subset(s))")
+    else:
+        print("KID not computed: a statistics file without features (write it with spgd fid --save-stats)")
+    if out["warning"]:
+        print(f"note: {out['warning']}")
+    return 0
