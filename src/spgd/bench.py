@@ -92,6 +92,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     a("--quality-count", type=int, default=2, help="images in the quality check (default: 2)")
     a("--quality-steps", type=int, default=None, help="K of the quality check's restorations (default: --steps; "
       "N is --warmup-steps)")
+    a("--quality-only", action="store_true", help="only the --check-quality comparison, no timing rows")
     a("--out", default="runs", help="parent folder of the new run folder (default: runs/)")
     a("-q", "--quiet", action="store_true", help="print only the table")
 
@@ -493,13 +494,14 @@ def run_bench(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     rows: list[dict] = []
     flops: dict[str, dict] = {}
-    for name, config in archs:
+    for name, config in archs if not args.quality_only else []:
         arch_rows, arch_flops = run_arch(name, config, modes, batches, device, args, con)
         rows += arch_rows
         flops[name] = arch_flops
     # the quality check always compares against the reference, even when its timing rows are skipped
     quality_modes = modes if not args.no_reference else [Mode("reference", None), *modes]
-    quality = quality_check(quality_modes, archs, device, args, con) if args.check_quality else []
+    check = args.check_quality or args.quality_only
+    quality = quality_check(quality_modes, archs, device, args, con) if check else []
 
     table = format_table(rows, memory_label)
     record = {
@@ -532,14 +534,15 @@ def run_bench(args: argparse.Namespace) -> int:
         "row's, same architecture and batch, same run. TFLOP/s from counted FLOPs (FlopCounterMode). The last "
         f"column scales the measured time to K = {PAPER_STEPS}, N = {PAPER_WARMUP} (cost per level is constant).",
         "",
-        table,
+        table if rows else "(no timing rows: --quality-only)",
         "",
     ]
     if quality:
         md += ["## Same results", "", "Same measurements and starting noise; PSNR against the ground truth.", "",
                format_quality(quality), ""]
     atomic_write_text(run_dir / "bench.md", "\n".join(md))
-    con.result(table)
+    if rows:
+        con.result(table)
     if quality:
         con.result("")
         con.result(format_quality(quality))
