@@ -96,7 +96,7 @@ if [ $REHEARSAL = 1 ]; then
   BENCH=(--steps 1 --warmup-steps 1 --precision bf16 --compile off --max-batch 4)
   QUALITY=(--quality-count 2 --quality-steps 2 --warmup-steps 1 --quality-prior default,random --compile off)
   BOX_TESTS=40; BOX_BENCH=45; BOX_QUALITY=25; TRAIN_MIN=5
-  TRAIN=(--device cpu --batch-size 2 --crop 16 --channels 32 --chunk 3); TRAIN_SECONDS=6
+  TRAIN=(--device cpu --batch-size 2 --crop 16 --channels 32 --chunk 3 --overhead 4); TRAIN_SECONDS=20
   BATCHES=("1" "auto")
 else
   ARCH=(--arch ffhq256)
@@ -161,10 +161,10 @@ for i in range(3):
 PYEOF
   say "train: rehearsal with generated images in place of $ROOT/benchmarks/training_photos"
 fi
-reserve=25  # the summary, and the last chunk's report and save
-train_s=${TRAIN_SECONDS:-$(( $(left) - reserve - 15 ))}
+reserve=20  # the summary
+train_s=${TRAIN_SECONDS:-$(( $(left) - reserve - 10 ))}  # wall clock of the training step, saves included
 if [ "$train_s" -ge "$TRAIN_MIN" ]; then
-  step "train" $(( train_s + 15 + 10 )) "$PY" benchmarks/gpu_steps.py train "$PHOTOS" --out "$OUT/candidate.pt" \
+  step "train" $(( train_s + 10 )) "$PY" benchmarks/gpu_steps.py train "$PHOTOS" --out "$OUT/candidate.pt" \
     --log "$OUT/train_log.txt" --checkpoint "$WORK/candidate.ckpt" --seconds "$train_s" "${TRAIN[@]}"
 else
   say "train: skipped, ${train_s}s left (< ${TRAIN_MIN}s)"

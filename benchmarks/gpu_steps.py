@@ -65,8 +65,9 @@ def train_batch_size(config: dict, crop: int, device: torch.device, fraction: fl
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train in chunks of `--chunk` seconds (each ends with a saved file and a held-out report, so a kill loses
-    at most one chunk) until `--seconds` of training are spent."""
+    """Train in chunks of at most `--chunk` seconds (each ends with a saved file and a held-out report, so a kill
+    loses at most one chunk) until `--seconds` of wall-clock time (loading, reports and saving included) are
+    spent; the last chunk is shortened by the measured overhead of the one before."""
     from spgd.training import DEFAULT_CONFIG, format_report, train_prior
 
     log = Path(args.log)
@@ -90,16 +91,19 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{len(list(photos.iterdir()))} files in {photos.name}/, batch {batch}, crop {args.crop}, "
               f"{args.channels} channels x {args.res_blocks} res blocks, {args.precision}, {args.seconds:.0f} s")
     t0 = time.perf_counter()
-    spent, first, meta = 0.0, True, None
-    while spent < args.seconds - 1:
-        chunk = min(args.chunk, args.seconds - spent)
+    first, meta, overhead = True, None, args.overhead  # wall seconds of a chunk beyond its training: guessed, then measured
+    while True:
+        chunk = min(args.chunk, args.seconds - (time.perf_counter() - t0) - overhead - 2)
+        if chunk < 1:
+            break
+        c0, trained0 = time.perf_counter(), meta["wall_time_s"] if meta else 0.0
         meta = train_prior(photos, args.out, resume=not first, max_minutes=chunk / 60, command=command, **settings)
         first = False
-        spent = meta["wall_time_s"]
+        overhead = (time.perf_counter() - c0) - (meta["wall_time_s"] - trained0)
         held = meta["report"]["psnr_db"]
         line = ", ".join(f"sigma {s}: {row['trained']:.2f} dB" for s, row in held.items())
-        _log(log, f"train: step {meta['steps']}, {spent:.0f} s training, {time.perf_counter() - t0:.0f} s wall; "
-                  f"held-out {line}")
+        _log(log, f"train: step {meta['steps']}, {meta['wall_time_s']:.0f} s training, "
+                  f"{time.perf_counter() - t0:.0f} s wall; held-out {line}")
     if meta is None:
         _log(log, "train: no time left to train")
         return 3
@@ -230,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", required=True)
     t.add_argument("--log", required=True)
     t.add_argument("--checkpoint", required=True, help="training-state file (keep it out of the output folder)")
-    t.add_argument("--seconds", type=float, required=True)
+    t.add_argument("--seconds", type=float, required=True, help="wall-clock budget, everything included")
     t.add_argument("--chunk", type=float, default=60.0, help="seconds between saved snapshots (default 60)")
+    t.add_argument("--overhead", type=float, default=20.0,
+                   help="guess of a chunk's seconds beyond training (loading, report, saving) (default 20)")
     t.add_argument("--batch-size", type=int, default=None, help="default: fill the card (4 on the CPU)")
     t.add_argument("--crop", type=int, default=64)
     t.add_argument("--channels", type=int, default=CANDIDATE["channels"])
