@@ -17,7 +17,7 @@
 #   then summary.md (steps, table, targets, verdicts) and run.log (every step's output): at most 8 files.
 # Inputs (environment): PYTHON (default python3); FACES, the demo faces (default shared/data/ffhq-demo or
 # ../shared/data/ffhq-demo); PHOTOS, the training photos that benchmarks/training_photos.sh assembles (default
-# benchmarks/training_photos); GPU_RUN_SECONDS, the whole run's budget (default 525; rehearsal 150).
+# benchmarks/training_photos); GPU_RUN_SECONDS, the whole run's budget (default 525; rehearsal 170).
 set -u -o pipefail
 
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -53,7 +53,7 @@ fi
 PHOTOS=${PHOTOS:-$ROOT/benchmarks/training_photos}
 
 START=$(date +%s)
-if [ $REHEARSAL = 1 ]; then TOTAL=${GPU_RUN_SECONDS:-150}; else TOTAL=${GPU_RUN_SECONDS:-525}; fi
+if [ $REHEARSAL = 1 ]; then TOTAL=${GPU_RUN_SECONDS:-170}; else TOTAL=${GPU_RUN_SECONDS:-525}; fi
 left() { echo $(( TOTAL - ($(date +%s) - START) )); }
 say() { echo "[gpu_run $(( $(date +%s) - START ))s] $*" | tee -a "$OUT/run.log"; }
 
@@ -84,6 +84,9 @@ import platform, torch
 print("python", platform.python_version(), "torch", torch.__version__, "CUDA", torch.version.cuda,
       "device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only")
 PYEOF
+if ! "$PY" -c "import spgd" >> "$OUT/run.log" 2>&1; then
+  say "cannot import spgd from $ROOT/src with $PY (see run.log)"; exit 2
+fi
 if [ $REHEARSAL = 0 ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   say "no CUDA device here: use --cpu-rehearsal on a CPU machine"; exit 2
 fi
@@ -95,7 +98,7 @@ if [ $REHEARSAL = 1 ]; then
   ARCH=(--arch "$WORK/tiny.json" --size 16 --device cpu)
   BENCH=(--steps 1 --warmup-steps 1 --precision bf16 --compile off --max-batch 4)
   QUALITY=(--quality-count 2 --quality-steps 2 --warmup-steps 1 --quality-prior default,random --compile off)
-  BOX_TESTS=40; BOX_BENCH=45; BOX_QUALITY=25; TRAIN_MIN=5
+  BOX_TESTS=40; BOX_BENCH=75; BOX_QUALITY=40; TRAIN_MIN=5
   TRAIN=(--device cpu --batch-size 2 --crop 16 --channels 32 --chunk 3 --overhead 4); TRAIN_SECONDS=20
   BATCHES=("1" "auto")
 else
@@ -140,7 +143,7 @@ else
   say "quality: no demo faces found (set FACES); using the bundled photo"
 fi
 step "same results" "$BOX_QUALITY" "$PY" -m spgd bench "${ARCH[@]}" --quality-only --precision bf16 \
-  --compile-mode auto "${QUALITY[@]}" "${IMAGES[@]}" --out "$WORK/quality" -q
+  --compile-mode auto "${QUALITY[@]}" ${IMAGES[@]+"${IMAGES[@]}"} --out "$WORK/quality" -q
 "$PY" benchmarks/gpu_steps.py same-results "$WORK/quality" --out "$OUT/same_results.json" \
   --images-label "$LABEL" >> "$OUT/run.log" 2>&1
 
