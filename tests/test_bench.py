@@ -213,3 +213,48 @@ def test_channels_last_same_output():
     expected = prior.denoise(x, 0.5)
     prior.configure(channels_last=True)
     torch.testing.assert_close(prior.denoise(x, 0.5), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_mode_auto_graphs_small_cuda_batches_only(monkeypatch):
+    """compile_mode "auto": CUDA graphs (reduce-overhead) for CUDA batches <= GRAPH_MAX_BATCH, the default mode
+    for larger ones and for the CPU; on the CPU it compiles with the default mode and gives the same output."""
+    from types import SimpleNamespace
+
+    import torch._dynamo
+
+    from spgd.priors.precond import GRAPH_MAX_BATCH
+
+    prior = tiny_prior().configure(compile=True, compile_mode="auto")
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    assert prior.compile_mode_for(SimpleNamespace(device=cuda, shape=(1, 3, 16, 16))) == "reduce-overhead"
+    assert prior.compile_mode_for(SimpleNamespace(device=cuda, shape=(GRAPH_MAX_BATCH, 3, 16, 16))) == "reduce-overhead"
+    assert prior.compile_mode_for(SimpleNamespace(device=cuda, shape=(GRAPH_MAX_BATCH + 1, 3, 16, 16))) is None
+    assert prior.compile_mode_for(torch.zeros(1, 3, 16, 16)) is None
+    assert prior.configure(compile_mode="reduce-overhead").compile_mode_for(torch.zeros(8, 3, 16, 16)) == "reduce-overhead"
+    prior.configure(compile_mode="auto")
+
+    calls = []
+    real = torch.compile
+
+    def recording(model, **kwargs):
+        calls.append(kwargs.get("mode"))
+        return real(model, backend="aot_eager", dynamic=kwargs.get("dynamic"))
+
+    x = torch.randn(1, 3, 16, 16)
+    expected = prior.run_net(x, torch.full((1,), 10.0), eager=True)
+    monkeypatch.setattr(torch, "compile", recording)
+    try:
+        out = prior.run_net(x, torch.full((1,), 10.0))
+        prior.run_net(x, torch.full((1,), 10.0))  # cached: no second compile
+    finally:
+        torch._dynamo.reset()
+    assert calls == [None]
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bench_compile_modes_label_rows():
+    from spgd.bench import build_modes
+
+    modes = build_modes(["bf16"], ["on", "off"], ["off"], ["default", "auto"], with_reference=True)
+    assert [m.label for m in modes] == ["reference", "fast bf16 compiled", "fast bf16 compiled auto", "fast bf16 eager"]
+    assert modes[2].fast.compile_mode == "auto" and modes[3].fast.compile_mode == "default"

@@ -161,3 +161,29 @@ def test_noise_levels_cover_the_sampler_range_with_a_uniform_share():
     # log-uniform: each decade of [SIGMA_LO, SIGMA_HI] holds about the same share
     decades = torch.histc(uniform.log10(), bins=4, min=-2.5, max=1.5)
     assert decades.min() > 0.7 * decades.max()
+
+
+def test_train_bf16_autocast_and_half_precision_file(images_dir: Path, tmp_path: Path):
+    """--precision bf16 trains under autocast (the loss still falls from its start) and --save-dtype fp16
+    writes float16 weights that load back as a float32 prior giving the same denoiser up to fp16 rounding."""
+    out32, out16 = tmp_path / "p32.pt", tmp_path / "p16.pt"
+    with pytest.warns(UserWarning, match="broken.png"):
+        meta = train_prior(images_dir, out16, steps=6, checkpoint_every=0, precision="bf16", save_dtype="fp16",
+                           **FAST)
+    assert meta["settings"]["precision"] == "bf16" and meta["settings"]["save_dtype"] == "fp16"
+    with pytest.warns(UserWarning, match="broken.png"):
+        train_prior(images_dir, out32, steps=6, checkpoint_every=0, precision="bf16", **FAST)
+    w16, w32 = weights(out16), weights(out32)
+    assert all(v.dtype == torch.float16 for v in w16.values() if v.is_floating_point())
+    assert all(v.dtype == torch.float32 for v in w32.values() if v.is_floating_point())
+    for k in w32:  # same run (same seed), stored at two precisions
+        torch.testing.assert_close(w16[k].float(), w32[k], rtol=2e-3, atol=1e-4)
+    assert out16.stat().st_size < 0.7 * out32.stat().st_size
+    p16, p32 = load_prior(out16), load_prior(out32)
+    assert all(p.dtype == torch.float32 for p in p16.parameters())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(p16(x, 0.5), p32(x, 0.5), rtol=1e-2, atol=1e-2)
+    with pytest.raises(SpgdError, match="--save-dtype"):
+        train_prior(images_dir, tmp_path / "x.pt", steps=1, save_dtype="int8", **FAST)
+    with pytest.raises(SpgdError, match="--precision"):
+        train_prior(images_dir, tmp_path / "x.pt", steps=1, precision="fp16", **FAST)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .errors import SpgdError
 from .priors.fast import FastPath, auto_batch_size, describe, reference
-from .priors.precond import VPPrecond
+from .priors.precond import COMPILE_MODES, VPPrecond
 from .priors.unet import ARCHITECTURES, UNetModel
 from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, resolve_device, utc_now, versions
 
@@ -70,8 +70,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     a("--precision", default="bf16", help="fast-path precisions, comma-separated: fp32, bf16 (default: bf16)")
     a("--compile", default=None, help="fast path with torch.compile: on, off or on,off (default: on for CUDA, off "
       "for the CPU)")
-    a("--compile-mode", default="default", help="torch.compile mode: default, reduce-overhead (CUDA graphs), "
-      "max-autotune, max-autotune-no-cudagraphs (default: default)")
+    a("--compile-mode", default="default", help="torch.compile modes of the compiled rows, comma-separated: default, "
+      "reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs, auto (CUDA graphs for batches "
+      "of at most 4) (default: default)")
     a("--channels-last", default="off", help="fast path in channels-last memory format: on, off or on,off "
       "(default: off)")
     a("--size", type=int, default=None, help="image side in pixels (default: the architecture's, 256)")
@@ -91,6 +92,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     a("--quality-count", type=int, default=2, help="images in the quality check (default: 2)")
     a("--quality-steps", type=int, default=None, help="K of the quality check's restorations (default: --steps; "
       "N is --warmup-steps)")
+    a("--quality-only", action="store_true", help="only the --check-quality comparison, no timing rows")
     a("--out", default="runs", help="parent folder of the new run folder (default: runs/)")
     a("-q", "--quiet", action="store_true", help="print only the table")
 
@@ -137,16 +139,21 @@ def parse_batch_sizes(text: str) -> list[Union[int, str]]:
     return list(dict.fromkeys(out))
 
 
-def build_modes(precisions: Sequence[str], compiles: Sequence[str], channels_last: Sequence[str], mode: str,
-                with_reference: bool) -> list[Mode]:
+def build_modes(precisions: Sequence[str], compiles: Sequence[str], channels_last: Sequence[str],
+                mode: Union[str, Sequence[str]], with_reference: bool) -> list[Mode]:
+    """The reference (if asked) and every combination of the fast-path settings; compile modes other than
+    "default" label their rows ("fast bf16 compiled reduce-overhead") and apply to compiled rows only."""
+    compile_modes = [mode] if isinstance(mode, str) else list(mode)
     modes = [Mode("reference", None)] if with_reference else []
     for p in precisions:
         for c in compiles:
-            for cl in channels_last:
-                fast = FastPath(precision=p, compile=c == "on", compile_mode=mode, channels_last=cl == "on")
-                label = f"fast {p}" + (" compiled" if fast.compile else " eager")
-                label += " NHWC" if fast.channels_last else ""
-                modes.append(Mode(label, fast))
+            for m in compile_modes if c == "on" else ["default"]:
+                for cl in channels_last:
+                    fast = FastPath(precision=p, compile=c == "on", compile_mode=m, channels_last=cl == "on")
+                    label = f"fast {p}" + (" compiled" if fast.compile else " eager")
+                    label += f" {m}" if fast.compile and m != "default" else ""
+                    label += " NHWC" if fast.channels_last else ""
+                    modes.append(Mode(label, fast))
     return modes
 
 
@@ -479,20 +486,22 @@ def run_bench(args: argparse.Namespace) -> int:
     precisions = parse_choices(args.precision, "--precision", ("fp32", "bf16"))
     compiles = parse_choices(args.compile or ("on" if device.type == "cuda" else "off"), "--compile", ("on", "off"))
     channels_last = parse_choices(args.channels_last, "--channels-last", ("on", "off"))
-    modes = build_modes(precisions, compiles, channels_last, args.compile_mode, not args.no_reference)
+    compile_modes = parse_choices(args.compile_mode, "--compile-mode", COMPILE_MODES)
+    modes = build_modes(precisions, compiles, channels_last, compile_modes, not args.no_reference)
     memory_label = "CUDA max allocated" if device.type == "cuda" else "CPU: process peak RSS"
 
     run_dir = new_run_dir(args.out, "bench")
     started = time.perf_counter()
     rows: list[dict] = []
     flops: dict[str, dict] = {}
-    for name, config in archs:
+    for name, config in archs if not args.quality_only else []:
         arch_rows, arch_flops = run_arch(name, config, modes, batches, device, args, con)
         rows += arch_rows
         flops[name] = arch_flops
     # the quality check always compares against the reference, even when its timing rows are skipped
     quality_modes = modes if not args.no_reference else [Mode("reference", None), *modes]
-    quality = quality_check(quality_modes, archs, device, args, con) if args.check_quality else []
+    check = args.check_quality or args.quality_only
+    quality = quality_check(quality_modes, archs, device, args, con) if check else []
 
     table = format_table(rows, memory_label)
     record = {
@@ -525,14 +534,15 @@ def run_bench(args: argparse.Namespace) -> int:
         "row's, same architecture and batch, same run. TFLOP/s from counted FLOPs (FlopCounterMode). The last "
         f"column scales the measured time to K = {PAPER_STEPS}, N = {PAPER_WARMUP} (cost per level is constant).",
         "",
-        table,
+        table if rows else "(no timing rows: --quality-only)",
         "",
     ]
     if quality:
         md += ["## Same results", "", "Same measurements and starting noise; PSNR against the ground truth.", "",
                format_quality(quality), ""]
     atomic_write_text(run_dir / "bench.md", "\n".join(md))
-    con.result(table)
+    if rows:
+        con.result(table)
     if quality:
         con.result("")
         con.result(format_quality(quality))

@@ -70,6 +70,7 @@ SIGMA_LO, SIGMA_HI = 0.002, 150.0  # range of the log-uniform share of the noise
 LR_WARMUP = 100  # steps of linear learning-rate warm-up
 EMA_WARMUP = 10  # the EMA decay is min(ema_decay, (1 + step) / (EMA_WARMUP + step)), so short runs average less
 EVAL_CROPS = 32  # held-out crops in the final report
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # storage of the saved weights
 MIN_HOLDOUT_IMAGES = 5  # below this many images, held-out crops come from a band of each image instead
 
 
@@ -320,11 +321,18 @@ def train_prior(
     scaling: Optional[str] = None,  # output scaling (spgd.priors.VPPrecond): "edm"/"eps"; None: init's, else edm
     sigma_data: Optional[float] = None,  # EDM scaling's data std; None: init's, else 0.5 (1.0 gives the eps c_in)
     command: Optional[str] = None,  # the command line, recorded in the file's metadata
+    precision: str = "fp32",  # "bf16": the network's forward under bf16 autocast (loss, Adam, EMA stay float32)
+    save_dtype: str = "fp32",  # "fp16": the weights file stores the EMA weights in half precision (half the size)
 ) -> dict[str, Any]:
     """Train a UNet denoiser prior on the images of `images_dir` and write its EMA weights to `out`.
 
     The file is in the spgd-unet format (`spgd.priors.save_unet`) with a "training" entry (settings, command,
     steps, wall time, hardware, data, held-out report) and loads with `spgd.load_prior(out)`.
+
+    `precision="bf16"` runs the network (forward and backward) under bf16 autocast, as the fast path does at
+    sampling time; parameters, optimizer state, EMA, loss and the held-out report stay float32.
+    `save_dtype="fp16"` stores the saved EMA weights in float16 (loading casts them back to float32); the
+    training checkpoint keeps float32.
 
     `max_minutes` bounds this call's training time: the run then ends early (fewer than `steps` steps) with its
     report and output as usual; `resume=True` with a larger budget continues it.
@@ -357,6 +365,10 @@ def train_prior(
     _check_settings(steps, batch_size, crop, lr, ema_decay, factor, checkpoint_every, holdout_fraction)
     if max_minutes is not None and max_minutes <= 0:
         raise SpgdError(f"--max-minutes must be > 0, got {max_minutes}")
+    if precision not in ("fp32", "bf16"):
+        raise SpgdError(f"--precision must be fp32 or bf16, got {precision!r}")
+    if save_dtype not in SAVE_DTYPES:
+        raise SpgdError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got {save_dtype!r}")
     dev = _resolve_device(device)
     out = Path(out)
     ckpt_path = Path(checkpoint) if checkpoint is not None else out.with_name(out.name + ".ckpt")
@@ -365,7 +377,8 @@ def train_prior(
                     p_mean=p_mean, p_std=p_std, uniform_fraction=uniform_fraction,
                     uniform_range=[SIGMA_LO, SIGMA_HI], scaling=scaling, sigma_data=sigma_data,
                     init=None if init is None else Path(init).name,
-                    loss="EDM loss, lambda = 1/c_out^2 (the network output's MSE)", min_scale=0.5, flip=True)
+                    loss="EDM loss, lambda = 1/c_out^2 (the network output's MSE)", min_scale=0.5, flip=True,
+                    precision=precision, save_dtype=save_dtype)
 
     images = _load_folder(images_dir)
     split_gen = torch.Generator().manual_seed(seed + 1)
@@ -377,7 +390,8 @@ def train_prior(
         net.load_state_dict(init_state)
     net = net.to(dev)
     scaling_kw = dict(scaling=scaling, sigma_data=sigma_data)
-    precond = VPPrecond(net, **scaling_kw)  # freezes net; we unfreeze it: the same D is trained that loads later
+    # freezes net; we unfreeze it: the same D is trained that loads later (bf16: autocast inside run_net)
+    precond = VPPrecond(net, precision=precision, **scaling_kw)
     net.requires_grad_(True)
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -414,7 +428,8 @@ def train_prior(
              "rng": gen.get_state(), "settings": settings, "data": split},
             ckpt_path,
         )
-        save_unet(out, VPPrecond(copy.deepcopy(ema).cpu(), **scaling_kw), training=meta)
+        saved = copy.deepcopy(ema).cpu().to(SAVE_DTYPES[save_dtype])
+        save_unet(out, VPPrecond(saved, **scaling_kw), training=meta)
         return meta
 
     bar = None
@@ -518,6 +533,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "the better start from an eps --init (default: the --init file's, else 0.5)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: the network under bf16 autocast (CUDA: faster; weights, optimizer and loss stay "
+                             "float32) (default: %(default)s)")
+    parser.add_argument("--save-dtype", choices=tuple(SAVE_DTYPES), default="fp32",
+                        help="storage of the saved weights; fp16 halves the file (default: %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.epilog = (
         "examples:\n"
@@ -547,6 +567,7 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.quiet,
         holdout_fraction=args.holdout, max_minutes=args.max_minutes, p_mean=args.p_mean, p_std=args.p_std,
         uniform_fraction=args.uniform_fraction, init=args.init, scaling=args.scaling, sigma_data=args.sigma_data, command=" ".join(["spgd", "train", *sys.argv[2:]]),
+        precision=args.precision, save_dtype=args.save_dtype,
     )
     report = meta["report"]
     print(f"wrote {args.out} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "

@@ -8,6 +8,9 @@ adds, for the network call only:
   float32; the sampler state, the likelihood and its gradient stay float32;
 - `torch.compile` of the network (forward and, through AOTAutograd, its backward); a failure while
   compiling falls back to eager with a warning;
+- with `compile_mode="reduce-overhead"`, CUDA graphs: each compiled graph is replayed as one launch, which is
+  what pays at batch 1, where a step is bound by kernel-launch overhead rather than arithmetic;
+  `compile_mode="auto"` uses them for CUDA batches of at most `GRAPH_MAX_BATCH` (4) images only;
 - optionally channels-last (NHWC) memory format, off by default: whether it pays depends on the card and
   the cuDNN version (measure it with `spgd bench --channels-last on,off`).
 
@@ -40,7 +43,7 @@ class FastPath:
     precision: str = "bf16"  # "fp32" or "bf16" (autocast for the network call only)
     channels_last: bool = False  # NHWC memory format for the network
     compile: bool = True  # torch.compile the network
-    compile_mode: str = "default"  # "default", "reduce-overhead" (CUDA graphs), "max-autotune", ...
+    compile_mode: str = "default"  # "default", "reduce-overhead" (CUDA graphs), "max-autotune", ..., "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

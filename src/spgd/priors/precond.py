@@ -23,7 +23,11 @@ from .base import Prior, SigmaLike, append_dims, sigma_as_batch
 
 PRECISIONS = ("fp32", "bf16")
 SCALINGS = ("eps", "edm")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "auto")
+# compile_mode "auto": CUDA graphs (torch.compile's "reduce-overhead") for CUDA batches of at most this many images,
+# where a step is bound by kernel launches rather than arithmetic; the default mode for larger batches and off CUDA.
+GRAPH_MAX_BATCH = 4
+GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the torch.compile modes that replay CUDA graphs
 
 
 def autocast(device: torch.device, precision: str):
@@ -55,7 +59,9 @@ class VPPrecond(Prior):
     rounding: `precision="bf16"` runs the network call alone under bf16 autocast (its output is cast back, so
     the sampler state and the likelihood stay float32); `channels_last` stores the network's convolution
     weights and input in NHWC order; `compile` runs the network through `torch.compile` (a failure while
-    compiling falls back to eager with a warning). `param_grads=True` is the released code's configuration,
+    compiling falls back to eager with a warning); `compile_mode` is torch.compile's mode, or "auto": CUDA graphs
+    ("reduce-overhead") for CUDA batches of at most `GRAPH_MAX_BATCH` images and the default mode otherwise
+    (`compile_mode_for`). `param_grads=True` is the released code's configuration,
     kept for benchmarks: the network's parameters require grad, so a likelihood gradient runs a full
     backward that also fills their `.grad` (see `spgd.samplers.base.likelihood_grad`).
     """
@@ -73,7 +79,7 @@ class VPPrecond(Prior):
         precision: str = "fp32",  # "fp32", or "bf16": autocast for the network call only
         channels_last: bool = False,  # NHWC memory format for the network
         compile: bool = False,  # torch.compile the network (eager fallback with a warning)
-        compile_mode: Optional[str] = None,  # torch.compile mode: None/"default", "reduce-overhead", "max-autotune"
+        compile_mode: Optional[str] = None,  # None/"default", "reduce-overhead", "max-autotune", ..., "auto"
         param_grads: bool = False,  # reference mode: parameters require grad (the released code's cost)
     ):
         super().__init__()
@@ -99,8 +105,9 @@ class VPPrecond(Prior):
         self.use_compile = False
         self.compile_mode: Optional[str] = None
         self.param_grads = False
-        # The compiled network is kept out of the module tree so state_dict() and .to() see the plain net.
-        self.__dict__["_compiled_net"] = None
+        # The compiled networks (one per torch.compile mode in use) are kept out of the module tree so
+        # state_dict() and .to() see the plain net.
+        self.__dict__["_compiled_nets"] = {}
         self.configure(
             precision=precision,
             channels_last=channels_last,
@@ -136,11 +143,11 @@ class VPPrecond(Prior):
             if compile_mode not in COMPILE_MODES:
                 raise SpgdError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
             self.compile_mode = None if compile_mode == "default" else compile_mode
-            self.__dict__["_compiled_net"] = None  # recompiled on the next call with the new mode
+            self.__dict__["_compiled_nets"] = {}  # recompiled on the next call with the new mode
         if compile is not None:
             self.use_compile = bool(compile)
             if not self.use_compile:
-                self.__dict__["_compiled_net"] = None
+                self.__dict__["_compiled_nets"] = {}
         return self
 
     def settings(self) -> dict:
@@ -205,12 +212,21 @@ class VPPrecond(Prior):
         c = self.img_channels
         return f[:, :c], (f[:, c : 2 * c] if f.shape[1] >= 2 * c else None)
 
+    def compile_mode_for(self, x_in: Tensor) -> Optional[str]:
+        """The torch.compile mode used for the network input `x_in` (None: the default mode). "auto" resolves
+        to "reduce-overhead" (CUDA graphs) for CUDA batches of at most GRAPH_MAX_BATCH, else to None."""
+        if self.compile_mode != "auto":
+            return self.compile_mode
+        small = x_in.device.type == "cuda" and x_in.shape[0] <= GRAPH_MAX_BATCH
+        return "reduce-overhead" if small else None
+
     def run_net(self, x_in: Tensor, c_noise: Tensor, eager: bool = False) -> Tensor:
         """F(x_in, c_noise) as configured (precision, memory format, compiled or not); `eager` skips
         torch.compile. The output is float32 whatever the precision."""
         if self.channels_last and x_in.ndim == 4:
             x_in = x_in.contiguous(memory_format=torch.channels_last)
-        net = self.net if eager or not self.use_compile else self._compiled()
+        mode = self.compile_mode_for(x_in)
+        net = self.net if eager or not self.use_compile else self._compiled(mode)
         with autocast(x_in.device, self.precision):
             try:
                 f = net(x_in, c_noise)
@@ -221,24 +237,24 @@ class VPPrecond(Prior):
                     raise
                 warnings.warn(f"torch.compile of the denoiser failed, running it eagerly: {_first_line(e)}")
                 self.use_compile = False
-                self.__dict__["_compiled_net"] = None
+                self.__dict__["_compiled_nets"] = {}
                 f = self.net(x_in, c_noise)
-        if self.use_compile and self.compile_mode in ("reduce-overhead", "max-autotune"):
+        if net is not self.net and mode in GRAPH_MODES:
             f = f.clone()  # CUDA-graph outputs are overwritten by the next replay; the sampler keeps x0_hat
         return f.float()
 
-    def _compiled(self) -> Callable[[Tensor, Tensor], Tensor]:
-        compiled = self.__dict__["_compiled_net"]
+    def _compiled(self, mode: Optional[str]) -> Callable[[Tensor, Tensor], Tensor]:
+        compiled = self.__dict__["_compiled_nets"].get(mode)
         if compiled is None:
             try:
-                kwargs = {} if self.compile_mode is None else {"mode": self.compile_mode}
+                kwargs = {} if mode is None else {"mode": mode}
                 # dynamic=False: one specialised graph per batch shape (a restoration uses one or two)
                 compiled = torch.compile(self.net, dynamic=False, **kwargs)
             except Exception as e:  # noqa: BLE001 - e.g. no compiler back end on this platform
                 warnings.warn(f"torch.compile is not available here, running the denoiser eagerly: {_first_line(e)}")
                 self.use_compile = False
                 return self.net
-            self.__dict__["_compiled_net"] = compiled
+            self.__dict__["_compiled_nets"][mode] = compiled
         return compiled
 
     def extra_repr(self) -> str:
