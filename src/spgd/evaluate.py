@@ -690,6 +690,8 @@ class Evaluation:
                         "restored": path,
                         "failed": failed[j],
                         "failed_at_step": st.failed_at_step[j] if st.failed_at_step else None,
+                        "failure_reason": (st.failure_reason[j] if getattr(st, "failure_reason", None) else None)
+                        or ("non-finite scores" if failed[j] else None),
                         "psnr": None if failed[j] else ps[j],
                         "ssim": None if failed[j] else ss[j],
                         "rms_residual": None if failed[j] else res[j],
@@ -943,32 +945,42 @@ def _maybe_image(path: Path) -> Optional[Tensor]:
 
 
 def format_table(tables: dict) -> str:
-    """The per-method summary as a small text table."""
+    """The per-method summary as a small text table. Every cell is right-aligned and preceded by a space, and
+    numbers of any magnitude keep to a bounded width (scientific notation beyond 1e6), so columns never run
+    together."""
     label = tables.get("lpips_label")
-    head = f"{'method':<22}{'PSNR':>14}{'SSIM':>16}" + (f"{label:>16}" if label else "")
-    head += f"{'|Ax-y|':>10}{'NFE':>7}{'VJP':>6}{'s/img':>8}{'failed':>8}"
-    lines = [head]
+    widths = [14, 16] + ([16] if label else []) + [10, 7, 6, 8, 8]
+
+    def row(name: str, cells: list[str]) -> str:
+        return f"{name:<22}" + "".join(" " + c.rjust(w - 1) for c, w in zip(cells, widths))
+
+    lines = [row("method", ["PSNR", "SSIM"] + ([label] if label else []) + ["|Ax-y|", "NFE", "VJP", "s/img", "failed"])]
     meas = tables.get("measurement")
     if meas:
-        lines.append(f"{'(' + meas['kind'][:20] + ')':<22}{_pm(meas['psnr'], 2):>14}{_pm(meas['ssim'], 4):>16}")
+        lines.append(row("(" + meas["kind"][:20] + ")", [_pm(meas["psnr"], 2), _pm(meas["ssim"], 4)]).rstrip())
     for m, e in tables.get("per_method", {}).items():
-        line = f"{m:<22}{_pm(e['psnr'], 2):>14}{_pm(e['ssim'], 4):>16}"
-        if label:
-            line += f"{_pm(e.get(label, {}), 4):>16}"
+        cells = [_pm(e["psnr"], 2), _pm(e["ssim"], 4)] + ([_pm(e.get(label, {}), 4)] if label else [])
         calls, vjps, secs = (e[k]["mean"] for k in ("denoiser_calls", "vjps", "seconds"))
-        line += f"{_fmt((e.get('rms_residual') or {}).get('mean'), 4):>10}"
-        line += f"{_fmt(calls, 0):>7}{_fmt(vjps, 0):>6}{_fmt(secs, 1):>8}{e['n_failed']:>8}"
-        lines.append(line)
+        cells += [_num((e.get("rms_residual") or {}).get("mean"), 4), _num(calls, 0), _num(vjps, 0), _num(secs, 1)]
+        cells.append(str(e["n_failed"]))
+        lines.append(row(m, cells))
         ms = e.get("mean_of_samples")
         if ms:
-            line = f"{'  mean of samples':<22}{_pm(ms['psnr'], 2):>14}{_pm(ms['ssim'], 4):>16}"
-            if label:
-                line += f"{_pm(ms.get(label, {}), 4):>16}"
-            lines.append(line)
+            cells = [_pm(ms["psnr"], 2), _pm(ms["ssim"], 4)] + ([_pm(ms.get(label, {}), 4)] if label else [])
+            lines.append(row("  mean of samples", cells).rstrip())
     return "\n".join(lines)
+
+
+def _num(v: Optional[float], digits: int) -> str:
+    """A number in fixed notation, or scientific when it is too large to fit a column (e.g. 2.55e+10)."""
+    if v is None:
+        return "-"
+    if not math.isfinite(v) or abs(v) >= 1e6:
+        return f"{v:.2e}"
+    return f"{v:.{digits}f}"
 
 
 def _pm(s: dict, digits: int) -> str:
     if not s or s.get("mean") is None:
         return "-"
-    return f"{s['mean']:.{digits}f}±{s['std']:.{digits}f}"
+    return f"{_num(s['mean'], digits)}±{_num(s['std'], digits)}"

@@ -1,0 +1,174 @@
+"""Issue 20, "a first try that never lies": divergence is caught before inf, nothing given is silently ignored,
+sizes are checked up front, the Python API answers bad values with SpgdError. One test per case."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import copy_demo_images
+
+import spgd
+from spgd import cli
+from spgd.errors import SpgdError
+from spgd.evaluate import format_table
+from spgd.priors.gaussian import GaussianPrior
+from spgd.samplers import make_sampler
+from spgd.samplers.base import FailureTracker
+
+TINY = ["--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1", "--size", "64", "--resize"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(code: int, err: str, *fragments: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("spgd: warning:")]
+    assert len(lines) == 1 and lines[0].startswith("spgd: error: "), err
+    for f in fragments:
+        assert f in lines[0], (f, err)
+    return lines[0]
+
+
+@pytest.fixture
+def two_images(tmp_path: Path, demo_dir: Path) -> Path:
+    return copy_demo_images(demo_dir, tmp_path / "images", 2)
+
+
+def blur_problem(batch: int = 2, size: int = 16):
+    prior = GaussianPrior()
+    op = spgd.make_operator("gaussian_blur", kernel_size=5, std=1.0)
+    x = prior.sample((batch, 3, size, size), torch.Generator().manual_seed(0))
+    y = op.measure(x, torch.Generator().manual_seed(1))
+    return prior, op, y
+
+
+# ------------------------------------------------------------------------------------------------------
+# divergence
+
+
+def test_eval_lr_1e6_marks_both_images_diverged_and_exits_1(capsys, tmp_path, two_images):
+    code, out, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--set", "lr=1e6",
+                         "--out", tmp_path / "runs", "-q")
+    assert code == 1, err
+    assert "2 restoration(s) diverged" in err
+    run_dir = next((tmp_path / "runs").iterdir())
+    for name in ("00000", "00001"):
+        sample = json.loads((run_dir / "records" / f"{name}.json").read_text())["methods"]["spgd"]["samples"][0]
+        assert sample["failed"] is True and sample["failure_reason"], sample
+    assert json.loads((run_dir / "metrics.json").read_text())["per_method"]["spgd"]["n_failed"] == 2
+
+
+def test_finite_blow_up_is_divergence_for_that_sample_only():
+    """A sample driven to 1e6 (finite) is reported; the other finishes exactly as it does alone."""
+    prior, op, y = blur_problem(2)
+    base = GaussianPrior()
+
+    def poisoned(x, sigma):  # sample 1 (when present) is pushed to 1e6
+        out = base.denoise(x, sigma)
+        if x.shape[0] == 2:
+            out = out + torch.tensor([0.0, 1e6]).view(2, 1, 1, 1)
+        return out
+
+    sampler = make_sampler("spgd", steps=6, warmup_steps=1, lr=1.0, check_every=2)
+    gens = lambda n: [torch.Generator().manual_seed(10 + i) for i in range(n)]  # noqa: E731
+    both = sampler.run(y, op, poisoned, generator=gens(2))
+    alone = sampler.run(y[:1], op, poisoned, generator=gens(1))
+    assert both.stats.failed == [False, True]
+    assert torch.equal(both.x[0], alone.x[0])
+    assert both.stats.failure_reason[1] and both.stats.failure_reason[0] is None
+
+
+def test_tracker_flags_finite_values_far_outside_the_data_range():
+    t = FailureTracker(3, "cpu", every=1)
+    x = torch.stack([torch.zeros(4), torch.full((4,), 1e36), torch.full((4,), 500.0)])
+    x = t.check(x, 0)
+    assert t.alive.tolist() == [True, False, True]  # 1e36: diverged; 500: a noisy state, fine mid-run
+    t.check(x, 1, last=True)
+    assert t.alive.tolist() == [True, False, True]
+    t2 = FailureTracker(1, "cpu", every=1)
+    t2.check(torch.full((1, 4), 5000.0), 0, last=True)  # a *result* at 5000 is far outside [-1, 1]
+    assert t2.alive.tolist() == [False]
+
+
+def test_result_that_does_not_fit_the_measurement_is_divergence():
+    prior, op, y = blur_problem(1)
+    t = FailureTracker(1, "cpu", every=1)
+    t.check_fit(y * 0 + 30.0, y, op, 0)  # in range of the RMS bound, but residual >> 1e3 x noise and >> 10 RMS(y)
+    assert t.alive.tolist() == [False]
+    t = FailureTracker(1, "cpu", every=1)
+    t.check_fit(y, y, op, 0)  # a plausible result
+    assert t.alive.tolist() == [True]
+
+
+def test_table_columns_never_run_together():
+    big = {"mean": 0.056625519744512, "std": 2.5e10}
+    e = {"psnr": big, "ssim": big, "rms_residual": {"mean": 1e10}, "denoiser_calls": {"mean": 6.0},
+         "vjps": {"mean": 3.0}, "seconds": {"mean": 0.1}, "n_failed": 0}
+    text = format_table({"per_method": {"spgd": e}})
+    row = text.splitlines()[1].split()
+    assert row[0] == "spgd" and len(row) == 1 + 2 + 5, text  # every cell its own whitespace-separated field
+
+
+# ------------------------------------------------------------------------------------------------------
+# settings that make a method a no-op
+
+
+@pytest.mark.parametrize("method,setting", [("spgd", {"warmup_steps": 0}), ("dps", {"lr": 0}),
+                                            ("daps", {"langevin_steps": 0})])
+def test_settings_that_ignore_the_measurement_are_refused(method, setting):
+    with pytest.raises(SpgdError, match="measurement"):
+        make_sampler(method, **setting)
+
+
+def test_cli_warmup_steps_0_is_refused(capsys, tmp_path, two_images):
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--set", "warmup_steps=0",
+                       "--out", tmp_path / "runs")
+    error_line(code, err, "warmup_steps", "never used")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+# ------------------------------------------------------------------------------------------------------
+# the Python API
+
+
+def test_api_int64_measurement():
+    prior, op, y = blur_problem(1)
+    with pytest.raises(SpgdError, match="int64"):
+        spgd.restore((y * 127).long(), op, prior, steps=2, warmup_steps=1)
+
+
+def test_api_generator_int():
+    prior, op, y = blur_problem(1)
+    with pytest.raises(SpgdError, match="generator must be .* got 0"):
+        spgd.restore(y, op, prior, generator=0, steps=2, warmup_steps=1)
+
+
+@pytest.mark.parametrize("setting,pattern", [({"lr": "abc"}, "lr must be a finite number, got 'abc'"),
+                                             ({"steps": 2.5}, "steps must be an integer, got 2.5")])
+def test_api_setting_types(setting, pattern):
+    prior, op, y = blur_problem(1)
+    with pytest.raises(SpgdError, match=pattern):
+        spgd.restore(y, op, prior, **{"steps": 2, "warmup_steps": 1, **setting})
+
+
+def test_api_operator_plain_function():
+    prior, op, y = blur_problem(1)
+    with pytest.raises(SpgdError, match="operator must be an object with forward"):
+        spgd.restore(y, op.forward, prior, steps=2, warmup_steps=1)
+
+
+@pytest.mark.parametrize("bad,pattern", [(lambda x: x, "prior must be callable as prior"),
+                                         (lambda x, s: x[:, :1], "shaped like x")])
+def test_api_prior_wrong_signature_or_shape(bad, pattern):
+    _, op, y = blur_problem(1)
+    with pytest.raises(SpgdError, match=pattern):
+        spgd.restore(y, op, bad, steps=2, warmup_steps=1)
