@@ -12,6 +12,7 @@ import torch
 from conftest import copy_demo_images
 
 import spgd
+from spgd import io as spgd_io
 from spgd import cli
 from spgd.errors import SpgdError
 from spgd.evaluate import format_table
@@ -172,3 +173,96 @@ def test_api_prior_wrong_signature_or_shape(bad, pattern):
     _, op, y = blur_problem(1)
     with pytest.raises(SpgdError, match=pattern):
         spgd.restore(y, op, bad, steps=2, warmup_steps=1)
+
+
+# ------------------------------------------------------------------------------------------------------
+# nothing given is silently ignored
+
+
+def no_run_folder(out: Path) -> bool:
+    return not out.exists() or not any(out.iterdir())
+
+
+def test_missing_lpips_weights_file_is_an_error(capsys, tmp_path, two_images):
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--lpips-weights",
+                       tmp_path / "nope.pth", "--out", tmp_path / "runs", "-q")
+    error_line(code, err, "nope.pth", "--lpips-weights")
+    assert no_run_folder(tmp_path / "runs")
+
+
+def test_setting_of_a_method_that_is_not_run_is_an_error(capsys, tmp_path, two_images):
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--set", "dps.lr=1",
+                       "--out", tmp_path / "runs")
+    error_line(code, err, "dps.lr", "not run")
+
+
+def test_kernel_size_beside_kernel_is_an_error(capsys, tmp_path, two_images):
+    np = pytest.importorskip("numpy")
+    np.save(tmp_path / "k.npy", np.full((9, 9), 1 / 81))
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--kernel", tmp_path / "k.npy",
+                       "--set", "kernel_size=31", "--out", tmp_path / "runs")
+    error_line(code, err, "kernel_size", "--kernel")
+
+
+def test_unnormalised_kernel_is_announced_and_recorded(capsys, tmp_path, two_images):
+    np = pytest.importorskip("numpy")
+    np.save(tmp_path / "k.npy", np.ones((9, 9)))  # sums to 81
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--limit", 1,
+                       "--kernel", tmp_path / "k.npy", "--out", tmp_path / "runs", "-q")
+    assert code == 0, err
+    assert "spgd: warning: kernel" in err and "sums to 81" in err
+    op = json.loads((next((tmp_path / "runs").iterdir()) / "settings.json").read_text())["operator"]
+    assert op["kernel_shape"] == [9, 9] and op["kernel_sum_in_file"] == [81.0]
+    assert "kernel_size" not in op and "std" not in op  # not the preset's 61 / 3.0
+
+
+def test_all_zero_mask_is_an_error(capsys, tmp_path, two_images):
+    from PIL import Image
+
+    Image.new("L", (64, 64), 0).save(tmp_path / "mask.png")
+    code, _, err = run(capsys, "eval", two_images, "--task", "inpainting_random", *TINY, "--mask",
+                       tmp_path / "mask.png", "--out", tmp_path / "runs")
+    error_line(code, err, "keeps no pixel")
+    assert no_run_folder(tmp_path / "runs")
+
+
+def write_png16_rgb(path: Path, h: int, w: int) -> None:
+    import struct
+    import zlib
+
+    import numpy as np
+
+    a = (np.random.default_rng(0).integers(0, 65535, (h, w, 3))).astype(">u2")
+    raw = b"".join(b"\x00" + a[i].tobytes() for i in range(h))
+
+    def chunk(t: bytes, d: bytes) -> bytes:
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_rgb_png_is_noted(tmp_path):
+    write_png16_rgb(tmp_path / "a.png", 8, 8)
+    _, notes = spgd_io.load_image(tmp_path / "a.png")
+    assert any("16-bit" in n for n in notes), notes
+
+
+def test_format_conversions_are_warnings_without_verbose(capsys, tmp_path, two_images):
+    from PIL import Image
+
+    Image.open(two_images / "00001.png").convert("L").save(two_images / "00001.png")
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--out", tmp_path / "runs", "-q")
+    assert code == 0, err
+    assert "spgd: warning: 00001.png: greyscale replicated to 3 channels" in err
+
+
+def test_result_files_honour_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        spgd_io.save_image(torch.zeros(3, 4, 4), tmp_path / "a.png")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644

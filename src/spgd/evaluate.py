@@ -158,9 +158,10 @@ def derive_seed(*keys: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
-def load_kernel_file(path: str) -> Tensor:
+def load_kernel_file(path: str, with_sums: bool = False):
     """A blur kernel from .npy, an image (.png, ...) or a .pt file (a tensor, or a dict with "kernel", as
-    written to random_parts/), checked and normalised by the blur operator's own rules."""
+    written to random_parts/), checked and normalised by the blur operator's own rules (with `with_sums`,
+    also the sums before normalisation)."""
     from .operators.blur import load_kernel
 
     p = Path(path)
@@ -172,8 +173,8 @@ def load_kernel_file(path: str) -> Tensor:
             if "kernel" not in obj:
                 raise SpgdError(f"{p} holds no 'kernel' entry (keys: {', '.join(map(str, obj))})")
             obj = obj["kernel"]
-        return load_kernel(torch.as_tensor(obj))
-    return load_kernel(p)
+        return load_kernel(torch.as_tensor(obj), with_sums=with_sums)
+    return load_kernel(p, with_sums=with_sums)
 
 
 def load_mask_file(path: str) -> Tensor:
@@ -205,7 +206,26 @@ def load_mask_file(path: str) -> Tensor:
         m = torch.from_numpy(a)
     if m.ndim not in (2, 3, 4):
         raise SpgdError(f"a mask must be (H, W), (B, H, W) or (B, 1, H, W), got shape {tuple(m.shape)} from {p}")
+    empty = (m.flatten(-2) if m.ndim == 2 else m.flatten(1)) <= 0
+    if bool(empty.all(-1).any()):
+        raise SpgdError(
+            f"mask {p} keeps no pixel (all zero): nothing of the image is measured; white/1 marks a kept pixel"
+        )
     return m
+
+
+# operator parameters that a --kernel / --mask file replaces: setting them beside the file has no effect
+REPLACED_BY_FILE = {"kernel": ("kernel_size", "std", "intensity"), "mask": ("box_size", "margin", "drop")}
+
+
+def operator_override_names(overrides: Sequence[str]) -> set[str]:
+    """The operator parameter names a list of --set key=value items sets (bare or operator.NAME)."""
+    names = set()
+    for item in overrides:
+        scope, _, name = item.partition("=")[0].strip().rpartition(".")
+        if scope in ("", "operator"):
+            names.add(name)
+    return names
 
 
 def _torch_load(p: Path) -> Any:
@@ -219,24 +239,56 @@ class OperatorFactory:
     """Builds the task's operator for a batch from the resolved preset, a seed and optional kernel/mask files.
     A loaded network (non-linear blur) is reused between batches instead of being read again."""
 
-    def __init__(self, task: str, params: dict, kernel: Optional[str] = None, mask: Optional[str] = None):
+    def __init__(
+        self,
+        task: str,
+        params: dict,
+        kernel: Optional[str] = None,
+        mask: Optional[str] = None,
+        overrides: Sequence[str] = (),
+    ):
         from .operators import task_params
 
         self.task = task
         self.params = dict(params)
         self._network = None
+        self.notes: list[str] = []  # what the user should hear about (the caller prints them as warnings)
+        files: dict[str, Any] = {}  # what settings.json records about a --kernel / --mask file
+        given = operator_override_names(overrides)
+        for option, path in (("kernel", kernel), ("mask", mask)):
+            clash = sorted(given & set(REPLACED_BY_FILE[option])) if path is not None else []
+            if clash:
+                raise SpgdError(
+                    f"--set {', '.join(clash)} has no effect with --{option} (the {option} file replaces it); "
+                    f"drop one of them"
+                )
         if kernel is not None:
             if task not in KERNEL_TASKS:
                 raise SpgdError(f"--kernel is for the blur tasks ({', '.join(KERNEL_TASKS)}), not {task!r}")
             if task == "gaussian_blur":  # a known kernel: plain blur with it
                 self.task = "blur"
-            self.params["kernel"] = load_kernel_file(kernel)
+            k, sums = load_kernel_file(kernel, with_sums=True)
+            self.params["kernel"] = k
+            files.update({"kernel": str(Path(kernel).resolve()), "kernel_shape": list(k.shape),
+                          "kernel_sum_in_file": sums, "kernel_normalised": "divided by its sum (keeps brightness)"})
+            off = [s for s in sums if abs(s - 1) > 1e-3]
+            if off:
+                self.notes.append(
+                    f"kernel {kernel} sums to {off[0]:.6g}, not 1: it is divided by its sum (recorded in settings.json)"
+                )
         if mask is not None:
             if task not in INPAINTING:
                 raise SpgdError(f"--mask is for the inpainting tasks ({', '.join(INPAINTING)}), not {task!r}")
-            self.params["mask"] = load_mask_file(mask)
+            m = load_mask_file(mask)
+            self.params["mask"] = m
+            files.update({"mask": str(Path(mask).resolve()), "mask_shape": list(m.shape),
+                          "mask_kept_fraction": float((m > 0.5).float().mean())})
         valid = set(task_params(self.task))
         self.params = {k: v for k, v in self.params.items() if k in valid}
+        replaced = {n for option in files for n in REPLACED_BY_FILE.get(option, ())}
+        # the operator actually used: its parameters (not the ones a file replaced) and the files
+        self.recorded = {"task": self.task, **{k: v for k, v in self.params.items()
+                                               if k not in ("kernel", "mask") and k not in replaced}, **files}
         self.has_seed = "seed" in valid
 
     def __call__(self, seed: int, device: torch.device):
@@ -446,8 +498,10 @@ class Evaluation:
         for m, settings in self.sampler_settings.items():
             extra = {"progress": con.level >= 1} if "progress" in setting_names(m) else {}
             self.samplers[m] = make_sampler(m, **settings, **extra)
-        self.make_op = OperatorFactory(cfg.task, cfg.preset.get("operator", {}), cfg.kernel, cfg.mask)
+        self.make_op = OperatorFactory(cfg.task, cfg.preset.get("operator", {}), cfg.kernel, cfg.mask, cfg.overrides)
         self.make_op(cfg.seed, torch.device("cpu"))  # checks the operator parameters now
+        for note in self.make_op.notes:
+            con.warn(note)
 
         con.detail(f"loading prior {cfg.prior!r}" + (f" from {cfg.checkpoint}" if cfg.checkpoint else ""))
         self.prior = load_prior(cfg.prior, cfg.checkpoint, device=self.device)
@@ -488,6 +542,8 @@ class Evaluation:
 
         self.lpips, self.lpips_note = lpips_or_reason(cfg.lpips_net, cfg.lpips_weights or None, self.device)
         self.lpips_label = self.lpips.label if self.lpips is not None else None
+        if cfg.lpips_weights and self.lpips is None:  # a file was given: not computing LPIPS would ignore it
+            raise SpgdError(f"{self.lpips_note}; fix --lpips-weights or leave it out to skip LPIPS")
 
         settings_path = self.run_dir / "settings.json"
         identity = cfg.identity()
@@ -521,7 +577,7 @@ class Evaluation:
                 "methods": cfg.methods,
                 "preset": cfg.preset,
                 "overrides": cfg.overrides,
-                "operator": cfg.preset.get("operator", {}),
+                "operator": self.make_op.recorded,  # what was used (a --kernel/--mask file, not the preset's)
                 "samplers": self.sampler_settings,
                 "prior": cfg.prior,
                 "checkpoint": cfg.checkpoint,
@@ -563,8 +619,9 @@ class Evaluation:
                 self.console.warn(f"skipping {it.path.name}: {e}")
                 self.n_skipped += 1
                 continue
-            for note in notes:
-                self.console.detail(f"{it.path.name}: {note}")
+            for note in notes:  # a format conversion is news; the crop/resize asked for with --resize is not
+                asked = note.startswith(("center-cropped", "resized"))
+                (self.console.detail if asked else self.console.warn)(f"{it.path.name}: {note}")
             if batch and (len(batch) == self.batch_size or batch[-1][0].index + 1 != it.index):
                 yield batch
                 batch = []

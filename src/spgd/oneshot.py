@@ -99,15 +99,18 @@ def restore_file(
         raise SpgdError("spgd restore does not support nonlinear_blur: its kernel code is random, not known")
     dev = resolve_device(device)
     y, notes = load_measurement(measurement)
-    for n in notes:
-        con.detail(f"{measurement}: {n}")
+    for n in notes:  # a format conversion is news (a warning); raw .npy/.pt values are as documented
+        (con.info if n.startswith("raw values") else con.warn)(f"{measurement}: {n}")
     settings = sampler_settings(preset, method)
     extra = {"progress": con.level >= 1} if "progress" in setting_names(method) else {}
     sampler = make_sampler(method, **settings, **extra)
     if samples > 1 and not getattr(sampler, "stochastic", True):
         con.warn(f"{method} is deterministic: every sample would be the same; restoring once")
         samples = 1
-    op = OperatorFactory(task, preset.get("operator", {}), kernel, mask)(seed, dev)
+    factory = OperatorFactory(task, preset.get("operator", {}), kernel, mask, overrides)
+    for note in factory.notes:
+        con.warn(note)
+    op = factory(seed, dev)
     x_shape = infer_x_shape(y, op, None)  # the operator knows its input size (SR: larger, phase: unpadded)
     prior = load_prior(prior_name, checkpoint, device=dev)
     y = y.to(dev)
@@ -151,7 +154,7 @@ def restore_file(
             "preset": preset,
             "overrides": list(overrides),
             "sampler": settings,
-            "operator": preset.get("operator", {}),
+            "operator": factory.recorded,  # what was used (a --kernel/--mask file, not the preset's)
             "kernel": kernel,
             "mask": mask,
             "prior": prior_name,
