@@ -266,3 +266,82 @@ def test_result_files_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
+
+
+# ------------------------------------------------------------------------------------------------------
+# sizes, up front
+
+
+def test_eval_side_not_divisible_by_8_fails_before_a_run_folder(capsys, tmp_path, two_images):
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", "--size", "68", "--resize",
+                       "--set", "steps=1", "--set", "warmup_steps=1", "--set", "kernel_size=9",
+                       "--out", tmp_path / "runs")
+    line = error_line(code, err, "68x68 (width x height)", "divisible by 8", "--size", "--resize")
+    assert "72x72" in line or "64x64" in line
+    assert no_run_folder(tmp_path / "runs")
+
+
+def test_eval_absurd_size_is_refused_up_front(capsys, tmp_path, two_images):
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", "--prior", "gaussian", "--size",
+                       "100000", "--resize", "--out", tmp_path / "runs")
+    error_line(code, err, "100000x100000", "not supported")
+    assert no_run_folder(tmp_path / "runs")
+
+
+def test_tiny_images_get_a_message_about_the_image(capsys, tmp_path, two_images):
+    code, _, err = run(capsys, "eval", two_images, "--task", "denoising", "--prior", "gaussian", "--size", "7",
+                       "--resize", "--out", tmp_path / "runs")
+    line = error_line(code, err, "7x7", "too small")
+    assert "kernel_size" not in line
+    assert no_run_folder(tmp_path / "runs")
+
+
+def blurred_png(tmp_path: Path, demo_dir: Path, side: int) -> Path:
+    from PIL import Image
+
+    Image.open(sorted(demo_dir.glob("*.png"))[0]).resize((side, side)).save(tmp_path / "m.png")
+    return tmp_path / "m.png"
+
+
+def test_restore_odd_size_fails_up_front_with_the_fix(capsys, tmp_path, demo_dir):
+    m = blurred_png(tmp_path, demo_dir, 36)
+    code, _, err = run(capsys, "restore", m, "--task", "gaussian_blur", "--set", "kernel_size=9", "--set", "steps=1",
+                       "--set", "warmup_steps=1", "--out", tmp_path / "runs")
+    error_line(code, err, "36x36", "divisible by 8", "--pad")
+    assert no_run_folder(tmp_path / "runs")
+
+
+def test_restore_pad_restores_and_crops_back(capsys, tmp_path, demo_dir):
+    from PIL import Image
+
+    m = blurred_png(tmp_path, demo_dir, 36)
+    code, _, err = run(capsys, "restore", m, "--task", "gaussian_blur", "--set", "kernel_size=9", "--set", "steps=1",
+                       "--set", "warmup_steps=1", "--pad", "--out", tmp_path / "runs")
+    assert code == 0, err
+    assert "restoring at 40x40" in err
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert Image.open(run_dir / "restored.png").size == (36, 36)
+    s = json.loads((run_dir / "settings.json").read_text())
+    assert s["padded_to"] == {"width": 40, "height": 40} and s["output_size"] == {"width": 36, "height": 36}
+
+
+def test_restore_super_resolution_states_its_output_size(capsys, tmp_path, demo_dir):
+    m = blurred_png(tmp_path, demo_dir, 16)
+    code, _, err = run(capsys, "restore", m, "--task", "super_resolution", "--prior", "gaussian", "--set", "steps=1",
+                       "--set", "warmup_steps=1", "--out", tmp_path / "runs")
+    assert code == 0, err
+    assert "16x16 measurement is restored at 64x64" in err
+
+
+def test_failed_restore_leaves_no_run_folder(capsys, tmp_path, demo_dir, monkeypatch):
+    from spgd.samplers.spgd import SPGD
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SPGD, "run", boom)
+    m = blurred_png(tmp_path, demo_dir, 32)
+    code, _, err = run(capsys, "restore", m, "--task", "gaussian_blur", "--prior", "gaussian", "--set",
+                       "kernel_size=9", "--out", tmp_path / "runs")
+    assert code == 130, err
+    assert no_run_folder(tmp_path / "runs")

@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  spgd restore holes.png --task inpainting_random --mask mask.png --set lr=2\n"
         "  spgd restore holes.png --task inpainting_random --mask mask.png --samples 8   # + mean, uncertainty\n"
         "  spgd restore small.png --task super_resolution --set scale=4   # output: 4x the input size\n"
+        "  spgd restore odd-size.png --task gaussian_blur --pad   # 250x250: restored padded, cropped back\n"
         "notes: --kernel (.npy, .png or a random_parts/*.pt of `spgd eval`) is the blur of gaussian_blur/motion_blur;\n"
         "  --mask (.png white = kept, .npy or .pt; 1 = kept) is required for the inpainting tasks.",
     )
@@ -157,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restore S times in one batch (seeds seed..seed+S-1) and also write the mean of the "
                    "samples (restored-mean.png) and their per-pixel standard deviation (uncertainty.png) "
                    "(default: 1)")
+    p.add_argument("--pad", action="store_true",
+                   help="when the prior's network cannot take the image's size (sides not a multiple of 8, ...), "
+                   "restore an edge-padded image (a mask padded as missing pixels) and crop the result back")
     p.add_argument("--device", metavar="D", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     _common(p)
 
@@ -286,6 +290,7 @@ def cmd_restore(args: argparse.Namespace, argv: list[str]) -> int:
     _, failed = restore_file(
         args.measurement, args.task, preset, overrides, methods[0], args.prior or "default", args.checkpoint,
         args.kernel, args.mask, args.seed, args.device, args.out, con, ["spgd", *argv], args.samples,
+        pad=args.pad,
     )
     return EXIT_FAILED_IMAGES if failed else EXIT_OK
 

@@ -332,6 +332,38 @@ def viewable(y: Tensor) -> tuple[Tensor, str]:
     return v * 2 - 1, "log |y| rescaled from its 1st-99.9th percentiles to [0, 1]"
 
 
+MIN_SIDE = 11  # the SSIM window (spgd.metrics.ssim): a smaller image cannot be scored
+MAX_SIDE = 8192  # larger sides are refused up front (one 8192x8192 image is 0.8 GB per float32 copy)
+
+
+def size_multiple(prior) -> int:
+    """What every image side must be a multiple of for `prior`: 2**down-samplings of its network, else 1."""
+    for obj in (prior, getattr(prior, "net", None), getattr(getattr(prior, "net", None), "_orig_mod", None)):
+        n = getattr(obj, "num_downsamples", None)
+        if isinstance(n, int):
+            return 2**n
+    return 1
+
+
+def check_image_size(size: Sequence[int], prior, fix: str, what: str = "the images are") -> None:
+    """Refuse, before any run folder exists, an (H, W) the prior or the metrics cannot take, with the fix
+    (`fix`: how to change the size, e.g. "--size N --resize"). Sizes are written width x height."""
+    h, w = int(size[0]), int(size[1])
+    if max(h, w) > MAX_SIDE:
+        raise SpgdError(f"{what} {w}x{h} (width x height): sides above {MAX_SIDE} px are not supported; "
+                        f"{fix} to work at a smaller size")
+    if min(h, w) < MIN_SIDE:
+        raise SpgdError(f"{what} {w}x{h} (width x height), too small to restore and score (SSIM needs at "
+                        f"least {MIN_SIDE}x{MIN_SIDE} pixels); {fix} to work at a larger size")
+    f = size_multiple(prior)
+    if h % f or w % f:
+        hh, ww = (max(f, round(v / f) * f) for v in (h, w))
+        raise SpgdError(
+            f"{what} {w}x{h} (width x height), but this prior's network needs sides divisible by {f}; "
+            f"{fix} (e.g. a {ww}x{hh} size)"
+        )
+
+
 def prior_image_size(prior) -> Optional[tuple[int, int]]:
     """The image size a prior requires, if it declares one (`prior.image_size`). A UNet's configured
     `image_size` is not a requirement: the network is convolutional and takes any size its down-samplings
@@ -529,6 +561,8 @@ class Evaluation:
             raise SpgdError(f"none of the {len(self.items)} image file(s) in {cfg.images_dir} could be read")
         self.items = good
         self.size = tuple(self.size)
+        check_image_size(self.size, self.prior, "pass --size N or HxW (height x width) with --resize",
+                         "the images are" if cfg.size is None else "--size asks for")
         with torch.no_grad():  # an operator that cannot take this size (box too large, scale) fails now
             self.make_op(cfg.seed, self.device).forward(torch.zeros(1, 3, *self.size, device=self.device))
         self.batch_size = cfg.batch_size
@@ -650,7 +684,7 @@ class Evaluation:
         where = "" if world_size == 1 else f", {len(todo)} on rank {rank} of {world_size}"
         con.info(
             f"{cfg.task}: {len(remaining)} image(s) to do ({n_before} already done{where}) with "
-            f"{', '.join(cfg.methods)} on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]}, "
+            f"{', '.join(cfg.methods)} on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]} (WxH), "
             f"batch size {self.batch_size}, network {describe(self.prior)}"
         )
         summary = EvalSummary(self.run_dir, len(self.items), n_before, 0, self.n_skipped)

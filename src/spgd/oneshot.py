@@ -15,6 +15,9 @@ from . import io, metrics
 from .errors import SpgdError
 from .evaluate import (
     INPAINTING,
+    MIN_SIDE,
+    check_image_size,
+    size_multiple,
     UNCERTAINTY_VMAX,
     OperatorFactory,
     SampleMoments,
@@ -80,6 +83,7 @@ def restore_file(
     console: Optional[Console] = None,
     argv: Optional[list[str]] = None,
     samples: int = 1,
+    pad: bool = False,
 ) -> tuple[Path, bool]:
     """Restore one measurement file; returns (run folder, whether the restoration diverged). With `samples`
     S >= 2 it is restored S times in one batch (sample s seeded with seed + s) and the mean of the samples and
@@ -115,14 +119,30 @@ def restore_file(
     prior = load_prior(prior_name, checkpoint, device=dev)
     y = y.to(dev)
     op.forward(torch.zeros(x_shape, device=dev))  # a kernel/mask that does not fit fails here, with its message
-    run_dir = new_run_dir(out, "restore", task)
-    con.info(f"restoring {measurement} ({task}, {method}, prior {prior_name}) into {run_dir}")
+    out_hw = tuple(x_shape[-2:])
+    run_y, run_op, run_shape = y, op, x_shape
+    if pad:  # restore a padded image whose sides the network takes, then crop back to out_hw
+        run_y, run_op, run_shape = _padded(y, op, factory, prior, seed, dev, task)
+        if tuple(run_shape[-2:]) != out_hw:
+            con.info(f"--pad: restoring at {run_shape[-1]}x{run_shape[-2]} (width x height), cropped back to "
+                     f"{out_hw[1]}x{out_hw[0]}")
+    fix = "pass --pad to restore a padded image and crop it back" if not pad else "use a larger measurement"
+    check_image_size(run_shape[-2:], prior, fix, "the image to restore is")
+    if out_hw != tuple(y.shape[-2:]):  # super-resolution: say what comes out
+        con.info(f"{task}: the {y.shape[-1]}x{y.shape[-2]} measurement is restored at {out_hw[1]}x{out_hw[0]} "
+                 "(width x height)")
+    con.info(f"restoring {measurement} ({task}, {method}, prior {prior_name})")
     if samples == 1:
         gen = torch.Generator(device=dev).manual_seed(seed)
     else:  # one batch, one generator per sample: sample s does not depend on S
         gen = [torch.Generator(device=dev).manual_seed(seed + s) for s in range(samples)]
-        y, x_shape = y.expand(samples, *y.shape[1:]), (samples, *x_shape[1:])
-    result = sampler.run(y, op, prior, generator=gen, x_shape=x_shape)
+        y, run_y = y.expand(samples, *y.shape[1:]), run_y.expand(samples, *run_y.shape[1:])
+        x_shape, run_shape = (samples, *x_shape[1:]), (samples, *run_shape[1:])
+    result = sampler.run(run_y, run_op, prior, generator=gen, x_shape=run_shape)
+    if pad:  # back to the measurement's own size
+        result.x = result.x[..., : out_hw[0], : out_hw[1]].contiguous()
+    # the run folder is created only now: a failure or an interrupt before this point leaves nothing behind
+    run_dir = new_run_dir(out, "restore", task)
     with torch.no_grad():
         residuals = (op.forward(result.x) - y).pow(2).flatten(1).mean(1).sqrt()
     ok = [bool(torch.isfinite(r)) and not (result.stats.failed and result.stats.failed[i])
@@ -162,6 +182,8 @@ def restore_file(
             "seed": seed,
             "device": str(dev),
             "image_shape": list(x_shape),
+            "output_size": {"width": out_hw[1], "height": out_hw[0]},
+            "padded_to": None if not pad else {"width": run_shape[-1], "height": run_shape[-2]},
             "stats": result.stats.as_dict(),
             "rms_residual": residual,  # sqrt(mean((A(x_hat) - y)^2)): compare with noise_sigma
             "failed": failed,
@@ -183,8 +205,45 @@ def restore_file(
         f"|A(x) - y| = {residual:.4f} (noise level {getattr(op, 'noise_sigma', 0.0)})"
     )
     if failed:
-        con.warn("the restoration diverged (non-finite values); try a smaller lr (--set lr=...)")
+        why = (result.stats.failure_reason or [None])[0] or "non-finite values"
+        con.warn(f"the restoration diverged ({why}); try a smaller lr (--set lr=...)")
     return run_dir, failed
+
+
+PAD_TASKS = ("gaussian_blur", "motion_blur", "super_resolution", "inpainting_box", "inpainting_random", "hdr",
+             "denoising")
+
+
+def _padded(y: Tensor, op, factory: OperatorFactory, prior, seed: int, dev, task: str):
+    """(y, operator, x shape) padded at the bottom/right so that the restored image's sides are multiples of
+    what the prior's network needs (and at least MIN_SIDE): y by edge replication, a mask with zeros (the added
+    pixels are unknown, so they are inpainted, not trusted)."""
+    import torch.nn.functional as F
+
+    if task not in PAD_TASKS:
+        raise SpgdError(f"--pad is not available for {task} (its measurement is not an image of the same layout); "
+                        f"tasks: {', '.join(PAD_TASKS)}")
+    f = size_multiple(prior)
+    hy, wy = y.shape[-2:]
+    scale = infer_x_shape(y, op, None)[-1] // wy  # 1, or the super-resolution factor
+
+    def grow(n: int) -> int:
+        m = n
+        while (m * scale) % f or m * scale < MIN_SIDE:
+            m += 1
+        return m
+
+    ph, pw = grow(hy) - hy, grow(wy) - wy
+    if not (ph or pw):
+        return y, op, infer_x_shape(y, op, None)
+    y_pad = F.pad(y, (0, pw, 0, ph), mode="replicate")
+    if factory.params.get("mask") is not None:
+        m = factory.params["mask"]
+        padded = OperatorFactory.__new__(OperatorFactory)
+        padded.__dict__.update(factory.__dict__)
+        padded.params = {**factory.params, "mask": F.pad(m, (0, pw * scale, 0, ph * scale), value=0.0)}
+        op = padded(seed, dev)
+    return y_pad, op, infer_x_shape(y_pad, op, None)
 
 
 def run_demo(
