@@ -345,3 +345,16 @@ def test_failed_restore_leaves_no_run_folder(capsys, tmp_path, demo_dir, monkeyp
                        "kernel_size=9", "--out", tmp_path / "runs")
     assert code == 130, err
     assert no_run_folder(tmp_path / "runs")
+
+
+def test_eval_failing_before_the_first_result_leaves_no_run_folder(capsys, tmp_path, two_images, monkeypatch):
+    from spgd.evaluate import Evaluation
+
+    def boom(self, batch):
+        raise RuntimeError("simulated failure in the first batch")
+
+    monkeypatch.setattr(Evaluation, "_run_batch", boom)
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--out", tmp_path / "runs",
+                       "-q")
+    error_line(code, err, "simulated failure")
+    assert no_run_folder(tmp_path / "runs")
