@@ -171,7 +171,9 @@ def diagnose(args: argparse.Namespace) -> Path:
                                 frame_samples=4)
         gens = [torch.Generator(device).manual_seed(args.seed + 1 + i) for i in range(x.shape[0])]
         status(f"{method}: {steps} steps, {getattr(sampler, 'warmup_steps', '?')} warm-up steps ...")
-        result = sampler.run(y, operator, prior, generator=gens, callback=tel)
+        # a bar on a terminal; otherwise (a log, a pipe) a status line at least every 10 s
+        callback = tel if getattr(sampler, "progress", False) or args.quiet else _every(tel, steps, method, status)
+        result = sampler.run(y, operator, prior, generator=gens, callback=callback)
         result.telemetry = tel
         telemetries[method] = tel
         restored[method] = result.x
@@ -195,6 +197,7 @@ def diagnose(args: argparse.Namespace) -> Path:
             captions = [f"k={k} sigma={tel.sigma[tel.steps.index(k)]:.3g}" for k in tel.frame_steps]
             save_animation(tel.frames, run_dir / f"x0hat_{method}.gif", captions=captions)
 
+    status("writing plots and the restorations grid ...")
     title = f"{args.task}, prior {args.prior}, {len(files)} image(s)"
     plot_angles(telemetries, run_dir / "angles.png", title=title)
     plot_loss(telemetries, run_dir / "loss.png", title=title)
@@ -220,3 +223,20 @@ def diagnose(args: argparse.Namespace) -> Path:
     for note in notes:
         status(f"note: {note}")
     return run_dir
+
+
+def _every(callback, steps: int, label: str, status, seconds: float = 10.0):
+    """`callback`, plus a status line ("spgd: step k/K, t s") at most every `seconds` and at the last step."""
+    import time
+
+    t0 = last = time.monotonic()
+
+    def cb(info: dict) -> None:
+        nonlocal last
+        callback(info)
+        now, k = time.monotonic(), int(info["step"]) + 1
+        if now - last >= seconds or k == steps:
+            status(f"{label}: step {k}/{steps} ({now - t0:.0f} s)")
+            last = now
+
+    return cb
