@@ -380,3 +380,17 @@ def test_diagnose_reports_progress_without_a_terminal(tmp_path, demo_dir, capsys
     assert run_diagnose(parser.parse_args(argv)) == 0
     err = capsys.readouterr().err
     assert "spgd: step 3/3" in err and "writing plots" in err
+
+
+@pytest.mark.parametrize("method", ["daps", "dps"])
+def test_baselines_report_a_result_far_outside_the_data_range(method):
+    """DAPS with a prior that answers around +-1e4 (as a user's operator/prior can make it) returned such values
+    with failed=[False]; the tracker's result bound now reports it, with no change to the sampler."""
+    _, op, y = blur_problem(2)
+
+    def wild(x, sigma):
+        return 1e4 * torch.sign(torch.sin(torch.arange(x[0].numel()).view(x.shape[1:]).to(x) + 1.0)) + 0 * x
+
+    settings = {"daps": {"steps": 3, "ode_steps": 1, "langevin_steps": 2}, "dps": {"steps": 3, "clip_denoised": False}}
+    result = make_sampler(method, **settings[method]).run(y, op, wild, generator=torch.Generator().manual_seed(0))
+    assert result.stats.failed == [True, True], result.x.abs().max()

@@ -35,6 +35,7 @@ from torch import Tensor
 from . import io, metrics
 from .errors import SpgdError
 from .priors.fast import describe
+from .samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (
     Console,
     atomic_torch_save,
@@ -767,10 +768,15 @@ class Evaluation:
                 xh01 = io.to_unit(xh.clamp(-1, 1))
                 ps, ss = metrics.psnr(xh01, x01).tolist(), metrics.ssim(xh01, x01).tolist()
                 with torch.no_grad():  # the data fit, to compare with the noise level
-                    res = (op.forward(xh) - y).pow(2).flatten(1).mean(1).sqrt().tolist()
+                    ax = op.forward(xh)
+                    res = (ax - y).pow(2).flatten(1).mean(1).sqrt().tolist()
+                    # the divergence rule's data-residual part, for every method (spgd.samplers.base)
+                    fit_bad = residual_diverged(ax, y, float(getattr(op, "noise_sigma", 0.0))).tolist()
                 lp = self.lpips(xh.clamp(-1, 1), x.clamp(-1, 1)).tolist() if self.lpips is not None else None
                 failed = list(st.failed) if st.failed else [False] * len(items)
-                failed = [bool(f) or not math.isfinite(p) for f, p in zip(failed, ps)]
+                reasons = list(getattr(st, "failure_reason", None) or [None] * len(items))
+                reasons = [r or (RESIDUAL_REASON if b else None) for r, b in zip(reasons, fit_bad)]
+                failed = [bool(f) or not math.isfinite(p) or b for f, p, b in zip(failed, ps, fit_bad)]
                 if moments is not None:
                     moments.add(xh.clamp(-1, 1), [not f for f in failed])  # the images as saved and scored
                 for j, it in enumerate(items):
@@ -781,8 +787,7 @@ class Evaluation:
                         "restored": path,
                         "failed": failed[j],
                         "failed_at_step": st.failed_at_step[j] if st.failed_at_step else None,
-                        "failure_reason": (st.failure_reason[j] if getattr(st, "failure_reason", None) else None)
-                        or ("non-finite scores" if failed[j] else None),
+                        "failure_reason": reasons[j] or ("non-finite scores" if failed[j] else None),
                         "psnr": None if failed[j] else ps[j],
                         "ssim": None if failed[j] else ss[j],
                         "rms_residual": None if failed[j] else res[j],

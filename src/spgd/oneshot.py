@@ -25,7 +25,7 @@ from .evaluate import (
     viewable,
     write_sample_summary,
 )
-from .samplers.base import infer_x_shape
+from .samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
 from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, resolve_device, utc_now, versions
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -144,8 +144,10 @@ def restore_file(
     # the run folder is created only now: a failure or an interrupt before this point leaves nothing behind
     run_dir = new_run_dir(out, "restore", task)
     with torch.no_grad():
-        residuals = (op.forward(result.x) - y).pow(2).flatten(1).mean(1).sqrt()
-    ok = [bool(torch.isfinite(r)) and not (result.stats.failed and result.stats.failed[i])
+        ax = op.forward(result.x)
+        residuals = (ax - y).pow(2).flatten(1).mean(1).sqrt()
+        fit_bad = residual_diverged(ax, y, float(getattr(op, "noise_sigma", 0.0))).tolist()  # for every method
+    ok = [bool(torch.isfinite(r)) and not (result.stats.failed and result.stats.failed[i]) and not fit_bad[i]
           for i, r in enumerate(residuals)]
     residual = float(residuals[0])
     io.save_image(result.x[0], run_dir / "restored.png")
@@ -205,7 +207,7 @@ def restore_file(
         f"|A(x) - y| = {residual:.4f} (noise level {getattr(op, 'noise_sigma', 0.0)})"
     )
     if failed:
-        why = (result.stats.failure_reason or [None])[0] or "non-finite values"
+        why = (result.stats.failure_reason or [None])[0] or (RESIDUAL_REASON if fit_bad[0] else "non-finite values")
         con.warn(f"the restoration diverged ({why}); try a smaller lr (--set lr=...)")
     return run_dir, failed
 

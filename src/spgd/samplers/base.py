@@ -195,6 +195,17 @@ def divergence_rule() -> str:
     )
 
 
+RESIDUAL_REASON = f"data residual > {RESIDUAL_FACTOR:g} x noise level and > 10 x RMS(y)"
+
+
+def residual_diverged(ax: Tensor, y: Tensor, noise_sigma: float) -> Tensor:
+    """Rule 3's data-residual part, per sample (B,): RMS(A(x) - y) non-finite, or above both
+    RESIDUAL_FACTOR * noise_sigma and 10 * RMS(y)."""
+    res, ry = rms(ax - y), rms(y)
+    bound = torch.maximum(RESIDUAL_FACTOR * torch.full_like(res, float(noise_sigma)), 10 * ry)
+    return ~torch.isfinite(res) | (res > bound)
+
+
 class FailureTracker:
     """Per-sample divergence handling (the rule above): a diverged sample is frozen (set to 0 and no longer
     updated) and reported, so the rest of the batch finishes. Checked every `every` steps to avoid host syncs;
@@ -240,11 +251,8 @@ class FailureTracker:
             ay = operator.forward(x)
         if ay.shape != y.shape:
             return x
-        res, ry = rms(ay - y), rms(y)
-        noise = float(getattr(operator, "noise_sigma", 0.0) or 0.0)
-        bound = torch.maximum(RESIDUAL_FACTOR * torch.full_like(res, noise), 10 * ry)
-        bad = ~torch.isfinite(res) | (res > bound)
-        self._kill(bad, k, f"data residual > {RESIDUAL_FACTOR:g} x noise level")
+        bad = residual_diverged(ay, y, float(getattr(operator, "noise_sigma", 0.0) or 0.0))
+        self._kill(bad.to(self.alive.device), k, RESIDUAL_REASON)
         return self._zero_dead(x)
 
     def _zero_dead(self, x: Tensor) -> Tensor:
