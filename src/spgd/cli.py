@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and its baselines.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-        "  spgd demo                                   # restore the bundled photo, ~30 s on a CPU\n"
+        "  spgd demo                                   # restore the bundled photo (minutes on a CPU)\n"
         "  spgd restore blurry.png --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt\n"
         "  spgd eval faces/ --task super_resolution --prior ffhq256 --checkpoint ffhq_10m.pt\n"
         "run 'spgd COMMAND --help' for the options of a command.",
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  spgd demo\n  spgd demo --steps 200 --device cuda --out demo_runs",
     )
     p.add_argument("--steps", type=int, default=DEMO_STEPS,
-                   help="SPGD annealing steps K (default: %(default)s, about a minute on a 2-core CPU; "
+                   help="SPGD annealing steps K (default: %(default)s, 3 min measured on a shared 2-core CPU; "
                    "paper: 200)")
     p.add_argument("--device", metavar="D", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     _common(p)
