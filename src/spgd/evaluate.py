@@ -346,7 +346,7 @@ def size_multiple(prior) -> int:
     return 1
 
 
-def check_image_size(size: Sequence[int], prior, fix: str, what: str = "the images are") -> None:
+def check_image_size(size: Sequence[int], prior, fix: str, what: str = "the images are", example: bool = True) -> None:
     """Refuse, before any run folder exists, an (H, W) the prior or the metrics cannot take, with the fix
     (`fix`: how to change the size, e.g. "--size N --resize"). Sizes are written width x height."""
     h, w = int(size[0]), int(size[1])
@@ -361,7 +361,7 @@ def check_image_size(size: Sequence[int], prior, fix: str, what: str = "the imag
         hh, ww = (max(f, round(v / f) * f) for v in (h, w))
         raise SpgdError(
             f"{what} {w}x{h} (width x height), but this prior's network needs sides divisible by {f}; "
-            f"{fix} (e.g. a {ww}x{hh} size)"
+            f"{fix}" + (f" (e.g. a {ww}x{hh} size)" if example else "")
         )
 
 

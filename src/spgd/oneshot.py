@@ -127,7 +127,7 @@ def restore_file(
             con.info(f"--pad: restoring at {run_shape[-1]}x{run_shape[-2]} (width x height), cropped back to "
                      f"{out_hw[1]}x{out_hw[0]}")
     fix = "pass --pad to restore a padded image and crop it back" if not pad else "use a larger measurement"
-    check_image_size(run_shape[-2:], prior, fix, "the image to restore is")
+    check_image_size(run_shape[-2:], prior, fix, "the image to restore is", example=False)
     if out_hw != tuple(y.shape[-2:]):  # super-resolution: say what comes out
         con.info(f"{task}: the {y.shape[-1]}x{y.shape[-2]} measurement is restored at {out_hw[1]}x{out_hw[0]} "
                  "(width x height)")
