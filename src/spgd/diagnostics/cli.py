@@ -94,7 +94,13 @@ def _load_images(path: Path, limit: Optional[int], size: Optional[int]) -> tuple
         if limit < 1:
             raise SpgdError(f"--limit must be >= 1, got {limit}")
         files = files[:limit]
-    images = [load_image(f, size, resize=size is not None)[0] for f in files]
+    images = []
+    for f in files:
+        x, notes = load_image(f, size, resize=size is not None)
+        images.append(x)
+        for note in notes:  # a format conversion is a warning; the crop/resize asked for with --size is not
+            if not note.startswith(("center-cropped", "resized")):
+                print(f"spgd: warning: {f.name}: {note}", file=sys.stderr, flush=True)
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
         raise SpgdError(f"the images have different sizes {sorted(shapes)}; pass --size S to crop/resize them")
