@@ -1,4 +1,5 @@
-# spgd: `make demo` sets up a virtual environment and restores a bundled photo; `make test` runs the tests.
+# spgd: `make demo` sets up a virtual environment and restores a bundled photo; `make test` runs the tests;
+# `make test-quick` runs them without the slow ones (torchrun, training, the bundled prior end to end).
 # Bring your own torch (e.g. a CUDA build): install it into the venv first, or set TORCH= to skip; the
 # default installs the CPU build torch==2.13.0.
 
@@ -7,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-quick clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +24,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+test-quick: install
+	$(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build src/*.egg-info

@@ -65,3 +65,26 @@ def copy_demo_images(demo_dir: Path, dest: Path, n: int) -> Path:
     for f in sorted(demo_dir.glob("*.png"))[:n]:
         shutil.copy(f, dest / f.name)
     return dest
+
+
+# Tests that start processes (torchrun), train networks, or run the bundled 256x256 prior end to end: marked
+# `slow` here (new ones can use @pytest.mark.slow), so that `make test-quick` (pytest -m "not slow") skips them.
+# `make test` still runs everything.
+SLOW_TESTS = {
+    "test_distributed.py": {"test_two_processes_equal_one", "test_a_dead_rank_loses_only_its_unfinished_images_and_resume_completes",
+                            "test_an_error_on_one_rank_is_reported_by_rank_0_after_the_merge",
+                            "test_an_error_before_the_work_stops_every_rank"},
+    "test_training.py": {"test_train_writes_a_loadable_prior", "test_resume_continues_exactly", "test_cli_runs",
+                         "test_init_starts_from_the_given_weights"},
+    "test_cli.py": {"test_demo_runs"},
+    "test_default_prior.py": {"test_shipped_weights_load_and_denoise_a_demo_face"},
+    "test_bench.py": {"test_bf16_fast_path_same_results_default_prior", "test_compiled_network_traces_forward_and_vjp"},
+    "test_diagnostics.py": {"test_run_diagnose_end_to_end"},
+    "test_sweep.py": {"test_tiny_sweep_marks_divergence_and_resumes"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.originalname in SLOW_TESTS.get(item.path.name, ()):
+            item.add_marker(pytest.mark.slow)

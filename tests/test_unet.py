@@ -87,9 +87,9 @@ def test_float64_input():
 def test_other_sizes_and_bad_sizes():
     prior = VPPrecond(tiny_unet())
     assert prior(torch.randn(1, 3, 24, 40), 1.0).shape == (1, 3, 24, 40)
-    with pytest.raises(SpgdError, match=r"image size 25x40 is not divisible by 2.*1 down-samplings"):
+    with pytest.raises(SpgdError, match=r"image size 40x25 \(width x height\) is not divisible by 2.*1 down-samplings"):
         prior(torch.randn(1, 3, 25, 40), 1.0)
-    with pytest.raises(SpgdError, match="250x250 is not divisible by 32"):
+    with pytest.raises(SpgdError, match=r"250x250 \(width x height\) is not divisible by 32"):
         with torch.device("meta"):
             net = UNetModel(**ARCHITECTURES["ffhq256"])
         net.check_input(torch.empty(1, 3, 250, 250, device="meta"))

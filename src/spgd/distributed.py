@@ -241,7 +241,14 @@ def run_eval(cfg, job: Job, resume: Optional[str], out: str, console, argv: list
         raise
 
     if job.world_size == 1:
-        return ev.run()
+        try:
+            return ev.run()
+        except Exception:
+            if resume is None and not any((run_dir / "records").glob("*.json")):
+                import shutil
+
+                shutil.rmtree(run_dir, ignore_errors=True)  # failed before the first result: leave no junk folder
+            raise
 
     # rank 0 decides what is left to do, so that all ranks split the same list
     pending = job.on_rank0(lambda: [it.index for it in ev.pending()])

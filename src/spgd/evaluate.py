@@ -35,6 +35,7 @@ from torch import Tensor
 from . import io, metrics
 from .errors import SpgdError
 from .priors.fast import describe
+from .samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (
     Console,
     atomic_torch_save,
@@ -164,9 +165,10 @@ def derive_seed(*keys: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
-def load_kernel_file(path: str) -> Tensor:
+def load_kernel_file(path: str, with_sums: bool = False):
     """A blur kernel from .npy, an image (.png, ...) or a .pt file (a tensor, or a dict with "kernel", as
-    written to random_parts/), checked and normalised by the blur operator's own rules."""
+    written to random_parts/), checked and normalised by the blur operator's own rules (with `with_sums`,
+    also the sums before normalisation)."""
     from .operators.blur import load_kernel
 
     p = Path(path)
@@ -178,8 +180,8 @@ def load_kernel_file(path: str) -> Tensor:
             if "kernel" not in obj:
                 raise SpgdError(f"{p} holds no 'kernel' entry (keys: {', '.join(map(str, obj))})")
             obj = obj["kernel"]
-        return load_kernel(torch.as_tensor(obj))
-    return load_kernel(p)
+        return load_kernel(torch.as_tensor(obj), with_sums=with_sums)
+    return load_kernel(p, with_sums=with_sums)
 
 
 def load_mask_file(path: str) -> Tensor:
@@ -211,7 +213,26 @@ def load_mask_file(path: str) -> Tensor:
         m = torch.from_numpy(a)
     if m.ndim not in (2, 3, 4):
         raise SpgdError(f"a mask must be (H, W), (B, H, W) or (B, 1, H, W), got shape {tuple(m.shape)} from {p}")
+    empty = (m.flatten(-2) if m.ndim == 2 else m.flatten(1)) <= 0
+    if bool(empty.all(-1).any()):
+        raise SpgdError(
+            f"mask {p} keeps no pixel (all zero): nothing of the image is measured; white/1 marks a kept pixel"
+        )
     return m
+
+
+# operator parameters that a --kernel / --mask file replaces: setting them beside the file has no effect
+REPLACED_BY_FILE = {"kernel": ("kernel_size", "std", "intensity"), "mask": ("box_size", "margin", "drop")}
+
+
+def operator_override_names(overrides: Sequence[str]) -> set[str]:
+    """The operator parameter names a list of --set key=value items sets (bare or operator.NAME)."""
+    names = set()
+    for item in overrides:
+        scope, _, name = item.partition("=")[0].strip().rpartition(".")
+        if scope in ("", "operator"):
+            names.add(name)
+    return names
 
 
 def _torch_load(p: Path) -> Any:
@@ -225,24 +246,56 @@ class OperatorFactory:
     """Builds the task's operator for a batch from the resolved preset, a seed and optional kernel/mask files.
     A loaded network (non-linear blur) is reused between batches instead of being read again."""
 
-    def __init__(self, task: str, params: dict, kernel: Optional[str] = None, mask: Optional[str] = None):
+    def __init__(
+        self,
+        task: str,
+        params: dict,
+        kernel: Optional[str] = None,
+        mask: Optional[str] = None,
+        overrides: Sequence[str] = (),
+    ):
         from .operators import task_params
 
         self.task = task
         self.params = dict(params)
         self._network = None
+        self.notes: list[str] = []  # what the user should hear about (the caller prints them as warnings)
+        files: dict[str, Any] = {}  # what settings.json records about a --kernel / --mask file
+        given = operator_override_names(overrides)
+        for option, path in (("kernel", kernel), ("mask", mask)):
+            clash = sorted(given & set(REPLACED_BY_FILE[option])) if path is not None else []
+            if clash:
+                raise SpgdError(
+                    f"--set {', '.join(clash)} has no effect with --{option} (the {option} file replaces it); "
+                    f"drop one of them"
+                )
         if kernel is not None:
             if task not in KERNEL_TASKS:
                 raise SpgdError(f"--kernel is for the blur tasks ({', '.join(KERNEL_TASKS)}), not {task!r}")
             if task == "gaussian_blur":  # a known kernel: plain blur with it
                 self.task = "blur"
-            self.params["kernel"] = load_kernel_file(kernel)
+            k, sums = load_kernel_file(kernel, with_sums=True)
+            self.params["kernel"] = k
+            files.update({"kernel": str(Path(kernel).resolve()), "kernel_shape": list(k.shape),
+                          "kernel_sum_in_file": sums, "kernel_normalised": "divided by its sum (keeps brightness)"})
+            off = [s for s in sums if abs(s - 1) > 1e-3]
+            if off:
+                self.notes.append(
+                    f"kernel {kernel} sums to {off[0]:.6g}, not 1: it is divided by its sum (recorded in settings.json)"
+                )
         if mask is not None:
             if task not in INPAINTING:
                 raise SpgdError(f"--mask is for the inpainting tasks ({', '.join(INPAINTING)}), not {task!r}")
-            self.params["mask"] = load_mask_file(mask)
+            m = load_mask_file(mask)
+            self.params["mask"] = m
+            files.update({"mask": str(Path(mask).resolve()), "mask_shape": list(m.shape),
+                          "mask_kept_fraction": float((m > 0.5).float().mean())})
         valid = set(task_params(self.task))
         self.params = {k: v for k, v in self.params.items() if k in valid}
+        replaced = {n for option in files for n in REPLACED_BY_FILE.get(option, ())}
+        # the operator actually used: its parameters (not the ones a file replaced) and the files
+        self.recorded = {"task": self.task, **{k: v for k, v in self.params.items()
+                                               if k not in ("kernel", "mask") and k not in replaced}, **files}
         self.has_seed = "seed" in valid
 
     def __call__(self, seed: int, device: torch.device):
@@ -284,6 +337,38 @@ def viewable(y: Tensor) -> tuple[Tensor, str]:
     lo, hi = torch.quantile(v.flatten()[:: max(1, v.numel() // 100_000)], torch.tensor([0.01, 0.999])).tolist()
     v = ((v - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
     return v * 2 - 1, "log |y| rescaled from its 1st-99.9th percentiles to [0, 1]"
+
+
+MIN_SIDE = 11  # the SSIM window (spgd.metrics.ssim): a smaller image cannot be scored
+MAX_SIDE = 8192  # larger sides are refused up front (one 8192x8192 image is 0.8 GB per float32 copy)
+
+
+def size_multiple(prior) -> int:
+    """What every image side must be a multiple of for `prior`: 2**down-samplings of its network, else 1."""
+    for obj in (prior, getattr(prior, "net", None), getattr(getattr(prior, "net", None), "_orig_mod", None)):
+        n = getattr(obj, "num_downsamples", None)
+        if isinstance(n, int):
+            return 2**n
+    return 1
+
+
+def check_image_size(size: Sequence[int], prior, fix: str, what: str = "the images are", example: bool = True) -> None:
+    """Refuse, before any run folder exists, an (H, W) the prior or the metrics cannot take, with the fix
+    (`fix`: how to change the size, e.g. "--size N --resize"). Sizes are written width x height."""
+    h, w = int(size[0]), int(size[1])
+    if max(h, w) > MAX_SIDE:
+        raise SpgdError(f"{what} {w}x{h} (width x height): sides above {MAX_SIDE} px are not supported; "
+                        f"{fix} to work at a smaller size")
+    if min(h, w) < MIN_SIDE:
+        raise SpgdError(f"{what} {w}x{h} (width x height), too small to restore and score (SSIM needs at "
+                        f"least {MIN_SIDE}x{MIN_SIDE} pixels); {fix} to work at a larger size")
+    f = size_multiple(prior)
+    if h % f or w % f:
+        hh, ww = (max(f, round(v / f) * f) for v in (h, w))
+        raise SpgdError(
+            f"{what} {w}x{h} (width x height), but this prior's network needs sides divisible by {f}; "
+            f"{fix}" + (f" (e.g. a {ww}x{hh} size)" if example else "")
+        )
 
 
 def prior_image_size(prior) -> Optional[tuple[int, int]]:
@@ -452,8 +537,10 @@ class Evaluation:
         for m, settings in self.sampler_settings.items():
             extra = {"progress": con.level >= 1} if "progress" in setting_names(m) else {}
             self.samplers[m] = make_sampler(m, **settings, **extra)
-        self.make_op = OperatorFactory(cfg.task, cfg.preset.get("operator", {}), cfg.kernel, cfg.mask)
+        self.make_op = OperatorFactory(cfg.task, cfg.preset.get("operator", {}), cfg.kernel, cfg.mask, cfg.overrides)
         self.make_op(cfg.seed, torch.device("cpu"))  # checks the operator parameters now
+        for note in self.make_op.notes:
+            con.warn(note)
 
         con.detail(f"loading prior {cfg.prior!r}" + (f" from {cfg.checkpoint}" if cfg.checkpoint else ""))
         self.prior = load_prior(cfg.prior, cfg.checkpoint, device=self.device)
@@ -481,6 +568,8 @@ class Evaluation:
             raise SpgdError(f"none of the {len(self.items)} image file(s) in {cfg.images_dir} could be read")
         self.items = good
         self.size = tuple(self.size)
+        check_image_size(self.size, self.prior, "pass --size N or HxW (height x width) with --resize",
+                         "the images are" if cfg.size is None else "--size asks for")
         with torch.no_grad():  # an operator that cannot take this size (box too large, scale) fails now
             self.make_op(cfg.seed, self.device).forward(torch.zeros(1, 3, *self.size, device=self.device))
         self.batch_size = cfg.batch_size
@@ -494,6 +583,8 @@ class Evaluation:
 
         self.lpips, self.lpips_note = lpips_or_reason(cfg.lpips_net, cfg.lpips_weights or None, self.device)
         self.lpips_label = self.lpips.label if self.lpips is not None else None
+        if cfg.lpips_weights and self.lpips is None:  # a file was given: not computing LPIPS would ignore it
+            raise SpgdError(f"{self.lpips_note}; fix --lpips-weights or leave it out to skip LPIPS")
         self.fid_model = None
         if cfg.fid_weights:  # asked for: a wrong file fails now, before any work
             from .metrics.inception import FIDInception
@@ -532,7 +623,7 @@ class Evaluation:
                 "methods": cfg.methods,
                 "preset": cfg.preset,
                 "overrides": cfg.overrides,
-                "operator": cfg.preset.get("operator", {}),
+                "operator": self.make_op.recorded,  # what was used (a --kernel/--mask file, not the preset's)
                 "samplers": self.sampler_settings,
                 "prior": cfg.prior,
                 "checkpoint": cfg.checkpoint,
@@ -575,8 +666,9 @@ class Evaluation:
                 self.console.warn(f"skipping {it.path.name}: {e}")
                 self.n_skipped += 1
                 continue
-            for note in notes:
-                self.console.detail(f"{it.path.name}: {note}")
+            for note in notes:  # a format conversion is news; the crop/resize asked for with --resize is not
+                asked = note.startswith(("center-cropped", "resized"))
+                (self.console.detail if asked else self.console.warn)(f"{it.path.name}: {note}")
             if batch and (len(batch) == self.batch_size or batch[-1][0].index + 1 != it.index):
                 yield batch
                 batch = []
@@ -605,7 +697,7 @@ class Evaluation:
         where = "" if world_size == 1 else f", {len(todo)} on rank {rank} of {world_size}"
         con.info(
             f"{cfg.task}: {len(remaining)} image(s) to do ({n_before} already done{where}) with "
-            f"{', '.join(cfg.methods)} on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]}, "
+            f"{', '.join(cfg.methods)} on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]} (WxH), "
             f"batch size {self.batch_size}, network {describe(self.prior)}"
         )
         summary = EvalSummary(self.run_dir, len(self.items), n_before, 0, self.n_skipped)
@@ -689,10 +781,15 @@ class Evaluation:
                 xh01 = io.to_unit(xh.clamp(-1, 1))
                 ps, ss = metrics.psnr(xh01, x01).tolist(), metrics.ssim(xh01, x01).tolist()
                 with torch.no_grad():  # the data fit, to compare with the noise level
-                    res = (op.forward(xh) - y).pow(2).flatten(1).mean(1).sqrt().tolist()
+                    ax = op.forward(xh)
+                    res = (ax - y).pow(2).flatten(1).mean(1).sqrt().tolist()
+                    # the divergence rule's data-residual part, for every method (spgd.samplers.base)
+                    fit_bad = residual_diverged(ax, y, float(getattr(op, "noise_sigma", 0.0))).tolist()
                 lp = self.lpips(xh.clamp(-1, 1), x.clamp(-1, 1)).tolist() if self.lpips is not None else None
                 failed = list(st.failed) if st.failed else [False] * len(items)
-                failed = [bool(f) or not math.isfinite(p) for f, p in zip(failed, ps)]
+                reasons = list(getattr(st, "failure_reason", None) or [None] * len(items))
+                reasons = [r or (RESIDUAL_REASON if b else None) for r, b in zip(reasons, fit_bad)]
+                failed = [bool(f) or not math.isfinite(p) or b for f, p, b in zip(failed, ps, fit_bad)]
                 if s == 0:  # FID/KID: one restoration per image (the first sample), failed ones left out
                     self._save_fid_features(m, [it for it, f in zip(items, failed) if not f],
                                             xh01[torch.tensor([not f for f in failed], device=xh01.device)])
@@ -706,6 +803,7 @@ class Evaluation:
                         "restored": path,
                         "failed": failed[j],
                         "failed_at_step": st.failed_at_step[j] if st.failed_at_step else None,
+                        "failure_reason": reasons[j] or ("non-finite scores" if failed[j] else None),
                         "psnr": None if failed[j] else ps[j],
                         "ssim": None if failed[j] else ss[j],
                         "rms_residual": None if failed[j] else res[j],
@@ -993,34 +1091,34 @@ def _maybe_image(path: Path) -> Optional[Tensor]:
 
 
 def format_table(tables: dict) -> str:
-    """The per-method summary as a small text table."""
+    """The per-method summary as a small text table. Every cell is right-aligned and preceded by a space, and
+    numbers of any magnitude keep to a bounded width (scientific notation beyond 1e6), so columns never run
+    together."""
     label = tables.get("lpips_label")
-    head = f"{'method':<22}{'PSNR':>14}{'SSIM':>16}" + (f"{label:>16}" if label else "")
-    head += f"{'|Ax-y|':>10}{'NFE':>7}{'VJP':>6}{'s/img':>8}{'failed':>8}"
     with_fid = bool(tables.get("fid"))
-    if with_fid:
-        head += f"{'FID':>10}{'KID':>10}{'n(FID)':>8}"
-    lines = [head]
+    widths = [14, 16] + ([16] if label else []) + [10, 7, 6, 8, 8] + ([10, 10, 8] if with_fid else [])
+
+    def row(name: str, cells: list[str]) -> str:
+        return f"{name:<22}" + "".join(" " + c.rjust(w - 1) for c, w in zip(cells, widths))
+
+    head = ["PSNR", "SSIM"] + ([label] if label else []) + ["|Ax-y|", "NFE", "VJP", "s/img", "failed"]
+    lines = [row("method", head + (["FID", "KID", "n(FID)"] if with_fid else []))]
     meas = tables.get("measurement")
     if meas:
-        lines.append(f"{'(' + meas['kind'][:20] + ')':<22}{_pm(meas['psnr'], 2):>14}{_pm(meas['ssim'], 4):>16}")
+        lines.append(row("(" + meas["kind"][:20] + ")", [_pm(meas["psnr"], 2), _pm(meas["ssim"], 4)]).rstrip())
     for m, e in tables.get("per_method", {}).items():
-        line = f"{m:<22}{_pm(e['psnr'], 2):>14}{_pm(e['ssim'], 4):>16}"
-        if label:
-            line += f"{_pm(e.get(label, {}), 4):>16}"
+        cells = [_pm(e["psnr"], 2), _pm(e["ssim"], 4)] + ([_pm(e.get(label, {}), 4)] if label else [])
         calls, vjps, secs = (e[k]["mean"] for k in ("denoiser_calls", "vjps", "seconds"))
-        line += f"{_fmt((e.get('rms_residual') or {}).get('mean'), 4):>10}"
-        line += f"{_fmt(calls, 0):>7}{_fmt(vjps, 0):>6}{_fmt(secs, 1):>8}{e['n_failed']:>8}"
+        cells += [_num((e.get("rms_residual") or {}).get("mean"), 4), _num(calls, 0), _num(vjps, 0), _num(secs, 1)]
+        cells.append(str(e["n_failed"]))
         if with_fid:
             fe = e.get("fid") or {}
-            line += f"{_fmt(fe.get('fid'), 2):>10}{_fmt((fe.get('kid') or {}).get('mean'), 4):>10}{fe.get('n', 0):>8}"
-        lines.append(line)
+            cells += [_num(fe.get("fid"), 2), _num((fe.get("kid") or {}).get("mean"), 4), str(fe.get("n", 0))]
+        lines.append(row(m, cells))
         ms = e.get("mean_of_samples")
         if ms:
-            line = f"{'  mean of samples':<22}{_pm(ms['psnr'], 2):>14}{_pm(ms['ssim'], 4):>16}"
-            if label:
-                line += f"{_pm(ms.get(label, {}), 4):>16}"
-            lines.append(line)
+            cells = [_pm(ms["psnr"], 2), _pm(ms["ssim"], 4)] + ([_pm(ms.get(label, {}), 4)] if label else [])
+            lines.append(row("  mean of samples", cells).rstrip())
     if with_fid:
         warnings = {(e.get("fid") or {}).get("warning") for e in tables.get("per_method", {}).values()} - {None}
         lines += [f"note: {w}" for w in sorted(warnings)]
@@ -1029,7 +1127,16 @@ def format_table(tables: dict) -> str:
     return "\n".join(lines)
 
 
+def _num(v: Optional[float], digits: int) -> str:
+    """A number in fixed notation, or scientific when it is too large to fit a column (e.g. 2.55e+10)."""
+    if v is None:
+        return "-"
+    if not math.isfinite(v) or abs(v) >= 1e6:
+        return f"{v:.2e}"
+    return f"{v:.{digits}f}"
+
+
 def _pm(s: dict, digits: int) -> str:
     if not s or s.get("mean") is None:
         return "-"
-    return f"{s['mean']:.{digits}f}±{s['std']:.{digits}f}"
+    return f"{_num(s['mean'], digits)}±{_num(s['std'], digits)}"

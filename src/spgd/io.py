@@ -137,6 +137,10 @@ def load_image(
             n_frames = getattr(img, "n_frames", 1)
             if n_frames > 1:
                 notes.append(f"file has {n_frames} frames; the first is used")
+            raw_modes = [str(t[3] if isinstance(t, tuple) else getattr(t, "args", "")) for t in (img.tile or [])]
+            if img.mode in ("RGB", "RGBA") and any(";16" in m for m in raw_modes):
+                # Pillow decodes 16-bit colour PNG/TIFF to 8 bits per channel: say so, precision is lost
+                notes.append("16-bit colour image read at 8-bit precision (the low byte of each value is dropped)")
             img.load()
             if img.getexif().get(0x0112, 1) not in (0, 1):  # EXIF Orientation tag
                 img = ImageOps.exif_transpose(img)
@@ -178,6 +182,13 @@ def _to_uint8(x: Tensor) -> np.ndarray:
     return a[..., 0] if a.shape[2] == 1 else a
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> Path:
     """Write a file atomically: `write(f)` fills a temporary file in the same folder, which then replaces
     `path` (os.replace), so a reader never sees a half-written file. The folder is created if needed."""
@@ -185,6 +196,7 @@ def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a result file gets the mode open() would give
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)

@@ -15,6 +15,9 @@ from . import io, metrics
 from .errors import SpgdError
 from .evaluate import (
     INPAINTING,
+    MIN_SIDE,
+    check_image_size,
+    size_multiple,
     UNCERTAINTY_VMAX,
     OperatorFactory,
     SampleMoments,
@@ -22,13 +25,13 @@ from .evaluate import (
     viewable,
     write_sample_summary,
 )
-from .samplers.base import infer_x_shape
+from .samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
 from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, resolve_device, utc_now, versions
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_IMAGE = DATA_DIR / "astronaut.png"
 DEMO_TASK = "inpainting_random"  # 80 % of the pixels missing: a restoration anyone can see, cheap on a CPU
-DEMO_STEPS = 20  # about a minute on 2 CPU cores with the bundled default prior at 256x256 (the paper uses 200)
+DEMO_STEPS = 20  # 3 min on a shared 2-core CPU (load 7-9) with the bundled prior at 256x256 (the paper uses 200)
 DEMO_WARMUP = 2  # the paper uses 5
 
 
@@ -80,6 +83,7 @@ def restore_file(
     console: Optional[Console] = None,
     argv: Optional[list[str]] = None,
     samples: int = 1,
+    pad: bool = False,
 ) -> tuple[Path, bool]:
     """Restore one measurement file; returns (run folder, whether the restoration diverged). With `samples`
     S >= 2 it is restored S times in one batch (sample s seeded with seed + s) and the mean of the samples and
@@ -99,30 +103,51 @@ def restore_file(
         raise SpgdError("spgd restore does not support nonlinear_blur: its kernel code is random, not known")
     dev = resolve_device(device)
     y, notes = load_measurement(measurement)
-    for n in notes:
-        con.detail(f"{measurement}: {n}")
+    for n in notes:  # a format conversion is news (a warning); raw .npy/.pt values are as documented
+        (con.info if n.startswith("raw values") else con.warn)(f"{measurement}: {n}")
     settings = sampler_settings(preset, method)
     extra = {"progress": con.level >= 1} if "progress" in setting_names(method) else {}
     sampler = make_sampler(method, **settings, **extra)
     if samples > 1 and not getattr(sampler, "stochastic", True):
         con.warn(f"{method} is deterministic: every sample would be the same; restoring once")
         samples = 1
-    op = OperatorFactory(task, preset.get("operator", {}), kernel, mask)(seed, dev)
+    factory = OperatorFactory(task, preset.get("operator", {}), kernel, mask, overrides)
+    for note in factory.notes:
+        con.warn(note)
+    op = factory(seed, dev)
     x_shape = infer_x_shape(y, op, None)  # the operator knows its input size (SR: larger, phase: unpadded)
     prior = load_prior(prior_name, checkpoint, device=dev)
     y = y.to(dev)
     op.forward(torch.zeros(x_shape, device=dev))  # a kernel/mask that does not fit fails here, with its message
-    run_dir = new_run_dir(out, "restore", task)
-    con.info(f"restoring {measurement} ({task}, {method}, prior {prior_name}) into {run_dir}")
+    out_hw = tuple(x_shape[-2:])
+    run_y, run_op, run_shape = y, op, x_shape
+    if pad:  # restore a padded image whose sides the network takes, then crop back to out_hw
+        run_y, run_op, run_shape = _padded(y, op, factory, prior, seed, dev, task)
+        if tuple(run_shape[-2:]) != out_hw:
+            con.info(f"--pad: restoring at {run_shape[-1]}x{run_shape[-2]} (width x height), cropped back to "
+                     f"{out_hw[1]}x{out_hw[0]}")
+    fix = "pass --pad to restore a padded image and crop it back" if not pad else "use a larger measurement"
+    check_image_size(run_shape[-2:], prior, fix, "the image to restore is", example=False)
+    if out_hw != tuple(y.shape[-2:]):  # super-resolution: say what comes out
+        con.info(f"{task}: the {y.shape[-1]}x{y.shape[-2]} measurement is restored at {out_hw[1]}x{out_hw[0]} "
+                 "(width x height)")
+    con.info(f"restoring {measurement} ({task}, {method}, prior {prior_name})")
     if samples == 1:
         gen = torch.Generator(device=dev).manual_seed(seed)
     else:  # one batch, one generator per sample: sample s does not depend on S
         gen = [torch.Generator(device=dev).manual_seed(seed + s) for s in range(samples)]
-        y, x_shape = y.expand(samples, *y.shape[1:]), (samples, *x_shape[1:])
-    result = sampler.run(y, op, prior, generator=gen, x_shape=x_shape)
+        y, run_y = y.expand(samples, *y.shape[1:]), run_y.expand(samples, *run_y.shape[1:])
+        x_shape, run_shape = (samples, *x_shape[1:]), (samples, *run_shape[1:])
+    result = sampler.run(run_y, run_op, prior, generator=gen, x_shape=run_shape)
+    if pad:  # back to the measurement's own size
+        result.x = result.x[..., : out_hw[0], : out_hw[1]].contiguous()
+    # the run folder is created only now: a failure or an interrupt before this point leaves nothing behind
+    run_dir = new_run_dir(out, "restore", task)
     with torch.no_grad():
-        residuals = (op.forward(result.x) - y).pow(2).flatten(1).mean(1).sqrt()
-    ok = [bool(torch.isfinite(r)) and not (result.stats.failed and result.stats.failed[i])
+        ax = op.forward(result.x)
+        residuals = (ax - y).pow(2).flatten(1).mean(1).sqrt()
+        fit_bad = residual_diverged(ax, y, float(getattr(op, "noise_sigma", 0.0))).tolist()  # for every method
+    ok = [bool(torch.isfinite(r)) and not (result.stats.failed and result.stats.failed[i]) and not fit_bad[i]
           for i, r in enumerate(residuals)]
     residual = float(residuals[0])
     io.save_image(result.x[0], run_dir / "restored.png")
@@ -151,7 +176,7 @@ def restore_file(
             "preset": preset,
             "overrides": list(overrides),
             "sampler": settings,
-            "operator": preset.get("operator", {}),
+            "operator": factory.recorded,  # what was used (a --kernel/--mask file, not the preset's)
             "kernel": kernel,
             "mask": mask,
             "prior": prior_name,
@@ -159,6 +184,8 @@ def restore_file(
             "seed": seed,
             "device": str(dev),
             "image_shape": list(x_shape),
+            "output_size": {"width": out_hw[1], "height": out_hw[0]},
+            "padded_to": None if not pad else {"width": run_shape[-1], "height": run_shape[-2]},
             "stats": result.stats.as_dict(),
             "rms_residual": residual,  # sqrt(mean((A(x_hat) - y)^2)): compare with noise_sigma
             "failed": failed,
@@ -180,8 +207,45 @@ def restore_file(
         f"|A(x) - y| = {residual:.4f} (noise level {getattr(op, 'noise_sigma', 0.0)})"
     )
     if failed:
-        con.warn("the restoration diverged (non-finite values); try a smaller lr (--set lr=...)")
+        why = (result.stats.failure_reason or [None])[0] or (RESIDUAL_REASON if fit_bad[0] else "non-finite values")
+        con.warn(f"the restoration diverged ({why}); try a smaller lr (--set lr=...)")
     return run_dir, failed
+
+
+PAD_TASKS = ("gaussian_blur", "motion_blur", "super_resolution", "inpainting_box", "inpainting_random", "hdr",
+             "denoising")
+
+
+def _padded(y: Tensor, op, factory: OperatorFactory, prior, seed: int, dev, task: str):
+    """(y, operator, x shape) padded at the bottom/right so that the restored image's sides are multiples of
+    what the prior's network needs (and at least MIN_SIDE): y by edge replication, a mask with zeros (the added
+    pixels are unknown, so they are inpainted, not trusted)."""
+    import torch.nn.functional as F
+
+    if task not in PAD_TASKS:
+        raise SpgdError(f"--pad is not available for {task} (its measurement is not an image of the same layout); "
+                        f"tasks: {', '.join(PAD_TASKS)}")
+    f = size_multiple(prior)
+    hy, wy = y.shape[-2:]
+    scale = infer_x_shape(y, op, None)[-1] // wy  # 1, or the super-resolution factor
+
+    def grow(n: int) -> int:
+        m = n
+        while (m * scale) % f or m * scale < MIN_SIDE:
+            m += 1
+        return m
+
+    ph, pw = grow(hy) - hy, grow(wy) - wy
+    if not (ph or pw):
+        return y, op, infer_x_shape(y, op, None)
+    y_pad = F.pad(y, (0, pw, 0, ph), mode="replicate")
+    if factory.params.get("mask") is not None:
+        m = factory.params["mask"]
+        padded = OperatorFactory.__new__(OperatorFactory)
+        padded.__dict__.update(factory.__dict__)
+        padded.params = {**factory.params, "mask": F.pad(m, (0, pw * scale, 0, ph * scale), value=0.0)}
+        op = padded(seed, dev)
+    return y_pad, op, infer_x_shape(y_pad, op, None)
 
 
 def run_demo(

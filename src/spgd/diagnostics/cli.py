@@ -94,7 +94,13 @@ def _load_images(path: Path, limit: Optional[int], size: Optional[int]) -> tuple
         if limit < 1:
             raise SpgdError(f"--limit must be >= 1, got {limit}")
         files = files[:limit]
-    images = [load_image(f, size, resize=size is not None)[0] for f in files]
+    images = []
+    for f in files:
+        x, notes = load_image(f, size, resize=size is not None)
+        images.append(x)
+        for note in notes:  # a format conversion is a warning; the crop/resize asked for with --size is not
+            if not note.startswith(("center-cropped", "resized")):
+                print(f"spgd: warning: {f.name}: {note}", file=sys.stderr, flush=True)
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
         raise SpgdError(f"the images have different sizes {sorted(shapes)}; pass --size S to crop/resize them")
@@ -171,7 +177,9 @@ def diagnose(args: argparse.Namespace) -> Path:
                                 frame_samples=4)
         gens = [torch.Generator(device).manual_seed(args.seed + 1 + i) for i in range(x.shape[0])]
         status(f"{method}: {steps} steps, {getattr(sampler, 'warmup_steps', '?')} warm-up steps ...")
-        result = sampler.run(y, operator, prior, generator=gens, callback=tel)
+        # a bar on a terminal; otherwise (a log, a pipe) a status line at least every 10 s
+        callback = tel if getattr(sampler, "progress", False) or args.quiet else _every(tel, steps, method, status)
+        result = sampler.run(y, operator, prior, generator=gens, callback=callback)
         result.telemetry = tel
         telemetries[method] = tel
         restored[method] = result.x
@@ -195,6 +203,7 @@ def diagnose(args: argparse.Namespace) -> Path:
             captions = [f"k={k} sigma={tel.sigma[tel.steps.index(k)]:.3g}" for k in tel.frame_steps]
             save_animation(tel.frames, run_dir / f"x0hat_{method}.gif", captions=captions)
 
+    status("writing plots and the restorations grid ...")
     title = f"{args.task}, prior {args.prior}, {len(files)} image(s)"
     plot_angles(telemetries, run_dir / "angles.png", title=title)
     plot_loss(telemetries, run_dir / "loss.png", title=title)
@@ -220,3 +229,20 @@ def diagnose(args: argparse.Namespace) -> Path:
     for note in notes:
         status(f"note: {note}")
     return run_dir
+
+
+def _every(callback, steps: int, label: str, status, seconds: float = 10.0):
+    """`callback`, plus a status line ("spgd: step k/K, t s") at most every `seconds` and at the last step."""
+    import time
+
+    t0 = last = time.monotonic()
+
+    def cb(info: dict) -> None:
+        nonlocal last
+        callback(info)
+        now, k = time.monotonic(), int(info["step"]) + 1
+        if now - last >= seconds or k == steps:
+            status(f"{label}: step {k}/{steps} ({now - t0:.0f} s)")
+            last = now
+
+    return cb

@@ -226,9 +226,10 @@ def blur_adjoint(y: Tensor, kernel: Tensor) -> Tensor:
     return z.reshape(b, c, h, w)
 
 
-def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path]) -> Tensor:
+def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path], with_sums: bool = False):
     """A user kernel from a tensor/array or a .npy / image file, checked (2-D or (B,k,k), odd, >= 0),
-    normalised to sum 1 (each per-image kernel separately), as float32."""
+    normalised to sum 1 (each per-image kernel separately), as float32. With `with_sums`, also the sums
+    before normalisation (a list, one per kernel)."""
     if isinstance(kernel, (str, Path)):
         path = Path(kernel)
         if not path.is_file():
@@ -256,7 +257,8 @@ def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path]) -> Tensor:
     sums = k.sum(dim=(-2, -1), keepdim=True)
     if (sums <= 0).any():
         raise SpgdError("a blur kernel must have a positive sum")
-    return (k / sums).to(torch.float32)
+    out = (k / sums).to(torch.float32)
+    return (out, sums.flatten().tolist()) if with_sums else out
 
 
 # ----------------------------------------------------------------------------------------------------------

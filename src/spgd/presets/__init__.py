@@ -301,6 +301,11 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
             )
             out["all"][name] = _coerce(key, value, default)
         elif scope in METHODS:
+            if methods is not None and scope not in methods:  # it would be silently ignored
+                raise SpgdError(
+                    f"--set {key}: method {scope!r} is not run (methods: {', '.join(methods)}); add it to "
+                    "--method or drop the setting"
+                )
             defaults = _method_defaults(scope)
             if name not in defaults:
                 raise SpgdError(f"unknown setting {name!r} for method {scope!r}; valid: {', '.join(defaults)}")

@@ -417,8 +417,9 @@ class UNetModel(nn.Module):
         h, w = x.shape[-2:]
         if h % factor or w % factor:
             raise SpgdError(
-                f"image size {h}x{w} is not divisible by {factor}, which this network needs "
-                f"({self.num_downsamples} down-samplings)"
+                f"image size {w}x{h} (width x height) is not divisible by {factor}, which this network needs "
+                f"({self.num_downsamples} down-samplings); resize or pad the image (spgd eval --size/--resize, "
+                "spgd restore --pad)"
             )
 
     def forward(self, x: Tensor, timesteps: Tensor) -> Tensor:

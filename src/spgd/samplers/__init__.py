@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any
 
 from ..errors import SpgdError
@@ -43,6 +45,36 @@ def _lookup(method: str):
     return METHODS[method]
 
 
+# settings that keep a method running but make it ignore the measurement: refused, with what would happen
+NO_OP_SETTINGS: dict[str, tuple[str, Any, str]] = {
+    "dps": ("lr", 0, "lr=0 makes DPS ignore the measurement (unconditional DDPM sampling); use lr > 0"),
+    "daps": ("langevin_steps", 0,
+             "langevin_steps=0 makes DAPS ignore the measurement (no likelihood step); use langevin_steps >= 1"),
+}
+
+
+def _typed(method: str, name: str, kind: str, value: Any) -> Any:
+    """`value` checked against the setting's declared type (int, float, bool, str); an SpgdError otherwise."""
+    got = f"got {value!r} ({type(value).__name__})"
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise SpgdError(f"{method} setting {name} must be true or false, {got}")
+    if kind == "int":
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+            return int(value)
+        raise SpgdError(f"{method} setting {name} must be an integer, {got}")
+    if kind == "float":
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)):
+            return float(value)
+        raise SpgdError(f"{method} setting {name} must be a finite number, {got}")
+    if kind == "str" and not isinstance(value, str):
+        raise SpgdError(f"{method} setting {name} must be a string, {got}")
+    return value
+
+
 def make_sampler(method: str = "spgd", **settings):
     """A sampler by method name, e.g. make_sampler("spgd", lr=7.0, steps=200). An ablation's defining settings
     (METHODS[method][1]) are fixed and take precedence over `settings`."""
@@ -51,6 +83,12 @@ def make_sampler(method: str = "spgd", **settings):
     unknown = sorted(set(settings) - set(valid))
     if unknown:
         raise SpgdError(f"unknown setting(s) {unknown} for method {method!r}; valid settings: {', '.join(valid)}")
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    settings = {k: _typed(method, k, kinds[k], v) for k, v in settings.items()}
+    if method in NO_OP_SETTINGS:
+        name, value, text = NO_OP_SETTINGS[method]
+        if name in settings and settings[name] == value:
+            raise SpgdError(f"refusing {method} with {text}")
     return cls(**{**settings, **fixed})
 
 

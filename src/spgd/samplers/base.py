@@ -29,8 +29,9 @@ class Stats:
     batch_size: int = 0
     peak_memory_bytes: Optional[int] = None  # CUDA: max allocated; CPU: process peak resident set
     peak_memory_kind: str = "none"
-    failed: list = field(default_factory=list)  # per image: True if it diverged (non-finite values)
+    failed: list = field(default_factory=list)  # per image: True if it diverged (see FailureTracker)
     failed_at_step: list = field(default_factory=list)  # per image: the outer step where it did, else None
+    failure_reason: list = field(default_factory=list)  # per image: which divergence rule fired, else None
 
     @property
     def seconds_per_image(self) -> float:
@@ -48,6 +49,7 @@ class Stats:
             "peak_memory_kind": self.peak_memory_kind,
             "failed": list(self.failed),
             "failed_at_step": list(self.failed_at_step),
+            "failure_reason": list(self.failure_reason),
         }
 
 
@@ -126,6 +128,11 @@ def check_measurement(y: Tensor) -> None:
         raise SpgdError(f"the measurement y must be a torch.Tensor, got {type(y).__name__}")
     if y.ndim < 2:
         raise SpgdError(f"the measurement y must have a batch dimension (B, ...), got shape {tuple(y.shape)}")
+    if not y.is_floating_point():
+        raise SpgdError(
+            f"the measurement y must be a floating-point tensor (float32 or float64, images in [-1, 1]), got "
+            f"{y.dtype}; convert it, e.g. y.float() / 127.5 - 1 for 8-bit values"
+        )
     bad = ~torch.isfinite(y.flatten(1)).all(1)
     if bad.any():
         idx = bad.nonzero().flatten().tolist()
@@ -184,24 +191,96 @@ def infer_x_shape(y: Tensor, operator, x_shape: Optional[Sequence[int]]) -> tupl
     return tuple(y.shape)
 
 
-class FailureTracker:
-    """Per-sample divergence handling: a sample whose state turns non-finite is frozen (set to 0 and no longer
-    updated) and reported, so the rest of the batch finishes. Checked every `every` steps to avoid host syncs."""
+# The divergence rule (every sampler, through FailureTracker.check). A sample has diverged when, at a check,
+#   1. any of its values is non-finite (NaN or inf), or
+#   2. the root-mean-square of its state exceeds `max_rms` (default 1e4). Images live in [-1, 1] and a state
+#      at noise level sigma has an RMS of about sqrt(1 + sigma^2) (<= ~100 for the default sigma_max = 100),
+#      so 1e4 is two orders of magnitude above anything a healthy run reaches; samplers with a larger
+#      sigma_max pass a larger bound (SPGD: 100 * sigma_max), or
+#   3. at the last check (the result, sigma = 0), its RMS exceeds `max_result_rms` (default 1e3: a thousand
+#      times the data range), or, when the sampler gives the measurement (`check_fit`), its data residual
+#      RMS(A(x) - y) is both more than `residual_factor` (1e3) times the noise level and more than 10 times
+#      RMS(y): no restoration of data in range fits that badly.
+# Such a sample is frozen (set to 0), reported in Stats.failed / failed_at_step, and the batch goes on.
+MAX_RMS = 1e4
+MAX_RESULT_RMS = 1e3
+RESIDUAL_FACTOR = 1e3
 
-    def __init__(self, batch_size: int, device, every: int = 10):
+
+def rms(x: Tensor) -> Tensor:
+    """Per-sample root-mean-square, shape (B,), computed in float64 (no overflow before inf)."""
+    return x.detach().flatten(1).double().pow(2).mean(1).sqrt()
+
+
+def divergence_rule() -> str:
+    """The rule, in words (for records and messages)."""
+    return (
+        f"non-finite values, or state RMS > {MAX_RMS:g} (x100 sigma_max for SPGD), or result RMS > "
+        f"{MAX_RESULT_RMS:g}, or data residual RMS > {RESIDUAL_FACTOR:g} x noise_sigma and > 10 x RMS(y)"
+    )
+
+
+RESIDUAL_REASON = f"data residual > {RESIDUAL_FACTOR:g} x noise level and > 10 x RMS(y)"
+
+
+def residual_diverged(ax: Tensor, y: Tensor, noise_sigma: float) -> Tensor:
+    """Rule 3's data-residual part, per sample (B,): RMS(A(x) - y) non-finite, or above both
+    RESIDUAL_FACTOR * noise_sigma and 10 * RMS(y)."""
+    res, ry = rms(ax - y), rms(y)
+    bound = torch.maximum(RESIDUAL_FACTOR * torch.full_like(res, float(noise_sigma)), 10 * ry)
+    return ~torch.isfinite(res) | (res > bound)
+
+
+class FailureTracker:
+    """Per-sample divergence handling (the rule above): a diverged sample is frozen (set to 0 and no longer
+    updated) and reported, so the rest of the batch finishes. Checked every `every` steps to avoid host syncs;
+    a healthy sample's values are never changed, so its result is the same alone or in any batch."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        device,
+        every: int = 10,
+        max_rms: float = MAX_RMS,
+        max_result_rms: float = MAX_RESULT_RMS,
+    ):
         self.every = max(int(every), 1)
+        self.max_rms = float(max_rms)
+        self.max_result_rms = float(max_result_rms)
         self.alive = torch.ones(batch_size, dtype=torch.bool, device=device)
         self.failed_at = [None] * batch_size
+        self.reason: list = [None] * batch_size
+
+    def _kill(self, bad: Tensor, k, reason: str) -> None:
+        newly = self.alive & bad
+        if newly.any():
+            for i in newly.nonzero().flatten().tolist():
+                self.failed_at[i] = k
+                self.reason[i] = reason
+            self.alive &= ~bad
 
     def check(self, x: Tensor, k: int, last: bool = False) -> Tensor:
         if not last and (k + 1) % self.every:
             return x
         finite = torch.isfinite(x.flatten(1)).all(1)
-        newly = self.alive & ~finite
-        if newly.any():
-            for i in newly.nonzero().flatten().tolist():
-                self.failed_at[i] = k
-            self.alive &= finite
+        self._kill(~finite, k, "non-finite values")
+        size = rms(torch.where(append_dims(finite, x.ndim), x, torch.zeros_like(x)))
+        self._kill(size > self.max_rms, k, f"values far outside the data range (RMS > {self.max_rms:g})")
+        if last:
+            self._kill(size > self.max_result_rms, k, f"result far outside the data range (RMS > {self.max_result_rms:g})")
+        return self._zero_dead(x)
+
+    def check_fit(self, x: Tensor, y: Tensor, operator, k) -> Tensor:
+        """Rule 3's data-residual part on the result x (call after the last `check`)."""
+        with torch.no_grad():
+            ay = operator.forward(x)
+        if ay.shape != y.shape:
+            return x
+        bad = residual_diverged(ay, y, float(getattr(operator, "noise_sigma", 0.0) or 0.0))
+        self._kill(bad.to(self.alive.device), k, RESIDUAL_REASON)
+        return self._zero_dead(x)
+
+    def _zero_dead(self, x: Tensor) -> Tensor:
         if not self.alive.all():
             x = torch.where(append_dims(self.alive, x.ndim), x, torch.zeros_like(x))
         return x
@@ -216,6 +295,7 @@ class FailureTracker:
     def report(self, stats: Stats) -> None:
         stats.failed = [f is not None for f in self.failed_at]
         stats.failed_at_step = list(self.failed_at)
+        stats.failure_reason = list(self.reason)
 
 
 def progress(steps: range, desc: str, enabled: bool):

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..errors import SpgdError
 from .base import (
+    MAX_RMS,
     Callback,
     CostMeter,
     FailureTracker,
@@ -127,7 +128,8 @@ class DAPS:
         s_lo, s_hi = float(getattr(prior, "sigma_min", 0.0)), float(getattr(prior, "sigma_max", float("inf")))
         draw = NoiseSource(generator, noise)
         x = sigmas[0] * draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
-        tracker = FailureTracker(shape[0], y.device, self.check_every)
+        # divergence rule (see FailureTracker): the bound on the state scales with the start's noise level
+        tracker = FailureTracker(shape[0], y.device, self.check_every, max_rms=max(MAX_RMS, 100 * self.sigma_max))
 
         with CostMeter(y.device, shape[0]) as meter:
             for k in progress(range(self.steps), "daps", self.progress):
@@ -155,5 +157,6 @@ class DAPS:
                 if callback is not None:
                     callback({"step": k, "sigma": sigma, "x": x, "x0_hat": x0_hat, "x0_y": x0,
                               "loss": [] if loss is None else [loss.detach()], "alive": tracker.alive})
+            x = tracker.check_fit(x, y, operator, self.steps - 1)  # a result that fits y absurdly badly diverged too
             tracker.report(meter.stats)
         return Result(x=x, stats=meter.stats)

@@ -183,5 +183,6 @@ class DPS:
                 if callback is not None:
                     callback({"step": i, "sigma": sigma, "x": x, "x0_hat": x0_hat, "loss": [norm.detach() ** 2],
                               "alive": tracker.alive})
+            x = tracker.check_fit(x, y, operator, n - 1)  # a result that fits y absurdly badly diverged too
             tracker.report(meter.stats)
         return Result(x=x, stats=meter.stats)

@@ -16,6 +16,7 @@ from torch import Tensor
 from ..errors import SpgdError
 from ..priors.base import append_dims
 from .base import (
+    MAX_RMS,
     Callback,
     CostMeter,
     FailureTracker,
@@ -92,10 +93,13 @@ class SPGD:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise SpgdError(f"steps must be >= 1, got {self.steps}")
-        if self.warmup_steps < 1 and not self.fresh_denoise:
-            raise SpgdError("warmup_steps must be >= 1 when fresh_denoise is off (the denoise step reuses its x0_hat)")
-        if self.warmup_steps < 0:
-            raise SpgdError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_steps < 1:
+            # N = 0 never takes a likelihood step: the measurement would be ignored (unconditional sampling)
+            raise SpgdError(
+                f"warmup_steps must be >= 1, got {self.warmup_steps}: with 0 the measurement is never used "
+                "(plain unconditional sampling, no restoration); the smallest warm-up is method spgd-no-warmup "
+                "(warmup_steps=1)"
+            )
         if not 0 <= self.beta < 1:
             raise SpgdError(f"beta must be in [0, 1), got {self.beta}")
         if not self.lr > 0:
@@ -137,7 +141,8 @@ class SPGD:
 
         draw = NoiseSource(generator, noise)
         x = sigmas[0] * draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
-        tracker = FailureTracker(shape[0], y.device, self.check_every)
+        # divergence rule (see FailureTracker): the bound on the state scales with the start's noise level
+        tracker = FailureTracker(shape[0], y.device, self.check_every, max_rms=max(MAX_RMS, 100 * self.sigma_max))
         levels = progress(range(start_step, K), "spgd", self.progress)
 
         with CostMeter(y.device, shape[0]) as meter:
@@ -185,5 +190,6 @@ class SPGD:
                             "alive": tracker.alive,
                         }
                     )
+            x = tracker.check_fit(x, y, operator, K - 1)  # a result that fits y absurdly badly diverged too
             tracker.report(meter.stats)
         return Result(x=x, stats=meter.stats)
