@@ -35,7 +35,7 @@ from .base import Prior, SigmaLike, append_dims, sigma_as_batch
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine")
-# abar of a zero-terminal-SNR schedule is 0 at t = T-1 (sigma infinite); it is floored here, as diffusers does.
+# abar of a zero-terminal-SNR schedule is 0 at t = T-1 (sigma infinite); it is replaced by this, as diffusers does.
 _ABAR_FLOOR = 2.0**-24
 
 
@@ -77,7 +77,9 @@ class DiscreteSchedule(nn.Module):
             raise SpgdError("alphas_cumprod must be at least 2 finite values in [0, 1]")
         if (abar[1:] > abar[:-1]).any():
             raise SpgdError("alphas_cumprod must be non-increasing in t")
-        abar = abar.clamp(min=_ABAR_FLOOR)
+        positive = abar[abar > 0]
+        if positive.numel() < abar.numel():  # zero terminal SNR: a finite sigma_max
+            abar = torch.where(abar > 0, abar, torch.as_tensor(min(_ABAR_FLOOR, float(positive.min()) / 2)).to(abar))
         self.register_buffer("alphas_cumprod", abar, persistent=False)
         self.register_buffer("log_sigmas", (((1 - abar) / abar).sqrt()).log(), persistent=False)
 
