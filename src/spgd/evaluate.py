@@ -78,6 +78,7 @@ class EvalConfig:
     lpips_net: str = "vgg"
     batch_size: Union[int, str] = 1  # or "auto": the largest that fits the free GPU memory (spgd.priors.fast)
     device: Optional[str] = None
+    class_label: Optional[int] = None  # class-conditional priors: the class to condition on
 
     def samplers(self) -> dict[str, dict]:
         from .presets import sampler_settings
@@ -101,6 +102,7 @@ class EvalConfig:
             "kernel": None if self.kernel is None else str(Path(self.kernel).resolve()),
             "mask": None if self.mask is None else str(Path(self.mask).resolve()),
             "lpips": {"net": self.lpips_net, "weights": [str(Path(p).resolve()) for p in self.lpips_weights]},
+            **({} if self.class_label is None else {"class_label": self.class_label}),
         }
 
     def validate(self) -> None:
@@ -434,6 +436,7 @@ class Evaluation:
         Everything that can be wrong with the input fails here, before any work. With ``write_settings=False``
         a new run's settings.json is left to :meth:`write_settings` (one process of a distributed run writes it)."""
         from .priors import load_prior
+        from .priors.base import prior_channels
         from .runs import resolve_device
         from .samplers import make_sampler, setting_names
 
@@ -450,7 +453,11 @@ class Evaluation:
         self.make_op(cfg.seed, torch.device("cpu"))  # checks the operator parameters now
 
         con.detail(f"loading prior {cfg.prior!r}" + (f" from {cfg.checkpoint}" if cfg.checkpoint else ""))
-        self.prior = load_prior(cfg.prior, cfg.checkpoint, device=self.device)
+        self.prior = load_prior(cfg.prior, cfg.checkpoint, device=self.device, class_label=cfg.class_label)
+        self.channels = prior_channels(self.prior) or 3  # 1: a grayscale prior, images and operator in 1 channel
+        if self.channels != 3:
+            op_params = {**cfg.preset.get("operator", {}), "channels": self.channels}
+            self.make_op = OperatorFactory(cfg.task, op_params, cfg.kernel, cfg.mask)
         self.size = cfg.size or prior_image_size(self.prior)
 
         # readable images, one size (or --resize)
@@ -558,7 +565,7 @@ class Evaluation:
         batch: list[tuple[Item, Tensor, list[str]]] = []
         for it in todo:
             try:
-                x, notes = io.load_image(it.path, self.size, self.cfg.resize)
+                x, notes = io.load_image(it.path, self.size, self.cfg.resize, getattr(self, "channels", 3))
             except SpgdError as e:
                 self.console.warn(f"skipping {it.path.name}: {e}")
                 self.n_skipped += 1
