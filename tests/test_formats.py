@@ -8,6 +8,7 @@ import pickle
 import sys
 from pathlib import Path
 
+import diffusers  # in the `test` extra (`make test` installs it): a missing one fails loudly, skips nothing
 import pytest
 import torch
 
@@ -20,7 +21,6 @@ from spgd.priors.checkpoint import infer_architecture
 from spgd.priors.discrete import DiscreteSchedule, DiscreteTimePrior, betas_for, prediction_to_x0
 from spgd.priors.unet import SCHEDULES
 
-diffusers = pytest.importorskip("diffusers")  # in the `test` extra: installed by `make test`
 
 TINY_COND = {**TINY_UNET, "class_cond": True, "num_classes": 10}
 

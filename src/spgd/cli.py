@@ -97,7 +97,8 @@ def _apply_no_fast(args: argparse.Namespace) -> None:
 def _prior_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", metavar="P", default=None,
                    help="'default' (bundled), 'gaussian' (analytic), 'ffhq256' or 'imagenet256' (with --checkpoint), "
-                   "or a weights file written by `spgd train` (default: default)")
+                   "a checkpoint file (guided-diffusion/DPS, class-conditional included, deepinv, InverseBench, "
+                   "`spgd train`) or a diffusers model folder; see `spgd models PATH` (default: default)")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
                    help="the .pt weights for --prior ffhq256 / imagenet256 (e.g. ffhq_10m.pt)")
     p.add_argument("--class-label", type=int, default=None, metavar="N",

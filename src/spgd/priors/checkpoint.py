@@ -247,11 +247,13 @@ def adm_prior(
     cosine one (SCHEDULES) or a schedule stored with the weights; the class label fixed when conditional."""
     _set_label(model, class_label, where)
     channels = model.in_channels
+    source = "schedule buffers stored with the weights"
     if schedule is None and SCHEDULES.get(name or "", "linear") == "cosine":
         schedule = DiscreteSchedule.from_betas(betas_for("cosine", 1000))
+        source = "cosine schedule"
     if schedule is not None:
         desc = f"ADM '{name}'" if name else "ADM"
-        return DiscreteTimePrior(model, schedule, "epsilon", channels, f"{desc} (discrete schedule)")
+        return DiscreteTimePrior(model, schedule, "epsilon", channels, f"{desc}, {source}")
     return VPPrecond(model, img_channels=channels)
 
 

@@ -146,7 +146,8 @@ def describe(path: str | os.PathLike) -> ModelInfo:
     cfg = net.config
     arch += f", width {cfg['num_channels']}, channel_mult {net.channel_mult}, {cfg['num_res_blocks']} res blocks"
     discrete = getattr(prior, "schedule", None)
-    schedule = (f"discrete, {discrete.num_timesteps} steps" if discrete is not None else
+    schedule = (f"discrete, {discrete.num_timesteps} steps ({prior.description.split(', ', 1)[-1]})"
+                if discrete is not None else
                 f"VP linear (beta_min {prior.beta_min}, beta_d {prior.beta_d}, M {prior.M})")
     if getattr(prior, "scaling", "eps") == "edm":
         schedule += f", EDM output scaling (sigma_data {prior.sigma_data})"
