@@ -92,6 +92,14 @@ def test_train_gray_prior_from_the_data_and_restore_cli(tmp_path: Path, capsys):
     assert code == 0, capsys.readouterr().err
     restored = next((tmp_path / "runs").glob("*/restored.png"))
     assert Image.open(restored).mode == "L" and Image.open(restored).size == (24, 16)
+    # spgd eval on a folder of gray images: 1-channel images, operator and outputs
+    code = cli.main(["eval", str(data), "--task", "gaussian_blur", "--prior", str(out), "--set", "steps=1",
+                     "--set", "warmup_steps=1", "--set", "kernel_size=5", "--out", str(tmp_path / "evals"), "-q"])
+    assert code == 0, capsys.readouterr().err
+    run_dir = next((tmp_path / "evals").iterdir())
+    outputs = sorted((run_dir / "restored").rglob("*.png"))
+    assert len(outputs) == 3 and all(Image.open(f).mode == "L" for f in outputs)
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "grid.png").is_file()
     # a colour measurement meets the gray prior: one clear line, exit 2
     code = cli.main(["restore", str(colour_png(tmp_path / "c.png")), "--task", "gaussian_blur", "--prior", str(out),
                      "--set", "steps=2", "--out", str(tmp_path / "runs"), "-q"])

@@ -483,7 +483,7 @@ class Evaluation:
         self.items = good
         self.size = tuple(self.size)
         with torch.no_grad():  # an operator that cannot take this size (box too large, scale) fails now
-            self.make_op(cfg.seed, self.device).forward(torch.zeros(1, 3, *self.size, device=self.device))
+            self.make_op(cfg.seed, self.device).forward(torch.zeros(1, self.channels, *self.size, device=self.device))
         self.batch_size = cfg.batch_size
         if self.batch_size == "auto":
             from .priors.fast import auto_batch_size
