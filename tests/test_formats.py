@@ -260,8 +260,12 @@ def test_edm_pickle_refused_with_reason(tmp_path: Path):
 
 def _priors(tmp_path: Path, monkeypatch) -> dict:
     monkeypatch.setitem(ARCHITECTURES, "tiny-cond", TINY_COND)
+    monkeypatch.setitem(ARCHITECTURES, "tiny", TINY_UNET)
     net = randomised(UNetModel(**TINY_COND))
-    torch.save({"model." + k: v for k, v in net.state_dict().items()}, tmp_path / "cond.pt")
+    torch.save({"model." + k: v for k, v in net.state_dict().items()}, tmp_path / "cond.pt")  # InverseBench-like
+    betas = torch.linspace(1e-4, 0.02, 1000)
+    plain = randomised(UNetModel(**TINY_UNET)).state_dict()
+    torch.save({**plain, "betas": betas, "alphas_cumprod": torch.cumprod(1 - betas, 0)}, tmp_path / "deepinv.pt")
     unet = tiny_diffusers_unet(6)
     unet.save_pretrained(tmp_path / "dm")
     diffusers.DDPMScheduler(variance_type="learned_range", prediction_type="v_prediction").save_pretrained(tmp_path / "dm")
@@ -273,6 +277,7 @@ def _priors(tmp_path: Path, monkeypatch) -> dict:
     diffusers.DDPMScheduler().save_pretrained(tmp_path / "gray")
     return {
         "adm-cond": (load_prior(tmp_path / "cond.pt", class_label=1), 3),
+        "deepinv": (load_prior(tmp_path / "deepinv.pt"), 3),
         "diffusers": (load_prior(tmp_path / "dm"), 3),
         "diffusers-gray": (load_prior(tmp_path / "gray"), 1),
     }
