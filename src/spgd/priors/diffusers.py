@@ -161,6 +161,10 @@ def build_unet(folder: DiffusersFolder) -> nn.Module:
     state_dict = _rename_old_attention(read_state_dict(folder.weights))
     _fit(model, state_dict, folder.weights)
     model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True, assign=True)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        # a non-persistent buffer was built on the meta device and is not in the file: build on the CPU instead
+        model = cls.from_config(config)
+        model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     return model.float().eval().requires_grad_(False)
 
 
