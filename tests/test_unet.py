@@ -134,9 +134,13 @@ def test_preset_parameter_counts():
     assert abs(count_parameters(ARCHITECTURES["imagenet256"]) - 552.8e6) < 0.5e6
 
 
-def test_class_cond_not_supported():
-    with pytest.raises(SpgdError, match="not supported"):
-        UNetModel(**{**TINY, "class_cond": True})
+def test_class_cond_needs_a_label():
+    net = UNetModel(**{**TINY, "class_cond": True, "num_classes": 5})
+    assert net.label_emb.weight.shape == (5, 4 * TINY["num_channels"])
+    with pytest.raises(SpgdError, match="class-conditional"):
+        net(torch.zeros(1, 3, 16, 16), torch.zeros(1))
+    with pytest.raises(SpgdError, match=r"\[0, 4\], got 5"):
+        net.set_class_label(5)
 
 
 def test_save_load_round_trip(tmp_path: Path):

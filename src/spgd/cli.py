@@ -32,6 +32,8 @@ DELEGATED: dict[str, tuple[str, str, str, str]] = {
     "bench": ("spgd.bench", "add_bench_arguments", "run_bench", "speed and quality benchmarks"),
     "fid": ("spgd.metrics.cli", "add_fid_arguments", "run_fid", "FID and KID of two image folders (local weights)"),
     "sweep": ("spgd.sweep", "add_sweep_arguments", "run_sweep", "stability study: quality against one setting"),
+    "models": ("spgd.models_cmd", "add_models_arguments", "run_models",
+               "what a model file or folder is (format, size, channels, sigma range) and how to restore with it"),
 }
 
 EXIT_OK, EXIT_FAILED_IMAGES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -96,9 +98,14 @@ def _apply_no_fast(args: argparse.Namespace) -> None:
 def _prior_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", metavar="P", default=None,
                    help="'default' (bundled), 'gaussian' (analytic), 'ffhq256' or 'imagenet256' (with --checkpoint), "
-                   "or a weights file written by `spgd train` (default: default)")
+                   "a checkpoint file (guided-diffusion/DPS, class-conditional included, deepinv, InverseBench, "
+                   "`spgd train`) or a diffusers model folder; see `spgd models PATH` (default: default)")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
                    help="the .pt weights for --prior ffhq256 / imagenet256 (e.g. ffhq_10m.pt)")
+    p.add_argument("--class-label", type=int, default=None, metavar="N",
+                   help="class-conditional priors (guided-diffusion 64x64/128x128/256x256/512x512_diffusion.pt): the "
+                   "ImageNet class to condition on; these networks have no unconditional mode, so without it class 0 "
+                   "is used, with a warning (default: none)")
     p.add_argument("--no-fast", action="store_true",
                    help="run the network in float32, eager, as written (the fast path - bf16 autocast, "
                    "torch.compile, channels-last - is on by default on CUDA; same as SPGD_FAST=0)")
@@ -310,6 +317,7 @@ def cmd_restore(args: argparse.Namespace, argv: list[str]) -> int:
         args.measurement, args.task, preset, overrides, methods[0], args.prior or "default", args.checkpoint,
         args.kernel, args.mask, args.seed, args.device, args.out, con, ["spgd", *argv], args.samples,
         pad=args.pad,
+        class_label=args.class_label,
     )
     return EXIT_FAILED_IMAGES if failed else EXIT_OK
 
@@ -318,7 +326,7 @@ def cmd_restore(args: argparse.Namespace, argv: list[str]) -> int:
 _EVAL_IDENTITY_OPTIONS = {
     "images_dir": None, "task": None, "method": "spgd", "prior": "default", "checkpoint": None, "samples": 1,
     "seed": 0, "set": [], "size": None, "resize": False, "kernel": None, "mask": None, "lpips_weights": [],
-    "lpips_net": "vgg", "fid_weights": None, "protocol": "spgd",
+    "lpips_net": "vgg", "fid_weights": None, "protocol": "spgd", "class_label": None,
 }
 
 
@@ -351,6 +359,7 @@ def cmd_eval(args: argparse.Namespace, argv: list[str]) -> int:
         seed=opts["seed"], size=opts["size"], resize=bool(opts["resize"]), limit=args.limit, kernel=opts["kernel"],
         mask=opts["mask"], lpips_weights=list(opts["lpips_weights"]), lpips_net=opts["lpips_net"],
         fid_weights=opts["fid_weights"], batch_size=args.batch_size, device=args.device,
+        class_label=opts["class_label"],
     )
     cfg.validate()
     # under torchrun each process does a share of the images and rank 0 reports (spgd.distributed)

@@ -80,6 +80,7 @@ class EvalConfig:
     fid_weights: Optional[str] = None  # Inception weights file: FID/KID per method (spgd.metrics.fid)
     batch_size: Union[int, str] = 1  # or "auto": the largest that fits the free GPU memory (spgd.priors.fast)
     device: Optional[str] = None
+    class_label: Optional[int] = None  # class-conditional priors: the class to condition on
 
     def samplers(self) -> dict[str, dict]:
         from .presets import sampler_settings
@@ -106,6 +107,7 @@ class EvalConfig:
             "lpips": {"net": self.lpips_net, "weights": [str(Path(p).resolve()) for p in self.lpips_weights]},
             # only when asked for, so that runs made before FID existed still resume
             **({"fid": {"weights": str(Path(self.fid_weights).resolve())}} if self.fid_weights else {}),
+            **({} if self.class_label is None else {"class_label": self.class_label}),
         }
 
     def validate(self) -> None:
@@ -525,6 +527,7 @@ class Evaluation:
         Everything that can be wrong with the input fails here, before any work. With ``write_settings=False``
         a new run's settings.json is left to :meth:`write_settings` (one process of a distributed run writes it)."""
         from .priors import load_prior
+        from .priors.base import prior_channels
         from .runs import resolve_device
         from .samplers import make_sampler, setting_names
 
@@ -543,7 +546,11 @@ class Evaluation:
             con.warn(note)
 
         con.detail(f"loading prior {cfg.prior!r}" + (f" from {cfg.checkpoint}" if cfg.checkpoint else ""))
-        self.prior = load_prior(cfg.prior, cfg.checkpoint, device=self.device)
+        self.prior = load_prior(cfg.prior, cfg.checkpoint, device=self.device, class_label=cfg.class_label)
+        self.channels = prior_channels(self.prior) or 3  # 1: a grayscale prior, images and operator in 1 channel
+        if self.channels != 3:
+            op_params = {**cfg.preset.get("operator", {}), "channels": self.channels}
+            self.make_op = OperatorFactory(cfg.task, op_params, cfg.kernel, cfg.mask)
         self.size = cfg.size or prior_image_size(self.prior)
 
         # readable images, one size (or --resize)
@@ -571,7 +578,7 @@ class Evaluation:
         check_image_size(self.size, self.prior, "pass --size N or HxW (height x width) with --resize",
                          "the images are" if cfg.size is None else "--size asks for")
         with torch.no_grad():  # an operator that cannot take this size (box too large, scale) fails now
-            self.make_op(cfg.seed, self.device).forward(torch.zeros(1, 3, *self.size, device=self.device))
+            self.make_op(cfg.seed, self.device).forward(torch.zeros(1, self.channels, *self.size, device=self.device))
         self.batch_size = cfg.batch_size
         if self.batch_size == "auto":
             from .priors.fast import auto_batch_size
@@ -661,7 +668,7 @@ class Evaluation:
         batch: list[tuple[Item, Tensor, list[str]]] = []
         for it in todo:
             try:
-                x, notes = io.load_image(it.path, self.size, self.cfg.resize)
+                x, notes = io.load_image(it.path, self.size, self.cfg.resize, getattr(self, "channels", 3))
             except SpgdError as e:
                 self.console.warn(f"skipping {it.path.name}: {e}")
                 self.n_skipped += 1

@@ -107,15 +107,36 @@ def _center_crop_resize(u: Tensor, h: int, w: int) -> tuple[Tensor, str]:
     return u, note
 
 
+def to_channels(u: Tensor, channels: int, path: Union[str, Path], notes: list[str]) -> Tensor:
+    """(1, 3, H, W) image -> (1, channels, H, W): 3 keeps it; 1 keeps one channel of a grey image (all three
+    channels equal, as greyscale files are read) and refuses a colour one, which a grey prior cannot model."""
+    if channels == 3:
+        return u
+    if channels != 1:
+        raise SpgdError(f"images can be read with 1 (grayscale) or 3 (RGB) channels, not {channels}")
+    if not (torch.equal(u[:, 0], u[:, 1]) and torch.equal(u[:, 0], u[:, 2])):
+        raise SpgdError(
+            f"{path} is a colour image, but the prior models 1-channel (grayscale) images: convert the image to "
+            "grayscale first (e.g. PIL: Image.open(f).convert('L').save(...)) or use an RGB prior"
+        )
+    replicated = [n for n in notes if "replicated to 3 channels" in n]
+    for n in replicated:
+        notes[notes.index(n)] = n.replace("replicated to 3 channels", "read as 1 channel")
+    if not replicated:
+        notes.append("RGB file with three equal channels read as 1 grayscale channel")
+    return u[:, :1].contiguous()
+
+
 def load_image(
-    path: Union[str, Path], size: Optional[Size] = None, resize: bool = False
+    path: Union[str, Path], size: Optional[Size] = None, resize: bool = False, channels: int = 3
 ) -> tuple[Tensor, list[str]]:
-    """Read an image file as a (1, 3, H, W) float32 tensor in [-1, 1], with notes on every conversion.
+    """Read an image file as a (1, channels, H, W) float32 tensor in [-1, 1], with notes on every conversion.
 
     PNG, JPEG, BMP, TIFF, WebP (anything Pillow reads). The EXIF orientation is applied; greyscale is
     replicated to 3 channels, alpha is dropped (not composited), palettes are expanded, 16-bit greyscale is
-    read at full precision; only the first frame of a multi-frame file is used. Each such change adds a
-    sentence to ``notes``.
+    read at full precision; only the first frame of a multi-frame file is used. With ``channels=1``
+    (grayscale priors) a greyscale file is read as one channel and a colour file is refused. Each such change
+    adds a sentence to ``notes``.
 
     Args:
         path: the image file.
@@ -152,6 +173,7 @@ def load_image(
         raise SpgdError(f"cannot read {path} as an image ({type(e).__name__}: {e})") from None
 
     u = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
+    u = to_channels(u, channels, path, notes)
     if size is not None:
         h, w = _parse_size(size)
         H, W = u.shape[-2:]

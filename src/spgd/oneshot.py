@@ -84,12 +84,14 @@ def restore_file(
     argv: Optional[list[str]] = None,
     samples: int = 1,
     pad: bool = False,
+    class_label: Optional[int] = None,
 ) -> tuple[Path, bool]:
     """Restore one measurement file; returns (run folder, whether the restoration diverged). With `samples`
     S >= 2 it is restored S times in one batch (sample s seeded with seed + s) and the mean of the samples and
     their per-pixel standard deviation (a heat map) are written too."""
     from .presets import sampler_settings
     from .priors import load_prior
+    from .priors.base import prior_channels
     from .samplers import make_sampler, setting_names
 
     con = console or Console()
@@ -111,12 +113,16 @@ def restore_file(
     if samples > 1 and not getattr(sampler, "stochastic", True):
         con.warn(f"{method} is deterministic: every sample would be the same; restoring once")
         samples = 1
-    factory = OperatorFactory(task, preset.get("operator", {}), kernel, mask, overrides)
+    prior = load_prior(prior_name, checkpoint, device=dev, class_label=class_label)
+    channels = prior_channels(prior) or 3
+    if channels != 3 and y.shape[1] == 3:  # a grayscale prior: the measurement in its channels
+        y = io.to_channels(y, channels, measurement, [])
+    op_params = {**preset.get("operator", {}), **({"channels": channels} if channels != 3 else {})}
+    factory = OperatorFactory(task, op_params, kernel, mask, overrides)
     for note in factory.notes:
         con.warn(note)
     op = factory(seed, dev)
     x_shape = infer_x_shape(y, op, None)  # the operator knows its input size (SR: larger, phase: unpadded)
-    prior = load_prior(prior_name, checkpoint, device=dev)
     y = y.to(dev)
     op.forward(torch.zeros(x_shape, device=dev))  # a kernel/mask that does not fit fails here, with its message
     out_hw = tuple(x_shape[-2:])

@@ -95,6 +95,33 @@ def _load_folder(images_dir: str | os.PathLike) -> list[tuple[str, Tensor]]:
     return images
 
 
+def _is_gray(x: Tensor) -> bool:
+    return x.shape[0] == 1 or (torch.equal(x[0], x[1]) and torch.equal(x[0], x[2]))
+
+
+def _image_channels(
+    images: list[tuple[str, Tensor]], requested: Optional[int], config: Mapping[str, Any]
+) -> int:
+    """1 or 3: `requested`, else the config's `in_channels` (an --init file's), else 1 when every image is grey."""
+    if requested is None:
+        requested = config.get("in_channels")
+    if requested is None:
+        return 1 if all(_is_gray(x) for _, x in images) else 3
+    if requested not in (1, 3):
+        raise SpgdError(f"image channels must be 1 (grayscale) or 3 (RGB), got {requested}")
+    if config.get("in_channels", requested) != requested:
+        raise SpgdError(f"--image-channels {requested} contradicts the network's in_channels {config['in_channels']}")
+    return int(requested)
+
+
+def _to_gray(x: Tensor, name: str) -> Tensor:
+    """(3, H, W) -> (1, H, W): a grey image's one channel, or a colour image's luma (ITU-R BT.601), with a warning."""
+    if _is_gray(x):
+        return x[:1]
+    warnings.warn(f"{name} is a colour image: converted to grayscale (luma 0.299 R + 0.587 G + 0.114 B)", stacklevel=3)
+    return (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+
+
 def _split(
     images: list[tuple[str, Tensor]], holdout_fraction: float, crop: int, generator: torch.Generator
 ) -> tuple[list[Tensor], list[Tensor], dict[str, Any]]:
@@ -143,12 +170,12 @@ def random_crops(
     min_scale: float = 0.5,
     flip: bool = True,
 ) -> Tensor:
-    """n random (3, crop, crop) crops in [-1, 1] from randomly chosen images, shape (n, 3, crop, crop).
+    """n random (C, crop, crop) crops in [-1, 1] from randomly chosen images, shape (n, C, crop, crop).
 
     Each crop is a window of side crop / s, s ~ U[min_scale, 1] (limited by the image), resized to crop x crop
     (bicubic, antialiased), and flipped left-right with probability 1/2 when `flip`.
     """
-    out = torch.empty(n, 3, crop, crop)
+    out = torch.empty(n, images[0].shape[0], crop, crop)
     picks = torch.randint(len(images), (n,), generator=generator).tolist()
     u = torch.rand(n, 4, generator=generator).tolist()
     for i, (k, (us, uy, ux, uf)) in enumerate(zip(picks, u)):
@@ -323,6 +350,7 @@ def train_prior(
     command: Optional[str] = None,  # the command line, recorded in the file's metadata
     precision: str = "fp32",  # "bf16": the network's forward under bf16 autocast (loss, Adam, EMA stay float32)
     save_dtype: str = "fp32",  # "fp16": the weights file stores the EMA weights in half precision (half the size)
+    image_channels: Optional[int] = None,  # 1 (grayscale) or 3 (RGB); None: config's/init's, else from the data
 ) -> dict[str, Any]:
     """Train a UNet denoiser prior on the images of `images_dir` and write its EMA weights to `out`.
 
@@ -381,6 +409,11 @@ def train_prior(
                     precision=precision, save_dtype=save_dtype)
 
     images = _load_folder(images_dir)
+    image_channels = _image_channels(images, image_channels, config)
+    config["in_channels"] = image_channels
+    if image_channels == 1:
+        images = [(name, _to_gray(x, name)) for name, x in images]
+    settings["image_channels"] = image_channels
     split_gen = torch.Generator().manual_seed(seed + 1)
     train_images, held_images, split = _split(images, holdout_fraction, crop, split_gen)
 
@@ -389,7 +422,7 @@ def train_prior(
     if init_state is not None:
         net.load_state_dict(init_state)
     net = net.to(dev)
-    scaling_kw = dict(scaling=scaling, sigma_data=sigma_data)
+    scaling_kw = dict(scaling=scaling, sigma_data=sigma_data, img_channels=image_channels)
     # freezes net; we unfreeze it: the same D is trained that loads later (bf16: autocast inside run_net)
     precond = VPPrecond(net, precision=precision, **scaling_kw)
     net.requires_grad_(True)
@@ -479,7 +512,8 @@ def train_prior(
     crops = random_crops(held_images, EVAL_CROPS, crop, eval_gen, flip=False)
     trained = VPPrecond(copy.deepcopy(ema), **scaling_kw).to(dev)
     report = denoising_report(
-        {"trained": trained.denoise, "gaussian": GaussianPrior.default().to(dev).denoise},
+        {"trained": trained.denoise,
+         "gaussian": (GaussianPrior.default() if image_channels == 3 else GaussianPrior.gray()).to(dev).denoise},
         crops, seed=seed + 3, batch_size=max(batch_size, 8), device=dev,
     )
     return snapshot(final=True, report={"held_out": split["kind"], "crop": crop, "crops": EVAL_CROPS,
@@ -501,6 +535,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights (default: %(default)s)")
     parser.add_argument("--channels", type=int, default=d["num_channels"],
                         help="UNet base width, a multiple of 32 (default: %(default)s)")
+    parser.add_argument("--image-channels", type=int, choices=(1, 3), default=None,
+                        help="1 = a grayscale prior (colour images are converted to luma), 3 = RGB "
+                        "(default: the --init file's, else 1 when every training image is grayscale, else 3)")
     parser.add_argument("--res-blocks", type=int, default=d["num_res_blocks"],
                         help="residual blocks per level (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -544,6 +581,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "  spgd train my_photos/ --out my_prior.pt --steps 2000\n"
         "  spgd train my_photos/ --out my_prior.pt --steps 4000 --resume   # continue to 4000 steps\n"
         "  spgd train my_photos/ --out tuned.pt --init default --steps 2000   # fine-tune the bundled prior\n"
+        "  spgd train xrays/ --out gray_prior.pt --image-channels 1   # a grayscale prior\n"
         "  spgd restore --prior my_prior.pt ...\n"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -566,8 +604,9 @@ def run_train(args: argparse.Namespace) -> int:
         ema_decay=args.ema, config=config, seed=args.seed, resume=args.resume, checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.quiet,
         holdout_fraction=args.holdout, max_minutes=args.max_minutes, p_mean=args.p_mean, p_std=args.p_std,
-        uniform_fraction=args.uniform_fraction, init=args.init, scaling=args.scaling, sigma_data=args.sigma_data, command=" ".join(["spgd", "train", *sys.argv[2:]]),
-        precision=args.precision, save_dtype=args.save_dtype,
+        uniform_fraction=args.uniform_fraction, init=args.init, scaling=args.scaling, sigma_data=args.sigma_data,
+        image_channels=args.image_channels, precision=args.precision, save_dtype=args.save_dtype,
+        command=" ".join(["spgd", "train", *sys.argv[2:]]),
     )
     report = meta["report"]
     print(f"wrote {args.out} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "

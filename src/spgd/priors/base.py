@@ -58,6 +58,12 @@ class CallablePrior(Prior):
         return self.fn(x, sigma_as_batch(sigma, x))
 
 
+def prior_channels(prior) -> int | None:
+    """The image channels a prior models (1 = grayscale, 3 = RGB), or None where it does not say."""
+    c = getattr(prior, "img_channels", None)
+    return int(c) if isinstance(c, int) else None
+
+
 def as_prior(obj) -> Prior:
     """Accept a Prior, any object with a `denoise(x, sigma)` method, or any callable f(x, sigma)."""
     if isinstance(obj, Prior) or callable(getattr(obj, "denoise", None)):

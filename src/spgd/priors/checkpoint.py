@@ -1,11 +1,19 @@
-"""Loading priors by name or file: guided-diffusion/DPS UNet checkpoints, our own UNet files, the default.
+"""Loading priors by name, file or folder: guided-diffusion/DPS UNet checkpoints, our own UNet files,
+diffusers folders, the default.
 
-Files are read with `torch.load(weights_only=True)` only. Two file kinds are understood:
+Files are read with `torch.load(weights_only=True)` (or safetensors) only. Understood:
 
-- a raw guided-diffusion state_dict (`ffhq_10m.pt`, `256x256_diffusion_uncond.pt`), possibly held under
-  "state_dict"/"model"/"ema" and possibly with a "module." prefix;
+- a raw guided-diffusion state_dict, recognised by its tensor names and shapes (not its file name) among
+  ARCHITECTURES: `ffhq_10m.pt`, `256x256_diffusion_uncond.pt`, the class-conditional `64x64_diffusion.pt`,
+  `128x128_diffusion.pt`, `256x256_diffusion.pt`, `512x512_diffusion.pt`, deepinv's DiffUNet files. The
+  tensors may be held under "state_dict"/"model"/"ema", with a "module." (DataParallel) or "model."
+  (InverseBench) prefix, and beside 1-D schedule buffers (`betas`, `alphas_cumprod`, ...: deepinv), which are
+  used as the noise schedule when they differ from the architecture's own;
 - our format, written by `save_unet`: {"format": "spgd-unet", "config": {UNet keywords},
-  "state_dict": {...}, "precond": {VP keywords}, ...metadata}.
+  "state_dict": {...}, "precond": {VP keywords}, ...metadata};
+- a diffusers UNet2DModel or pipeline folder (see `spgd.priors.diffusers`).
+
+EDM/EDM2 `.pkl` files are refused: unpickling them runs code stored in the file.
 """
 
 from __future__ import annotations
@@ -22,16 +30,30 @@ from torch import Tensor, nn
 
 from ..errors import SpgdError
 from .base import Prior
+from .discrete import DiscreteSchedule, DiscreteTimePrior, betas_for
 from .precond import VPPrecond
 
 if TYPE_CHECKING:
     from .fast import FastPath
-from .unet import ARCHITECTURES, UNetModel
+from .unet import ARCHITECTURES, SCHEDULES, UNetModel
 
 FORMAT = "spgd-unet"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 NAMES = ("default", "gaussian", *ARCHITECTURES)
 _PRECOND_KEYS = ("img_channels", "beta_d", "beta_min", "M", "epsilon_t", "scaling", "sigma_data")
+# Why class 0 by default: guided-diffusion's class-conditional networks were trained without label dropout,
+# so they have no unconditional mode and some label must be given; the first class is a fixed, reproducible
+# choice with no claim to suit a given image. Pass the class of your image (`class_label=`, `--class-label`).
+DEFAULT_CLASS_LABEL = 0
+# Prefixes that wrappers put before the ADM parameter names: DataParallel, InverseBench.
+_PREFIXES = ("module.", "model.")
+_SCHEDULE_BUFFERS = ("alphas_cumprod", "betas")  # deepinv-style buffers that define the schedule
+_EDM_HINT = (
+    "EDM/EDM2 .pkl files are Python pickles, and unpickling one runs code stored in the file, so spgd does "
+    "not open them. If you trust the file, load it with EDM's own code (its dnnlib and torch_utils on "
+    "sys.path: net = pickle.load(f)['ema']) and pass the network to spgd.restore as a callable prior, "
+    "lambda x, sigma: net(x, sigma) (EDM networks already compute D(x; sigma))"
+)
 
 
 def _read(path: str | os.PathLike) -> Any:
@@ -39,12 +61,16 @@ def _read(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise SpgdError(f"checkpoint file not found: {path}")
+    if path.suffix.lower() == ".pkl":
+        raise SpgdError(f"{path}: {_EDM_HINT}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses any pickled class it does not know ("Unsupported global: GLOBAL a.b.C");
         # any other unpickling failure means the bytes are not a torch file at all.
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found and found.group(1).split(".")[0] in ("dnnlib", "torch_utils", "training"):
+            raise SpgdError(f"{path} is an EDM-style pickle ({found.group(1)}). {_EDM_HINT}") from None
         if found:
             raise SpgdError(
                 f"{path} holds pickled Python objects ({found.group(1)}) that torch.load(weights_only=True) "
@@ -61,7 +87,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def _extract_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, Tensor]:
-    """The tensors of a raw checkpoint: the dict itself or the one under state_dict/model/ema, unprefixed."""
+    """The tensors of a raw checkpoint: the dict itself or the one under state_dict/model/ema, with a
+    prefix shared by every key ("module.", "model.") removed."""
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "ema"):
             if isinstance(obj.get(key), Mapping):
@@ -71,7 +98,18 @@ def _extract_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, Tensor]:
         raise SpgdError(
             f"{path} does not hold a state_dict of tensors (nor one under 'state_dict', 'model' or 'ema')"
         )
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
+    sd = dict(obj)
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def split_buffers(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(network tensors, extra top-level 1-D buffers). ADM parameters all sit inside modules (names with a
+    dot), so a dot-free 1-D tensor such as deepinv's `betas`/`alphas_cumprod` is a schedule buffer."""
+    net = {k: v for k, v in state_dict.items() if "." in k or v.ndim != 1}
+    return net, {k: v for k, v in state_dict.items() if k not in net}
 
 
 def _meta_model(config: Mapping[str, Any]) -> UNetModel:
@@ -82,9 +120,27 @@ def _meta_model(config: Mapping[str, Any]) -> UNetModel:
         raise SpgdError(f"invalid UNet config: {e}") from None
 
 
-def _mismatch(model: nn.Module, state_dict: Mapping[str, Tensor]) -> str:
-    """'' if state_dict fits model exactly, else a one-line account of missing/unexpected keys and shapes."""
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def _shapes(model: nn.Module | Mapping[str, tuple]) -> dict[str, tuple]:
+    if isinstance(model, nn.Module):
+        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return dict(model)
+
+
+_SHAPE_CACHE: dict[str, dict[str, tuple]] = {}
+
+
+def _preset_shapes(config: Mapping[str, Any]) -> dict[str, tuple]:
+    """Parameter names and shapes of a UNet config (built once on the meta device, then cached)."""
+    key = repr(sorted(config.items()))
+    if key not in _SHAPE_CACHE:
+        _SHAPE_CACHE[key] = _shapes(_meta_model(config))
+    return _SHAPE_CACHE[key]
+
+
+def _mismatch(model: nn.Module | Mapping[str, tuple], state_dict: Mapping[str, Tensor]) -> str:
+    """'' if state_dict fits model (or its name -> shape map) exactly, else a one-line account of
+    missing/unexpected keys and shapes."""
+    want = _shapes(model)
     missing = [k for k in want if k not in state_dict]
     unexpected = [k for k in state_dict if k not in want]
     shapes = [
@@ -128,14 +184,16 @@ def load_unet_checkpoint(path: str | os.PathLike, arch_or_config: str | Mapping[
     obj = _read(path)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         obj = obj["state_dict"]
-    return _build(config, _extract_state_dict(obj, path), path, label)
+    state_dict, _ = split_buffers(_extract_state_dict(obj, path))
+    return _build(config, state_dict, path, label)
 
 
-def _infer_architecture(state_dict: Mapping[str, Tensor], path: str | os.PathLike) -> str:
-    """The preset whose keys and shapes the raw state_dict matches exactly."""
+def infer_architecture(state_dict: Mapping[str, Any], path: str | os.PathLike = "state_dict") -> str:
+    """The preset of ARCHITECTURES whose parameter names and shapes the raw state_dict matches exactly
+    (values may be tensors of any device, meta included)."""
     problems = {}
     for name, config in ARCHITECTURES.items():
-        problem = _mismatch(_meta_model(config), state_dict)
+        problem = _mismatch(_preset_shapes(config), state_dict)
         if not problem:
             return name
         problems[name] = problem
@@ -146,17 +204,72 @@ def _infer_architecture(state_dict: Mapping[str, Tensor], path: str | os.PathLik
     )
 
 
-def _load_file(path: str | os.PathLike) -> Prior:
+_infer_architecture = infer_architecture  # the old private name
+
+
+def _set_label(model: UNetModel, class_label: int | None, where: str) -> None:
+    """Fix the class label of a class-conditional UNet (default DEFAULT_CLASS_LABEL, with a warning)."""
+    if model.num_classes is None:
+        if class_label is not None:
+            raise SpgdError(f"class_label={class_label} given, but {where} is not class-conditional")
+        return
+    if class_label is None:
+        warnings.warn(
+            f"{where} is class-conditional ({model.num_classes} classes) and no class label was given: using "
+            f"class {DEFAULT_CLASS_LABEL} (pass class_label= / --class-label with the class of your image)",
+            stacklevel=4,
+        )
+        class_label = DEFAULT_CLASS_LABEL
+    model.set_class_label(class_label)
+
+
+def _linear_abar(M: int = 1000) -> Tensor:
+    return torch.cumprod(1 - betas_for("linear", M, 1e-4 * 1000 / M, 0.02 * 1000 / M), 0)
+
+
+def _schedule_from_buffers(buffers: Mapping[str, Tensor], path: str | os.PathLike) -> DiscreteSchedule | None:
+    """A schedule from deepinv-style buffers when it differs from guided-diffusion's linear one, else None."""
+    if "alphas_cumprod" in buffers:
+        abar = buffers["alphas_cumprod"].double()
+    elif "betas" in buffers:
+        abar = torch.cumprod(1 - buffers["betas"].double(), 0)
+    else:
+        return None
+    if abar.numel() == 1000 and (abar - _linear_abar()).abs().max() < 1e-5:
+        return None  # the linear schedule: the same VP preconditioning as the named checkpoints
+    return DiscreteSchedule(abar)
+
+
+def adm_prior(
+    model: UNetModel, name: str | None, class_label: int | None, where: str, schedule: DiscreteSchedule | None = None
+) -> Prior:
+    """The prior of an ADM UNet: VP preconditioning for the linear schedule, a DiscreteTimePrior for the
+    cosine one (SCHEDULES) or a schedule stored with the weights; the class label fixed when conditional."""
+    _set_label(model, class_label, where)
+    channels = model.in_channels
+    source = "schedule buffers stored with the weights"
+    if schedule is None and SCHEDULES.get(name or "", "linear") == "cosine":
+        schedule = DiscreteSchedule.from_betas(betas_for("cosine", 1000))
+        source = "cosine schedule"
+    if schedule is not None:
+        desc = f"ADM '{name}'" if name else "ADM"
+        return DiscreteTimePrior(model, schedule, "epsilon", channels, f"{desc}, {source}")
+    return VPPrecond(model, img_channels=channels)
+
+
+def _load_file(path: str | os.PathLike, class_label: int | None = None) -> Prior:
     obj = _read(path)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         if not isinstance(obj.get("config"), Mapping) or not isinstance(obj.get("state_dict"), Mapping):
             raise SpgdError(f"{path} is a damaged spgd-unet file: it lacks 'config' or 'state_dict'")
         model = _build(obj["config"], obj["state_dict"], path, "its recorded config")
+        _set_label(model, class_label, str(path))
         precond = obj.get("precond") or {}
         return VPPrecond(model, **{k: precond[k] for k in _PRECOND_KEYS if k in precond})
-    state_dict = _extract_state_dict(obj, path)
-    name = _infer_architecture(state_dict, path)
-    return VPPrecond(_build(ARCHITECTURES[name], state_dict, path, f"'{name}'"))
+    state_dict, buffers = split_buffers(_extract_state_dict(obj, path))
+    name = infer_architecture(state_dict, path)
+    model = _build(ARCHITECTURES[name], state_dict, path, f"'{name}'")
+    return adm_prior(model, name, class_label, str(path), _schedule_from_buffers(buffers, path))
 
 
 def _gaussian_prior() -> Prior:
@@ -167,7 +280,9 @@ def _gaussian_prior() -> Prior:
 
 def _looks_like_path(name: str) -> bool:
     suffix = Path(name).suffix.lower()
-    return os.sep in name or "/" in name or suffix in (".pt", ".pth", ".ckpt", ".bin") or Path(name).exists()
+    return (
+        os.sep in name or "/" in name or suffix in (".pt", ".pth", ".ckpt", ".bin", ".pkl") or Path(name).exists()
+    )
 
 
 def load_prior(
@@ -175,13 +290,19 @@ def load_prior(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     fast: "bool | None | FastPath | dict" = None,
+    class_label: int | None = None,
 ) -> Prior:
-    """A Prior by name or file.
+    """A Prior by name, file or folder.
 
     "default": the bundled prior (`priors/weights/default.pt`; the analytic Gaussian prior, with a warning,
-    while it is absent). "gaussian": the analytic Gaussian prior. "ffhq256"/"imagenet256": the DPS FFHQ /
-    guided-diffusion ImageNet UNet from `checkpoint`. A file path: a file written by `save_unet`, or a raw
-    state_dict of one of those two architectures. `device` moves the prior there.
+    while it is absent). "gaussian": the analytic Gaussian prior. A name of ARCHITECTURES ("ffhq256",
+    "imagenet256", "imagenet64-cond", ...): that guided-diffusion UNet from `checkpoint`. A file path: a
+    file written by `save_unet`, or a raw state_dict recognised by its tensor names and shapes (see the
+    module docstring). A folder: a diffusers UNet2DModel or pipeline folder (needs `spgd[diffusers]`).
+    `device` moves the prior there.
+
+    `class_label` (class-conditional networks only): the class every denoiser call is conditioned on;
+    default DEFAULT_CLASS_LABEL (0) with a warning, since these networks have no unconditional mode.
 
     `fast` (network priors only; see `spgd.priors.fast`): None (default) = the fast path on a CUDA device
     (bf16 autocast for the network call, torch.compile with an eager fallback; sampler state and likelihood
@@ -192,10 +313,13 @@ def load_prior(
     if name in ARCHITECTURES:
         if checkpoint is None:
             raise SpgdError(f"prior '{name}' needs checkpoint=PATH (the .pt file of its weights)")
-        prior: Prior = VPPrecond(load_unet_checkpoint(checkpoint, name))
+        model = load_unet_checkpoint(checkpoint, name)
+        prior: Prior = adm_prior(model, name, class_label, f"'{name}'")
     elif checkpoint is not None:
         names = ", ".join(repr(a) for a in ARCHITECTURES)
         raise SpgdError(f"checkpoint= is only used with {names}, not with '{name}'")
+    elif class_label is not None and name in ("gaussian", "default"):
+        raise SpgdError(f"class_label={class_label} given, but prior '{name}' is not class-conditional")
     elif name == "gaussian":
         prior = _gaussian_prior()
     elif name == "default":
@@ -207,8 +331,14 @@ def load_prior(
                 stacklevel=2,
             )
             prior = _gaussian_prior()
+    elif Path(name).is_dir():
+        from .diffusers import is_diffusers_folder, load_diffusers_prior
+
+        if not is_diffusers_folder(name):
+            raise SpgdError(f"{name} is a folder but not a diffusers model folder (no config.json there or in unet/)")
+        prior = load_diffusers_prior(name, class_label=class_label)
     elif _looks_like_path(name):
-        prior = _load_file(name)
+        prior = _load_file(name, class_label)
     else:
         raise SpgdError(f"unknown prior '{name}'; valid names: {', '.join(NAMES)}, or a checkpoint file path")
     if device is not None:

@@ -63,6 +63,11 @@ class GaussianPrior(Prior):
         """Generic natural-photo settings: 1/f^2 spectra, most variance in luminance."""
         return cls()
 
+    @classmethod
+    def gray(cls) -> "GaussianPrior":
+        """One channel: the luminance component of `default()` (variance 0.3 over sqrt(3)-scaled grey, 0.1)."""
+        return cls(mean=(0.0,), variance=(0.1,), exponent=(2.0,))
+
     def spectrum(self, h: int, w: int, device=None, dtype=torch.float64) -> Tensor:
         """P_c on the (H, W) DFT grid, shape (C, H, W), normalised so mean_f P_c = v_c (per-pixel variance)."""
         key = (h, w, str(device), dtype)

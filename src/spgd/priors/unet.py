@@ -2,9 +2,10 @@
 
 Written for spgd from the published architecture; module and parameter names follow
 openai/guided-diffusion `guided_diffusion/unet.py` exactly, so its checkpoints (`ffhq_10m.pt`,
-`256x256_diffusion_uncond.pt`) load with strict key matching. Only the 2-D, unconditional, float32 path
-is kept; the network returns the epsilon prediction (and the learned variance channels when
-`learn_sigma`), given a continuous timestep t in [0, 999].
+`256x256_diffusion_uncond.pt`, the class-conditional `64x64_diffusion.pt` ... `512x512_diffusion.pt`) load
+with strict key matching. Only the 2-D float32 path is kept; the network returns the epsilon prediction (and
+the learned variance channels when `learn_sigma`), given a continuous timestep t in [0, 999] and, for
+class-conditional networks, a class label (the embedding `label_emb` is added to the timestep embedding).
 
 References:
     Dhariwal & Nichol, "Diffusion Models Beat GANs on Image Synthesis", arXiv 2105.05233.
@@ -22,7 +23,8 @@ from torch import Tensor, nn
 
 from ..errors import SpgdError
 
-# The two published checkpoints this library knows by name (guided-diffusion `create_model` keywords).
+# The published checkpoints this library knows by name (guided-diffusion `create_model` keywords, from the
+# sampling commands of guided-diffusion's README). Files are matched to them by tensor names and shapes.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     # DPS FFHQ-256 (`ffhq_10m.pt`, configs/model_config.yaml of DPS), ~93.6M parameters.
     "ffhq256": dict(
@@ -62,7 +64,39 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         use_fp16=False,
         use_new_attention_order=False,
     ),
+    # guided-diffusion ImageNet class-conditional checkpoints (1000 classes, learned sigma). 64x64 uses the
+    # cosine noise schedule (see SCHEDULES), the others the linear one.
+    "imagenet64-cond": dict(
+        image_size=64, num_channels=192, num_res_blocks=3, channel_mult="", learn_sigma=True, class_cond=True,
+        attention_resolutions="32,16,8", num_heads=4, num_head_channels=64, use_scale_shift_norm=True,
+        resblock_updown=True, use_new_attention_order=True,
+    ),
+    "imagenet128-cond": dict(
+        image_size=128, num_channels=256, num_res_blocks=2, channel_mult="", learn_sigma=True, class_cond=True,
+        attention_resolutions="32,16,8", num_heads=4, num_head_channels=-1, use_scale_shift_norm=True,
+        resblock_updown=True,
+    ),
+    "imagenet256-cond": dict(
+        image_size=256, num_channels=256, num_res_blocks=2, channel_mult="", learn_sigma=True, class_cond=True,
+        attention_resolutions="32,16,8", num_heads=4, num_head_channels=64, use_scale_shift_norm=True,
+        resblock_updown=True,
+    ),
+    "imagenet512-cond": dict(
+        image_size=512, num_channels=256, num_res_blocks=2, channel_mult="", learn_sigma=True, class_cond=True,
+        attention_resolutions="32,16,8", num_heads=4, num_head_channels=64, use_scale_shift_norm=True,
+        resblock_updown=True,
+    ),
+    # deepinv's 1-channel DiffUNet (`kernel_checkpoint.pt`, the BlindDPS blur-kernel prior, 64x64, gray).
+    "kernel64-gray": dict(
+        image_size=64, num_channels=64, num_res_blocks=1, channel_mult="1,2,3,4", learn_sigma=True,
+        attention_resolutions="16", num_heads=4, num_head_channels=64, use_scale_shift_norm=True,
+        resblock_updown=True, in_channels=1,
+    ),
 }
+
+# Noise schedule each preset was trained with ("linear" unless listed): guided-diffusion `--noise_schedule`.
+SCHEDULES: dict[str, str] = {"imagenet64-cond": "cosine"}
+NUM_CLASSES = 1000  # guided-diffusion's class-conditional models are ImageNet's 1000 classes
 
 # Channel multipliers per level when `channel_mult=""` (as guided-diffusion's create_model chooses them).
 _DEFAULT_CHANNEL_MULT = {
@@ -307,7 +341,7 @@ class UNetModel(nn.Module):
         num_res_blocks: int,  # residual blocks per level (the decoder has one more)
         channel_mult: str | tuple = "",  # "" = guided-diffusion's default for image_size
         learn_sigma: bool = False,  # double the output channels (variance interpolation)
-        class_cond: bool = False,  # class-conditional checkpoints are not supported
+        class_cond: bool = False,  # class-conditional: a label embedding (num_classes x 4*num_channels)
         use_checkpoint: bool = False,  # gradient checkpointing; ignored
         attention_resolutions: str | tuple = "16",  # feature-map sizes (at image_size) with attention
         num_heads: int = 1,
@@ -319,10 +353,9 @@ class UNetModel(nn.Module):
         use_fp16: bool = False,  # ignored: we run float32
         use_new_attention_order: bool = False,
         in_channels: int = 3,
+        num_classes: int = NUM_CLASSES,  # size of the label embedding when class_cond
     ):
         super().__init__()
-        if class_cond:
-            raise SpgdError("class-conditional UNet checkpoints (class_cond=True) are not supported")
         self.config: dict[str, Any] = dict(
             image_size=image_size,
             num_channels=num_channels,
@@ -344,6 +377,8 @@ class UNetModel(nn.Module):
             use_new_attention_order=use_new_attention_order,
             in_channels=in_channels,
         )
+        if class_cond:
+            self.config["num_classes"] = num_classes
         mult = _parse_channel_mult(channel_mult, image_size)
         attention_ds = _parse_attention_resolutions(attention_resolutions, image_size)
         if num_heads_upsample == -1:
@@ -353,6 +388,9 @@ class UNetModel(nn.Module):
         self.model_channels = num_channels
         self.channel_mult = mult
         self.num_downsamples = len(mult) - 1
+        self.num_classes: int | None = int(num_classes) if class_cond else None
+        # the label used when forward() gets none (set by the loaders: `class_label=`); not saved with weights
+        self.class_label: int | None = None
 
         def res_block(ch: int, out: int, **kw) -> ResBlock:
             return ResBlock(ch, time_embed_dim, dropout, out, use_scale_shift_norm=use_scale_shift_norm, **kw)
@@ -366,6 +404,8 @@ class UNetModel(nn.Module):
             nn.SiLU(),
             nn.Linear(time_embed_dim, time_embed_dim),
         )
+        if class_cond:
+            self.label_emb = nn.Embedding(num_classes, time_embed_dim)
 
         # Encoder: per level, num_res_blocks ResBlocks (+ attention), then a down-sampling block.
         ch = input_ch = int(mult[0] * num_channels)
@@ -411,7 +451,8 @@ class UNetModel(nn.Module):
         """Raise SpgdError unless x is (B, in_channels, H, W) with H, W divisible by 2**num_downsamples."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise SpgdError(
-                f"this network takes images of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
+                f"this network models {self.in_channels}-channel images (1 = grayscale, 3 = RGB) and takes "
+                f"shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
         factor = 2**self.num_downsamples
         h, w = x.shape[-2:]
@@ -422,12 +463,32 @@ class UNetModel(nn.Module):
                 "spgd restore --pad)"
             )
 
-    def forward(self, x: Tensor, timesteps: Tensor) -> Tensor:
+    def set_class_label(self, label: int | None) -> None:
+        """Fix the class label used when forward() is given none (class-conditional networks only)."""
+        if label is None:
+            self.class_label = None
+            return
+        if self.num_classes is None:
+            raise SpgdError(f"class label {label} given, but this network is not class-conditional")
+        if not 0 <= int(label) < self.num_classes:
+            raise SpgdError(f"class label must be an integer in [0, {self.num_classes - 1}], got {label}")
+        self.class_label = int(label)
+
+    def forward(self, x: Tensor, timesteps: Tensor, y: Tensor | None = None) -> Tensor:
+        """epsilon (+ variance channels) at timesteps t; y (B,) class labels (default: `class_label`)."""
         self.check_input(x)
         t = torch.as_tensor(timesteps, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(t, self.model_channels))
+        if self.num_classes is not None:
+            if y is None:
+                if self.class_label is None:
+                    raise SpgdError("this network is class-conditional: give class labels y or set class_label")
+                y = torch.full((x.shape[0],), self.class_label, dtype=torch.long, device=x.device)
+            emb = emb + self.label_emb(y.to(device=x.device, dtype=torch.long)).to(emb.dtype)
+        elif y is not None:
+            raise SpgdError("class labels given, but this network is not class-conditional")
         skips = []
         h = x
         for block in self.input_blocks:
