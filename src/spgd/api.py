@@ -62,10 +62,12 @@ def restore(
     method: str = "spgd",
     generator: GeneratorLike = None,
     callback=None,
+    noise=None,
     **settings,
 ) -> Result:
-    """Restore x from y = A(x) + noise with `method` ("spgd", "spgd-official", ...) and sampler `settings`
-    (steps, warmup_steps, lr, lr_min_ratio, beta, sigma_max, sigma_min, cosine, fresh_denoise, ...).
+    """Restore x from y = A(x) + noise with `method` ("spgd", "spgd-official", "dps", "daps", ...) and sampler
+    `settings` (steps, warmup_steps, lr, lr_min_ratio, beta, sigma_max, sigma_min, cosine, fresh_denoise, ...).
+    `noise(shape, dtype, device)`, when given, replaces every random draw of the sampler, in its documented order.
 
     Example:
         >>> import torch, spgd
@@ -82,4 +84,4 @@ def restore(
     check_operator(operator)
     check_generator(generator, y.shape[0])
     check_prior(prior, infer_x_shape(y, operator, None), y.device, y.dtype)
-    return sampler.run(y, operator, prior, generator=generator, callback=callback)
+    return sampler.run(y, operator, prior, generator=generator, callback=callback, noise=noise)
