@@ -16,7 +16,7 @@ from conftest import copy_demo_images
 
 from spgd import cli
 from spgd.errors import SpgdError
-from spgd.evaluate import UNCERTAINTY_VMAX, SampleMoments
+from spgd.experiment.evaluation import UNCERTAINTY_VMAX, SampleMoments
 from spgd.metrics import _ALEX, _ALEX_CHANNELS, _build_features
 from spgd.presets import apply_overrides, load_preset, sampler_settings
 
@@ -118,7 +118,7 @@ def test_eval_writes_everything_and_resume_does_nothing(capsys, tmp_path, two_im
 
 
 def test_interrupt_keeps_finished_images_and_resume_completes(capsys, tmp_path, two_images, monkeypatch):
-    from spgd.evaluate import Evaluation
+    from spgd.experiment.evaluation import Evaluation
 
     out = tmp_path / "runs"
     real = Evaluation._run_batch

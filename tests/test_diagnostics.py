@@ -12,7 +12,7 @@ from PIL import Image
 
 import spgd
 from spgd.diagnostics import GradientTelemetry, angle_deg, cosine_similarity
-from spgd.diagnostics.cli import add_diagnose_arguments, run_diagnose
+from spgd.experiment.diagnose import add_diagnose_arguments, run_diagnose
 from spgd.errors import SpgdError
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import make_sampler
@@ -197,7 +197,7 @@ def test_plots_and_animation(tmp_path):
 def test_ablations_keep_their_defining_settings():
     """The preset's SPGD values (warmup_steps = 5, beta = 0.9) and run-wide --set values must not turn an
     ablation back into SPGD."""
-    from spgd.diagnostics.cli import _method_settings
+    from spgd.experiment.diagnose import _method_settings
     from spgd.presets import apply_overrides, load_preset
 
     preset = apply_overrides(load_preset("gaussian_blur"), ["beta=0.5"], ["spgd", "spgd-no-momentum"])

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import copy_demo_images
 
-from spgd.distributed import Job, env_world, rank_device
+from spgd.experiment.distributed import Job, env_world, rank_device
 from spgd.errors import SpgdError
 
 TINY = ["--task", "inpainting_random", "--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1",

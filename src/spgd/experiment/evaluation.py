@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import io, metrics
-from .errors import SpgdError
-from .priors.fast import describe
-from .samplers.base import RESIDUAL_REASON, residual_diverged
+from .. import io, metrics
+from ..errors import SpgdError
+from ..priors.fast import describe
+from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (
     Console,
     atomic_torch_save,
@@ -83,7 +83,7 @@ class EvalConfig:
     class_label: Optional[int] = None  # class-conditional priors: the class to condition on
 
     def samplers(self) -> dict[str, dict]:
-        from .presets import sampler_settings
+        from ..presets import sampler_settings
 
         return {m: sampler_settings(self.preset, m) for m in self.methods}
 
@@ -111,7 +111,7 @@ class EvalConfig:
         }
 
     def validate(self) -> None:
-        from .samplers import METHODS
+        from ..samplers import METHODS
 
         if not self.methods:
             raise SpgdError("no method given; valid methods: " + ", ".join(METHODS))
@@ -132,7 +132,7 @@ class EvalConfig:
             raise SpgdError(f"--seed must be >= 0, got {self.seed}")
         if self.limit is not None and self.limit < 1:
             raise SpgdError(f"--limit must be >= 1, got {self.limit}")
-        from .metrics import LPIPS_VARIANTS
+        from ..metrics import LPIPS_VARIANTS
 
         if self.lpips_net not in LPIPS_VARIANTS:
             raise SpgdError(f"--lpips-net must be one of {', '.join(LPIPS_VARIANTS)}, got {self.lpips_net!r}")
@@ -171,7 +171,7 @@ def load_kernel_file(path: str, with_sums: bool = False):
     """A blur kernel from .npy, an image (.png, ...) or a .pt file (a tensor, or a dict with "kernel", as
     written to random_parts/), checked and normalised by the blur operator's own rules (with `with_sums`,
     also the sums before normalisation)."""
-    from .operators.blur import load_kernel
+    from ..operators.blur import load_kernel
 
     p = Path(path)
     if not p.is_file():
@@ -256,7 +256,7 @@ class OperatorFactory:
         mask: Optional[str] = None,
         overrides: Sequence[str] = (),
     ):
-        from .operators import task_params
+        from ..operators import task_params
 
         self.task = task
         self.params = dict(params)
@@ -301,7 +301,7 @@ class OperatorFactory:
         self.has_seed = "seed" in valid
 
     def __call__(self, seed: int, device: torch.device):
-        from .operators import make_operator
+        from ..operators import make_operator
 
         params = dict(self.params)
         if self.has_seed:
@@ -526,10 +526,10 @@ class Evaluation:
         """Load the prior, build and check samplers and operator, find the images, write or check settings.json.
         Everything that can be wrong with the input fails here, before any work. With ``write_settings=False``
         a new run's settings.json is left to :meth:`write_settings` (one process of a distributed run writes it)."""
-        from .priors import load_prior
-        from .priors.base import prior_channels
+        from ..priors import load_prior
+        from ..priors.base import prior_channels
         from .runs import resolve_device
-        from .samplers import make_sampler, setting_names
+        from ..samplers import make_sampler, setting_names
 
         cfg, con = self.cfg, self.console
         self.device = resolve_device(cfg.device)
@@ -581,12 +581,12 @@ class Evaluation:
             self.make_op(cfg.seed, self.device).forward(torch.zeros(1, self.channels, *self.size, device=self.device))
         self.batch_size = cfg.batch_size
         if self.batch_size == "auto":
-            from .priors.fast import auto_batch_size
+            from ..priors.fast import auto_batch_size
 
             self.batch_size = auto_batch_size(self.prior, (3, *self.size), self.device)
             con.info(f"--batch-size auto: {self.batch_size} image(s) per batch on {self.device}")
 
-        from .metrics import lpips_or_reason
+        from ..metrics import lpips_or_reason
 
         self.lpips, self.lpips_note = lpips_or_reason(cfg.lpips_net, cfg.lpips_weights or None, self.device)
         self.lpips_label = self.lpips.label if self.lpips is not None else None
@@ -594,7 +594,7 @@ class Evaluation:
             raise SpgdError(f"{self.lpips_note}; fix --lpips-weights or leave it out to skip LPIPS")
         self.fid_model = None
         if cfg.fid_weights:  # asked for: a wrong file fails now, before any work
-            from .metrics.inception import FIDInception
+            from ..metrics.inception import FIDInception
 
             self.fid_model = FIDInception(cfg.fid_weights).to(self.device)
 
@@ -644,7 +644,7 @@ class Evaluation:
                 "lpips_label": self.lpips_label,
                 "fid": None if self.fid_model is None else {"weights": str(cfg.fid_weights), "resize": "pytorch-fid"},
                 "seeding": "image i (sorted order) uses seed + i for its operator; noise and sampler "
-                "generators are derived from it (spgd.evaluate.derive_seed)",
+                "generators are derived from it (spgd.experiment.evaluation.derive_seed)",
                 "versions": versions(),
                 "command_line": self.argv,
                 "cli_options": cli_options or {},
@@ -689,9 +689,9 @@ class Evaluation:
 
     def run(self, rank: int = 0, world_size: int = 1, pending: Optional[Sequence[int]] = None) -> EvalSummary:
         """Restore and score the images not done yet. Process `rank` of `world_size` takes its contiguous block
-        of them (:func:`spgd.runs.shard`); all processes must pass the same `pending` (indices of the images
+        of them (:func:`spgd.experiment.runs.shard`); all processes must pass the same `pending` (indices of the images
         to do, default: those without a record now), so that they agree on the blocks. Only a single process
-        writes the tables here; a distributed run merges them once all are done (spgd.distributed)."""
+        writes the tables here; a distributed run merges them once all are done (spgd.experiment.distributed)."""
         cfg, con = self.cfg, self.console
         if pending is None:
             remaining = self.pending()
@@ -1041,7 +1041,7 @@ FID_REFERENCE = "ground_truth"  # fid_features/ground_truth/: the clean images, 
 
 def _fid_entry(run_dir: Path, method: str, names: list[str]) -> Optional[dict]:
     """FID/KID of a method's restorations against the clean images (a whole-set score), from saved features."""
-    from .metrics.fid import whole_set_scores
+    from ..metrics.fid import whole_set_scores
 
     def load(kind: str) -> list[Tensor]:
         out = []

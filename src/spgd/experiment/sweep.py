@@ -1,7 +1,7 @@
 """`spgd sweep`: the stability study. Vary one setting (e.g. lr over a log range) for several methods on the
 same images and plot quality against it, marking the values where restorations diverged.
 
-Each (method, value) cell is an ordinary `spgd eval` run (spgd.evaluate.Evaluation) into its own sub-folder,
+Each (method, value) cell is an ordinary `spgd eval` run (spgd.experiment.evaluation.Evaluation) into its own sub-folder,
 so every cell degrades, restores and scores through the one eval code path, with the eval seeding: image i
 gets the same operator, measurement noise and initial noise in every cell, and only the varied setting
 differs. Run folder layout::
@@ -34,7 +34,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .errors import SpgdError
+from ..errors import SpgdError
 from .runs import Console, atomic_write_json, atomic_write_text, read_json, utc_now, versions
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
@@ -66,7 +66,7 @@ def parse_values(text: str) -> list[Any]:
     """The values of ``--vary KEY=VALUES``: a comma-separated list (``0.1,0.3,1``; names and true/false work
     too), ``log:START:STOP:N`` (N values evenly spaced in log scale, 4 significant digits) or
     ``lin:START:STOP:N`` (evenly spaced)."""
-    from .presets import parse_value
+    from ..presets import parse_value
 
     s = text.strip()
     if not s:
@@ -147,9 +147,9 @@ class Varied:
 def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) -> Varied:
     """Check that every method can vary `key` (a sampler setting it has and does not fix) or that `key` is an
     operator parameter of `task`; int settings get their values rounded (log ranges)."""
-    from .presets import RESERVED_OPERATOR_KEYS, RESERVED_SAMPLER_KEYS, operator_keys, sampler_keys
-    from .presets import _method_defaults  # noqa: PLC2701 - the package's own defaults table
-    from .samplers import METHODS
+    from ..presets import RESERVED_OPERATOR_KEYS, RESERVED_SAMPLER_KEYS, operator_keys, sampler_keys
+    from ..presets import _method_defaults  # noqa: PLC2701 - the package's own defaults table
+    from ..samplers import METHODS
 
     scope, _, name = key.rpartition(".")
     if scope not in ("", "sampler", "operator"):
@@ -217,8 +217,8 @@ class Sweep:
     """A sweep over `varied` for `methods`: one EvalConfig per (method, value), built and checked up front."""
 
     def __init__(self, opts: dict, batch_size: int = 1, device: Optional[str] = None):
-        from .evaluate import EvalConfig
-        from .presets import apply_overrides, load_preset
+        from .evaluation import EvalConfig
+        from ..presets import apply_overrides, load_preset
 
         self.opts = opts
         task = opts["task"]
@@ -259,7 +259,7 @@ class Sweep:
 
     def run(self, run_dir: Path, console: Console, argv: list[str]) -> tuple[bool, dict]:
         """Run every cell not yet complete; returns (interrupted, sweep.json content)."""
-        from .evaluate import Evaluation
+        from .evaluation import Evaluation
 
         inner = Console(2 if console.level >= 2 else 0)  # cells run quietly; the sweep prints a line per cell
         interrupted = False
@@ -292,7 +292,7 @@ class Sweep:
 
 
 def _parse_methods(text: str) -> list[str]:
-    from .samplers import METHODS
+    from ..samplers import METHODS
 
     methods = [m.strip() for m in str(text).split(",") if m.strip()]
     if not methods:
@@ -325,7 +325,7 @@ def _stats(values: list[float]) -> dict:
 def write_sweep_tables(run_dir: Path) -> dict:
     """Rebuild sweep.csv, sweep.json and sweep.png from the cells' records/ (complete or not). Returns the
     sweep.json content."""
-    from .evaluate import read_records
+    from .evaluation import read_records
 
     run_dir = Path(run_dir)
     settings = read_json(run_dir / "settings.json")
@@ -503,7 +503,7 @@ def format_sweep(tables: dict) -> str:
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `spgd sweep`."""
-    from .cli import _size
+    from ..cli.main import _size
 
     p.description = (
         "The stability study: for each method and each value of one setting, degrade the clean images of "
@@ -618,7 +618,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     sweep = Sweep(opts, args.batch_size, args.device)  # every bad input fails here, before any folder exists
     argv = command_line(opts, args)
     if run_dir is None:
-        from .io import list_images
+        from ..io import list_images
 
         list_images(Path(opts["images_dir"]))
         run_dir = new_run_dir(args.out, "sweep", opts["task"])

@@ -127,10 +127,10 @@ def diagnose(args: argparse.Namespace) -> Path:
     from ..operators import make_operator, task_params
     from ..priors import load_prior
     from ..presets import apply_overrides, load_preset
-    from ..runs import atomic_write_json, new_run_dir, resolve_device, versions
+    from .runs import atomic_write_json, new_run_dir, resolve_device, versions
     from ..samplers import METHODS, make_sampler
-    from .plots import plot_angles, plot_loss, save_animation
-    from .telemetry import GradientTelemetry
+    from ..diagnostics.plots import plot_angles, plot_loss, save_animation
+    from ..diagnostics.telemetry import GradientTelemetry
 
     def status(msg: str) -> None:
         if not args.quiet:

@@ -28,7 +28,7 @@ EXAMPLES = (
 
 
 def add_fid_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from .inception import RESIZE_MODES
+    from ..metrics.inception import RESIZE_MODES
 
     parser.description = (
         "FID (pytorch-fid's Inception-v3 features, Fréchet distance in float64) and KID (unbiased, polynomial "
@@ -52,7 +52,7 @@ def add_fid_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def _set(arg: str, model, batch_size: int, resize: str) -> tuple[dict, Optional[np.ndarray]]:
     """Statistics of one SET argument: (stats, features or None)."""
-    from .fid import feature_statistics, folder_features, load_statistics
+    from ..metrics.fid import feature_statistics, folder_features, load_statistics
 
     p = Path(arg)
     if p.suffix == ".npz" and not p.is_dir():
@@ -68,9 +68,9 @@ def _set(arg: str, model, batch_size: int, resize: str) -> tuple[dict, Optional[
 def run_fid(args: argparse.Namespace) -> int:
     import torch
 
-    from ..runs import resolve_device
-    from .fid import frechet_distance, kid, save_statistics, small_set_warning
-    from .inception import FIDInception
+    from .runs import resolve_device
+    from ..metrics.fid import frechet_distance, kid, save_statistics, small_set_warning
+    from ..metrics.inception import FIDInception
 
     if len(args.sets) > 2:
         raise SpgdError(f"spgd fid takes one or two sets, got {len(args.sets)}: {' '.join(args.sets)}")

@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import SpgdError
-from .io import atomic_write, list_images, load_image
-from .priors import GaussianPrior, UNetModel, VPPrecond, save_unet
-from .priors.unet import count_parameters
+from ..errors import SpgdError
+from ..io import atomic_write, list_images, load_image
+from ..priors import GaussianPrior, UNetModel, VPPrecond, save_unet
+from ..priors.unet import count_parameters
 
 __all__ = ["DEFAULT_CONFIG", "REPORT_SIGMAS", "add_train_arguments", "denoising_report", "run_train", "train_prior"]
 
@@ -211,7 +211,7 @@ def _noise_levels(n: int, p_mean: float, p_std: float, uniform_fraction: float, 
 
 def _load_init(path: str | os.PathLike) -> VPPrecond:
     """The UNet prior of an spgd-unet weights file (e.g. the bundled default), to fine-tune from."""
-    from .priors import load_prior
+    from ..priors import load_prior
 
     prior = load_prior(str(path), device="cpu")
     net = getattr(prior, "net", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import SpgdError
+from ..errors import SpgdError
 
 
 def add_models_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from .priors.formats import describe
+    from ..priors.formats import describe
 
     errors = []
     for i, path in enumerate(args.paths):

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import io, metrics
-from .errors import SpgdError
-from .evaluate import (
+from .. import io, metrics
+from ..errors import SpgdError
+from .evaluation import (
     INPAINTING,
     MIN_SIDE,
     check_image_size,
@@ -25,11 +25,10 @@ from .evaluate import (
     viewable,
     write_sample_summary,
 )
-from .samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
+from ..samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
 from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, resolve_device, utc_now, versions
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-DEMO_IMAGE = DATA_DIR / "astronaut.png"
+DEMO_IMAGE = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"  # the bundled photo (spgd/data/)
 DEMO_TASK = "inpainting_random"  # 80 % of the pixels missing: a restoration anyone can see, cheap on a CPU
 DEMO_STEPS = 20  # 3 min on a shared 2-core CPU (load 7-9) with the bundled prior at 256x256 (the paper uses 200)
 DEMO_WARMUP = 2  # the paper uses 5
@@ -89,10 +88,10 @@ def restore_file(
     """Restore one measurement file; returns (run folder, whether the restoration diverged). With `samples`
     S >= 2 it is restored S times in one batch (sample s seeded with seed + s) and the mean of the samples and
     their per-pixel standard deviation (a heat map) are written too."""
-    from .presets import sampler_settings
-    from .priors import load_prior
-    from .priors.base import prior_channels
-    from .samplers import make_sampler, setting_names
+    from ..presets import sampler_settings
+    from ..priors import load_prior
+    from ..priors.base import prior_channels
+    from ..samplers import make_sampler, setting_names
 
     con = console or Console()
     if samples < 1:
@@ -263,9 +262,9 @@ def run_demo(
 ) -> Path:
     """Degrade the bundled photo (80 % of its pixels removed), restore it with SPGD and the default prior,
     and write grid.png, restored.png, measurement.png, metrics.json and settings.json."""
-    from .presets import load_preset, sampler_settings
-    from .priors import load_prior
-    from .samplers import make_sampler
+    from ..presets import load_preset, sampler_settings
+    from ..priors import load_prior
+    from ..samplers import make_sampler
 
     con = console or Console()
     if steps < 1:

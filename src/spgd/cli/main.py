@@ -16,23 +16,23 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import SpgdError
-from .runs import Console
+from ..errors import SpgdError
+from ..experiment.runs import Console
 
 # Commands implemented elsewhere, imported only when used (a missing or broken module breaks only that
 # command): name -> (module, function adding the options, function running them, one-line help).
 DELEGATED: dict[str, tuple[str, str, str, str]] = {
-    "train": ("spgd.training", "add_train_arguments", "run_train", "train a small prior on a folder of images"),
+    "train": ("spgd.training.loop", "add_train_arguments", "run_train", "train a small prior on a folder of images"),
     "diagnose": (
-        "spgd.diagnostics.cli",
+        "spgd.experiment.diagnose",
         "add_diagnose_arguments",
         "run_diagnose",
         "record and plot gradient dynamics inside the samplers",
     ),
-    "bench": ("spgd.bench", "add_bench_arguments", "run_bench", "speed and quality benchmarks"),
-    "fid": ("spgd.metrics.cli", "add_fid_arguments", "run_fid", "FID and KID of two image folders (local weights)"),
-    "sweep": ("spgd.sweep", "add_sweep_arguments", "run_sweep", "stability study: quality against one setting"),
-    "models": ("spgd.models_cmd", "add_models_arguments", "run_models",
+    "bench": ("spgd.experiment.bench", "add_bench_arguments", "run_bench", "speed and quality benchmarks"),
+    "fid": ("spgd.experiment.fid", "add_fid_arguments", "run_fid", "FID and KID of two image folders (local weights)"),
+    "sweep": ("spgd.experiment.sweep", "add_sweep_arguments", "run_sweep", "stability study: quality against one setting"),
+    "models": ("spgd.cli.models", "add_models_arguments", "run_models",
                "what a model file or folder is (format, size, channels, sigma range) and how to restore with it"),
 }
 
@@ -47,13 +47,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _tasks_text() -> str:
-    from .operators import TASKS
+    from ..operators import TASKS
 
     return ", ".join(TASKS)
 
 
 def _methods_text() -> str:
-    from .samplers import METHODS
+    from ..samplers import METHODS
 
     return ", ".join(METHODS)
 
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  spgd eval faces/ --task super_resolution --prior ffhq256 --checkpoint ffhq_10m.pt\n"
         "run 'spgd COMMAND --help' for the options of a command.",
     )
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"spgd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     # demo ---------------------------------------------------------------------------------------------
-    from .oneshot import DEMO_STEPS, DEMO_TASK
+    from ..experiment.restore import DEMO_STEPS, DEMO_TASK
 
     p = sub.add_parser(
         "demo",
@@ -286,13 +286,13 @@ def _console(args: argparse.Namespace) -> Console:
 
 
 def _preset(task: str, overrides: Sequence[str], methods: Optional[Sequence[str]] = None, protocol: str = "spgd") -> dict:
-    from .presets import apply_overrides, load_preset
+    from ..presets import apply_overrides, load_preset
 
     return apply_overrides(load_preset(task, protocol), overrides, methods)
 
 
 def _methods(text: str) -> list[str]:
-    from .samplers import METHODS
+    from ..samplers import METHODS
 
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:
@@ -304,7 +304,7 @@ def _methods(text: str) -> list[str]:
 
 
 def cmd_restore(args: argparse.Namespace, argv: list[str]) -> int:
-    from .oneshot import restore_file
+    from ..experiment.restore import restore_file
 
     con = _console(args)
     _apply_no_fast(args)
@@ -331,8 +331,8 @@ _EVAL_IDENTITY_OPTIONS = {
 
 
 def cmd_eval(args: argparse.Namespace, argv: list[str]) -> int:
-    from .evaluate import EvalConfig, format_table
-    from .runs import read_json
+    from ..experiment.evaluation import EvalConfig, format_table
+    from ..experiment.runs import read_json
 
     con = _console(args)
     _apply_no_fast(args)
@@ -362,8 +362,8 @@ def cmd_eval(args: argparse.Namespace, argv: list[str]) -> int:
         class_label=opts["class_label"],
     )
     cfg.validate()
-    # under torchrun each process does a share of the images and rank 0 reports (spgd.distributed)
-    from .distributed import Job, run_eval, rank_device
+    # under torchrun each process does a share of the images and rank 0 reports (spgd.experiment.distributed)
+    from ..experiment.distributed import Job, run_eval, rank_device
 
     with Job.from_env(args.dist_backend, args.dist_timeout, cfg.device) as job:
         cfg.device = rank_device(cfg.device, job.local_rank, job.world_size)
@@ -396,7 +396,7 @@ def cmd_eval(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
-    from .oneshot import run_demo
+    from ..experiment.restore import run_demo
 
     run_demo(args.out, args.steps, args.device, _console(args), ["spgd", *argv])
     return EXIT_OK

@@ -33,15 +33,15 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .errors import SpgdError
-from .priors.fast import FastPath, auto_batch_size, describe, reference
-from .priors.precond import COMPILE_MODES, VPPrecond
-from .priors.unet import ARCHITECTURES, UNetModel
+from ..errors import SpgdError
+from ..priors.fast import FastPath, auto_batch_size, describe, reference
+from ..priors.precond import COMPILE_MODES, VPPrecond
+from ..priors.unet import ARCHITECTURES, UNetModel
+from .restore import DEMO_IMAGE
 from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, resolve_device, utc_now, versions
 
 EXIT_OK = 0
 PAPER_STEPS, PAPER_WARMUP = 200, 5  # K and N of the paper, for the extrapolated column
-BUNDLED_PHOTO = Path(__file__).resolve().parent / "data" / "astronaut.png"
 
 EXAMPLES = """examples:
   # the GPU table of the issue: reference and fast path, FFHQ-256, batch 1, 8, 32 and auto, K reduced to 20
@@ -222,9 +222,9 @@ def count_flops(config: dict, image_shape: Sequence[int], param_grads: bool = Fa
 def ground_truth(count: int, size: int, folder: Optional[str] = None) -> Tensor:
     """`count` images (count, 3, size, size) in [-1, 1]: from `folder` (cycled) or the bundled photo, the
     copies after the first flipped and shifted so they differ."""
-    from .io import list_images, load_image
+    from ..io import list_images, load_image
 
-    paths = list_images(folder) if folder else [BUNDLED_PHOTO]
+    paths = list_images(folder) if folder else [DEMO_IMAGE]
     if not paths:
         raise SpgdError(f"--quality-images: no images in {folder}")
     images = []
@@ -239,7 +239,7 @@ def ground_truth(count: int, size: int, folder: Optional[str] = None) -> Tensor:
 
 def blur_operator(size: int, device: torch.device):
     """The benchmark's Gaussian blur (kernel 61, std 3), with the kernel shrunk to fit images under 62 px."""
-    from .operators import make_operator
+    from ..operators import make_operator
 
     kernel = 61 if size > 61 else max(3, size - 1 if (size - 1) % 2 else size - 2)
     return make_operator("gaussian_blur", kernel_size=kernel).to(device)
@@ -250,7 +250,7 @@ def seeded_generators(count: int, seed: int, device: torch.device) -> list[torch
 
 
 def restore_once(prior: Any, y: Tensor, op: Any, steps: int, warmup: int, lr: float, x_start: Tensor):
-    from .samplers.spgd import SPGD
+    from ..samplers.spgd import SPGD
 
     sampler = SPGD(steps=steps, warmup_steps=warmup, lr=lr)
     return sampler.run(y, op, prior, x_start=x_start)
@@ -379,9 +379,9 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
 def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], device: torch.device,
                   args: argparse.Namespace, con: Console) -> list[dict]:
     """Restore the same y from the same x_start with every mode; PSNR against the ground truth per mode."""
-    from . import load_prior
-    from .io import to_unit
-    from .metrics import psnr
+    from .. import load_prior
+    from ..io import to_unit
+    from ..metrics import psnr
 
     names = [p.strip() for p in args.quality_prior.split(",") if p.strip()]
     out = []

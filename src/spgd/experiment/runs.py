@@ -18,8 +18,8 @@ from typing import Any, Iterable, Optional, Union
 import numpy as np
 import torch
 
-from .errors import SpgdError
-from .io import atomic_write
+from ..errors import SpgdError
+from ..io import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -102,7 +102,7 @@ def read_json(path: PathLike) -> Any:
 
 def versions() -> dict:
     """Versions of what produced a result."""
-    from . import __version__
+    from .. import __version__
 
     out = {
         "spgd": __version__,
