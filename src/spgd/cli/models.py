@@ -6,6 +6,14 @@ import argparse
 
 from ..errors import SpgdError
 
+HELP = "what a model file or folder is (format, size, channels, sigma range) and how to restore with it"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("models", help=HELP, description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_models_arguments(p)
+    return p
+
 
 def add_models_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
@@ -42,3 +50,7 @@ def run_models(args: argparse.Namespace) -> int:
     if errors:
         raise SpgdError("; ".join(errors))
     return 0
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    return run_models(args)
