@@ -12,7 +12,7 @@ from PIL import Image
 
 import spgd
 from spgd.diagnostics import GradientTelemetry, angle_deg, cosine_similarity
-from spgd.cli.diagnose import add_diagnose_arguments, run_diagnose
+from spgd.cli.diagnose import add_arguments as add_diagnose_arguments, run_diagnose
 from spgd.errors import SpgdError
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import make_sampler

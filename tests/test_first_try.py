@@ -369,7 +369,7 @@ def test_diagnose_reports_progress_without_a_terminal(tmp_path, demo_dir, capsys
 
     from PIL import Image
 
-    from spgd.cli.diagnose import add_diagnose_arguments, run_diagnose
+    from spgd.cli.diagnose import add_arguments as add_diagnose_arguments, run_diagnose
 
     with Image.open(demo_dir / "00000.png") as img:
         img.convert("RGB").crop((96, 96, 128, 128)).save(tmp_path / "face.png")

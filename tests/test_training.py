@@ -13,7 +13,7 @@ from conftest import TINY_UNET
 from spgd import load_prior
 from spgd.errors import SpgdError
 from spgd.io import save_image
-from spgd.cli.train import add_train_arguments, run_train
+from spgd.cli.train import add_arguments as add_train_arguments, run_train
 from spgd.training.loop import SIGMA_HI, SIGMA_LO, _noise_levels, random_crops, train_prior
 
 # The shared tiny UNet without attention inside its levels and without learned variance: the default network's

@@ -11,13 +11,7 @@ from ..priors.unet import ARCHITECTURES
 HELP = "speed and quality benchmarks"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("bench", help=HELP, description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_bench_arguments(p)
-    return p
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLES
     a = parser.add_argument
     a("--arch", default="ffhq256", help=f"architectures, comma-separated: {', '.join(ARCHITECTURES)}, or a JSON "

@@ -11,13 +11,7 @@ from ..operators import TASKS
 HELP = "record and plot gradient dynamics inside the samplers"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("diagnose", help=HELP, description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_diagnose_arguments(p)
-    return p
-
-
-def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `spgd diagnose` options to `parser` (a subparser)."""
     parser.description = (
         "Degrade image(s) with a task's operator, restore them with each method while recording the gradient "

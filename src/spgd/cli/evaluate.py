@@ -10,25 +10,26 @@ from ..errors import SpgdError
 from ..experiment.distributed import Job, rank_device, run_eval
 from ..experiment.evaluation import EvalConfig, format_table
 from ..experiment.runs import Console, read_json
-
 from .options import (
     EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK, METHODS_TEXT, TASKS_TEXT, add_device, add_output, add_prior,
     add_settings, apply_no_fast, console, parse_batch_size, parse_methods, parse_size, task_preset,
 )
 
+HELP = "degrade a folder of clean images, restore, score and report"
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "eval",
-        help="degrade a folder of clean images, restore, score and report",
-        description="For each clean image of IMAGES_DIR (sorted; image i uses seed + i, so results do not depend "
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `spgd eval`."""
+    p.description = (
+        "For each clean image of IMAGES_DIR (sorted; image i uses seed + i, so results do not depend "
         "on batch size or order): degrade it with TASK's operator (its preset, plus --set), restore it with each "
         "method, and score it (PSNR, SSIM; LPIPS with --lpips-weights; FID and KID with --fid-weights). Writes into a new run folder: "
         "settings.json, restored/, measurement/, random_parts/, records/ (one JSON per image), metrics.csv, "
         "metrics.json and grid.png. Per-image results are kept as each batch finishes; an interrupted run "
-        "continues with --resume RUN_DIR.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
+        "continues with --resume RUN_DIR."
+    )
+    p.epilog = (
+        "examples:\n"
         "  spgd eval faces/ --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt --batch-size auto\n"
         "  spgd eval faces/ --task super_resolution --method spgd,spgd-official --limit 10 --samples 3\n"
         "  spgd eval faces/ --task motion_blur --method spgd,dps,daps --protocol daps   # DAPS paper's noise 0.05\n"
@@ -39,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--lpips-weights lpips_weights.pt --fid-weights pt_inception-2015-12-05-6726825d.pth   # SPGD/DAPS numbers\n"
         "  spgd eval --resume runs/20250101T120000Z-eval-gaussian_blur   # finish an interrupted run\n"
         "  torchrun --nproc-per-node 8 -m spgd eval faces/ --task gaussian_blur ...   # one process per GPU\n"
-        "exit status: 0 ok, 1 some images diverged, 2 bad input, 130 interrupted.",
+        "exit status: 0 ok, 1 some images diverged, 2 bad input, 130 interrupted."
     )
     p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", default=None,
                    help="folder of clean images (png, jpg, bmp, tif, webp); optional with --resume")
@@ -92,7 +93,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="under torchrun: minutes a process waits for the others (at start-up and for the final "
                    "merge) before giving up (default: %(default)s)")
     add_output(p)
-    return p
 
 
 # eval options that define the experiment: taken from settings.json on --resume when not given

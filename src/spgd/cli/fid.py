@@ -11,13 +11,7 @@ from ..metrics.inception import RESIZE_MODES
 HELP = "FID and KID of two image folders (local weights)"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("fid", help=HELP, description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_fid_arguments(p)
-    return p
-
-
-def add_fid_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "FID (pytorch-fid's Inception-v3 features, Fréchet distance in float64) and KID (unbiased, polynomial "
         "kernel) between two sets of images: SET_A and SET_B are folders of images or .npz statistics files. "

@@ -1,5 +1,5 @@
 """The `spgd` command: one module per command (spgd.cli.restore, .evaluate, .demo, .train, .diagnose, .bench,
-.fid, .sweep, .models), each with `add_parser(subparsers)` and `run(args, argv)`; the options they share are in
+.fid, .sweep, .models), each with HELP, `add_arguments(parser)` and `run(args, argv)`; the options they share are in
 spgd.cli.options. The work is in the experiment layer (spgd.experiment) and the library.
 
 Exit codes: 0 success; 1 some images failed (diverged); 2 bad input or another error (one line
@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
-    for command in COMMANDS.values():
-        command.add_parser(sub)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.HELP, description=command.HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.add_arguments(p)
     return parser
 
 

@@ -9,13 +9,7 @@ from ..errors import SpgdError
 HELP = "what a model file or folder is (format, size, channels, sigma range) and how to restore with it"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("models", help=HELP, description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_models_arguments(p)
-    return p
-
-
-def add_models_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "Describe model files or folders: format, architecture, parameters, resolution, channels, sigma range, "
         "and a command line that restores with it. Understood: guided-diffusion/DPS checkpoints (every "

@@ -6,22 +6,23 @@ import argparse
 
 from ..errors import SpgdError
 from ..experiment.restore import restore_file
-
 from .options import (
     EXIT_FAILED_IMAGES, EXIT_OK, METHODS_TEXT, TASKS_TEXT, add_device, add_output, add_prior, add_settings,
     apply_no_fast, console, parse_methods, task_preset,
 )
 
+HELP = "restore one measured image with a known degradation"
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "restore",
-        help="restore one measured image with a known degradation",
-        description="Restore a real measurement MEASUREMENT (an image, read as [-1, 1]; or raw values in .npy/.pt) "
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `spgd restore`."""
+    p.description = (
+        "Restore a real measurement MEASUREMENT (an image, read as [-1, 1]; or raw values in .npy/.pt) "
         "degraded by TASK's operator with its preset settings. Writes restored.png, measurement.png and "
-        "settings.json into a new run folder.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
+        "settings.json into a new run folder."
+    )
+    p.epilog = (
+        "examples:\n"
         "  spgd restore blurry.png --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt\n"
         "  spgd restore shaky.png --task motion_blur --kernel kernel.npy --prior gaussian\n"
         "  spgd restore holes.png --task inpainting_random --mask mask.png --set lr=2\n"
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "  spgd restore small.png --task super_resolution --set scale=4   # output: 4x the input size\n"
         "  spgd restore odd-size.png --task gaussian_blur --pad   # 250x250: restored padded, cropped back\n"
         "notes: --kernel (.npy, .png or a random_parts/*.pt of `spgd eval`) is the blur of gaussian_blur/motion_blur;\n"
-        "  --mask (.png white = kept, .npy or .pt; 1 = kept) is required for the inpainting tasks.",
+        "  --mask (.png white = kept, .npy or .pt; 1 = kept) is required for the inpainting tasks."
     )
     p.add_argument("measurement", metavar="MEASUREMENT", help="the degraded image (png, jpg, ...) or a .npy/.pt tensor")
     p.add_argument("--task", required=True, metavar="T", help=f"the degradation: {TASKS_TEXT}")
@@ -48,7 +49,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "restore an edge-padded image (a mask padded as missing pixels) and crop the result back")
     add_device(p)
     add_output(p)
-    return p
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:

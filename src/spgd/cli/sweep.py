@@ -11,13 +11,7 @@ from .options import parse_size
 HELP = "stability study: quality against one setting"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("sweep", help=HELP, description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_sweep_arguments(p)
-    return p
-
-
-def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `spgd sweep`."""
     p.description = (
         "The stability study: for each method and each value of one setting, degrade the clean images of "

@@ -14,13 +14,7 @@ from ..training.loop import DEFAULT_CONFIG, P_MEAN, P_STD, SAVE_DTYPES, SIGMA_HI
 HELP = "train a small prior on a folder of images"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help=HELP, description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(p)
-    return p
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `spgd train`."""
     d = DEFAULT_CONFIG
     parser.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of training images (png, jpg, ...)")
