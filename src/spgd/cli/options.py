@@ -8,11 +8,10 @@ import argparse
 import os
 from typing import Optional
 
-from ..errors import SpgdError
 from ..experiment.runs import Console
 from ..operators import TASKS
 from ..presets import apply_overrides, load_preset
-from ..samplers import METHODS
+from ..samplers import METHODS, parse_methods  # noqa: F401 - parse_methods: the commands read it here
 
 EXIT_OK, EXIT_FAILED_IMAGES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -52,21 +51,6 @@ def parse_batch_size(text: str) -> "int | str":
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
-
-
-def parse_methods(text: str, option: str = "--method") -> list[str]:
-    """A comma-separated method list, each checked against spgd.samplers.METHODS.
-
-    >>> parse_methods("spgd, dps")
-    ['spgd', 'dps']
-    """
-    methods = [m.strip() for m in text.split(",") if m.strip()]
-    if not methods:
-        raise SpgdError(f"{option} needs at least one method; valid methods: {METHODS_TEXT}")
-    for m in methods:
-        if m not in METHODS:
-            raise SpgdError(f"unknown method {m!r}; valid methods: {METHODS_TEXT}")
-    return methods
 
 
 def add_output(p: argparse.ArgumentParser, out: bool = True) -> None:

@@ -38,7 +38,8 @@ from ..priors.fast import FastPath, auto_batch_size, describe, reference
 from ..priors.precond import COMPILE_MODES, VPPrecond
 from ..priors.unet import ARCHITECTURES, UNetModel
 from .restore import DEMO_IMAGE
-from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, resolve_device, utc_now, versions
+from ..device import resolve_device
+from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, utc_now, versions
 
 EXIT_OK = 0
 PAPER_STEPS, PAPER_WARMUP = 200, 5  # K and N of the paper, for the extrapolated column

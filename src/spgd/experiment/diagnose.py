@@ -90,8 +90,9 @@ def diagnose(args: argparse.Namespace) -> Path:
     from ..operators import make_operator, task_params
     from ..priors import load_prior
     from ..presets import apply_overrides, load_preset
-    from .runs import atomic_write_json, new_run_dir, resolve_device, versions
-    from ..samplers import METHODS, make_sampler
+    from ..device import resolve_device
+    from .runs import atomic_write_json, new_run_dir, versions
+    from ..samplers import make_sampler, parse_methods
     from ..diagnostics.plots import plot_angles, plot_loss, save_animation
     from ..diagnostics.telemetry import GradientTelemetry
 
@@ -99,12 +100,7 @@ def diagnose(args: argparse.Namespace) -> Path:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise SpgdError("--methods is empty; give e.g. --methods spgd,spgd-no-warmup")
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise SpgdError(f"unknown method(s) {bad} in --methods; valid: {', '.join(METHODS)}")
+    methods = parse_methods(args.methods, "--methods")
     if args.frames < 0:
         raise SpgdError(f"--frames must be >= 0, got {args.frames}")
     device = resolve_device(args.device)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .. import io, metrics
+from ..device import resolve_device
 from ..errors import SpgdError
 from ..priors.fast import describe
 from ..samplers.base import RESIDUAL_REASON, residual_diverged
@@ -42,10 +42,10 @@ from .runs import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    provenance,
     read_json,
     shard,
     utc_now,
-    versions,
 )
 
 GRID_ROWS = 16  # at most this many images in grid.png
@@ -177,7 +177,7 @@ def load_kernel_file(path: str, with_sums: bool = False):
     if not p.is_file():
         raise SpgdError(f"kernel file not found: {p}")
     if p.suffix.lower() == ".pt":
-        obj = _torch_load(p)
+        obj = io.load_torch_file(p)
         if isinstance(obj, dict):
             if "kernel" not in obj:
                 raise SpgdError(f"{p} holds no 'kernel' entry (keys: {', '.join(map(str, obj))})")
@@ -193,7 +193,7 @@ def load_mask_file(path: str) -> Tensor:
         raise SpgdError(f"mask file not found: {p}")
     suffix = p.suffix.lower()
     if suffix == ".pt":
-        obj = _torch_load(p)
+        obj = io.load_torch_file(p)
         if isinstance(obj, dict):
             if "mask" not in obj:
                 raise SpgdError(f"{p} holds no 'mask' entry (keys: {', '.join(map(str, obj))})")
@@ -235,13 +235,6 @@ def operator_override_names(overrides: Sequence[str]) -> set[str]:
         if scope in ("", "operator"):
             names.add(name)
     return names
-
-
-def _torch_load(p: Path) -> Any:
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means an unusable file
-        raise SpgdError(f"cannot read {p} as a torch file ({type(e).__name__})") from None
 
 
 class OperatorFactory:
@@ -528,7 +521,6 @@ class Evaluation:
         a new run's settings.json is left to :meth:`write_settings` (one process of a distributed run writes it)."""
         from ..priors import load_prior
         from ..priors.base import prior_channels
-        from .runs import resolve_device
         from ..samplers import make_sampler, setting_names
 
         cfg, con = self.cfg, self.console
@@ -645,10 +637,8 @@ class Evaluation:
                 "fid": None if self.fid_model is None else {"weights": str(cfg.fid_weights), "resize": "pytorch-fid"},
                 "seeding": "image i (sorted order) uses seed + i for its operator; noise and sampler "
                 "generators are derived from it (spgd.experiment.evaluation.derive_seed)",
-                "versions": versions(),
-                "command_line": self.argv,
                 "cli_options": cli_options or {},
-                "created": utc_now(),
+                **provenance(self.argv),
             },
         )
 
@@ -714,7 +704,6 @@ class Evaluation:
                 records = self._run_batch(batch)
                 summary.n_done_now += len(records)
                 bar.update(len(batch))
-                _test_hook_die(rank, summary.n_done_now)
                 last = records[-1]["methods"][cfg.methods[0]]
                 if last.get("psnr") is not None:
                     bar.set_postfix_str(f"{cfg.methods[0]} PSNR {last['psnr']:.2f}")
@@ -873,16 +862,6 @@ class Evaluation:
                 entry[self.lpips_label] = lp[j]
             out.append(entry)
         return out
-
-
-def _test_hook_die(rank: int, n_done: int) -> None:
-    """Test hook, for tests/test_distributed.py only: with SPGD_TEST_DIE_AFTER="RANK:N" in the environment,
-    process RANK exits at once (os._exit(1), like a crash: no clean-up) once it has finished N images."""
-    spec = os.environ.get("SPGD_TEST_DIE_AFTER")
-    if spec:
-        die_rank, _, n = spec.partition(":")
-        if int(die_rank) == rank and n_done >= int(n):
-            os._exit(1)
 
 
 def _method_record(
@@ -1048,7 +1027,7 @@ def _fid_entry(run_dir: Path, method: str, names: list[str]) -> Optional[dict]:
         for n in names:
             p = run_dir / "fid_features" / kind / f"{n}.pt"
             if p.is_file():
-                out.append(torch.load(p, map_location="cpu", weights_only=True))
+                out.append(io.load_torch_file(p))
         return out
 
     feats, ref = load(method), load(FID_REFERENCE)

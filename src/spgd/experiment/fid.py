@@ -47,7 +47,7 @@ def _set(arg: str, model, batch_size: int, resize: str) -> tuple[dict, Optional[
 def run_fid(args: argparse.Namespace) -> int:
     import torch
 
-    from .runs import resolve_device
+    from ..device import resolve_device
     from ..metrics.fid import frechet_distance, kid, save_statistics, small_set_warning
     from ..metrics.inception import FIDInception
 

@@ -26,7 +26,8 @@ from .evaluation import (
     write_sample_summary,
 )
 from ..samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
-from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, resolve_device, utc_now, versions
+from ..device import resolve_device
+from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, provenance
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"  # the bundled photo (spgd/data/)
 DEMO_TASK = "inpainting_random"  # 80 % of the pixels missing: a restoration anyone can see, cheap on a CPU
@@ -47,10 +48,7 @@ def load_measurement(path: str) -> tuple[Tensor, list[str]]:
             except (OSError, ValueError) as e:
                 raise SpgdError(f"cannot read measurement {p}: {e}") from None
         else:
-            try:
-                t = torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001
-                raise SpgdError(f"cannot read measurement {p} as a torch file ({type(e).__name__})") from None
+            t = io.load_torch_file(p, "a measurement (a torch file)")
             if isinstance(t, dict):
                 t = t.get("y", t.get("measurement"))
             if not isinstance(t, Tensor):
@@ -198,9 +196,7 @@ def restore_file(
             "rms_residual_per_sample": residuals.tolist(),
             "failed_per_sample": [not v for v in ok],
             "mean_of_samples": summary,
-            "versions": versions(),
-            "command_line": argv,
-            "created": utc_now(),
+            **provenance(argv),
         },
     )
     con.result(f"{run_dir / 'restored.png'}")
@@ -309,9 +305,7 @@ def run_demo(
             "sampler": settings,
             "prior": f"default ({prior_kind})",
             "device": str(dev),
-            "versions": versions(),
-            "command_line": argv,
-            "created": utc_now(),
+            **provenance(argv),
         },
     )
     con.result(str(run_dir))

@@ -35,7 +35,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import SpgdError
-from .runs import Console, atomic_write_json, atomic_write_text, read_json, utc_now, versions
+from ..samplers import parse_methods
+from .runs import Console, atomic_write_json, atomic_write_text, provenance, read_json, utc_now
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 DEFAULT_METHODS = "spgd,spgd-no-momentum,spgd-no-warmup"
@@ -147,8 +148,7 @@ class Varied:
 def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) -> Varied:
     """Check that every method can vary `key` (a sampler setting it has and does not fix) or that `key` is an
     operator parameter of `task`; int settings get their values rounded (log ranges)."""
-    from ..presets import RESERVED_OPERATOR_KEYS, RESERVED_SAMPLER_KEYS, operator_keys, sampler_keys
-    from ..presets import _method_defaults  # noqa: PLC2701 - the package's own defaults table
+    from ..presets import RESERVED_OPERATOR_KEYS, RESERVED_SAMPLER_KEYS, method_defaults, operator_keys, sampler_keys
     from ..samplers import METHODS
 
     scope, _, name = key.rpartition(".")
@@ -163,7 +163,7 @@ def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) ->
     if scope == "sampler":
         default = None
         for m in methods:
-            defaults = _method_defaults(m)
+            defaults = method_defaults(m)
             if name not in defaults:
                 raise SpgdError(
                     f"method {m!r} has no setting {name!r} to vary; its settings: {', '.join(defaults)} "
@@ -222,7 +222,7 @@ class Sweep:
 
         self.opts = opts
         task = opts["task"]
-        methods = _parse_methods(opts["methods"])
+        methods = parse_methods(opts["methods"], "--methods", unique=True)
         key, values = parse_vary(opts["vary"])
         self.varied = resolve_varied(key, values, task, methods)
         self.methods = methods
@@ -289,20 +289,6 @@ class Sweep:
                 f"{entry.get('n_failed', 0)} of {summary.n_images} failed ({time.perf_counter() - t0:.0f} s)"
             )
         return interrupted, write_sweep_tables(run_dir)
-
-
-def _parse_methods(text: str) -> list[str]:
-    from ..samplers import METHODS
-
-    methods = [m.strip() for m in str(text).split(",") if m.strip()]
-    if not methods:
-        raise SpgdError(f"--methods needs at least one method; valid methods: {', '.join(METHODS)}")
-    for m in methods:
-        if m not in METHODS:
-            raise SpgdError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)}")
-    if len(set(methods)) != len(methods):
-        raise SpgdError(f"a method is listed twice in --methods {text}")
-    return methods
 
 
 def _pm(s: Optional[dict], digits: int) -> str:
@@ -578,9 +564,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                 "sweep": sweep.describe(),
                 "seeding": "every cell uses the spgd eval seeding with the same --seed: image i gets the same "
                 "operator, measurement noise and initial noise in every cell",
-                "versions": versions(),
-                "command_line": argv,
-                "created": utc_now(),
+                **provenance(argv),
             },
         )
     con.info(

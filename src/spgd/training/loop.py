@@ -26,7 +26,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import os
@@ -42,7 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import SpgdError
-from ..io import atomic_write, list_images, load_image
+from ..device import resolve_device
+from ..io import atomic_write, list_images, load_image, load_torch_file, to_unit
+from ..metrics import psnr
 from ..priors import GaussianPrior, UNetModel, VPPrecond, save_unet
 from ..priors.unet import count_parameters
 
@@ -220,10 +221,9 @@ def _load_init(path: str | os.PathLike) -> VPPrecond:
     return prior
 
 
-def _psnr(x: Tensor, ref: Tensor) -> Tensor:
-    """PSNR (dB) per image of [-1, 1] images, both clamped to [-1, 1] (8-bit-representable values)."""
-    mse = ((x.clamp(-1, 1) - ref.clamp(-1, 1)) / 2).square().mean(dim=(1, 2, 3))
-    return -10 * torch.log10(mse + 1e-10)
+def _denoising_psnr(x: Tensor, ref: Tensor) -> Tensor:
+    """spgd.metrics.psnr of [-1, 1] images, both clamped to [-1, 1] (8-bit-representable values)."""
+    return psnr(to_unit(x.clamp(-1, 1)), to_unit(ref.clamp(-1, 1)))
 
 
 @torch.no_grad()
@@ -244,12 +244,12 @@ def denoising_report(
     for sigma in sigmas:
         noise = torch.randn(crops.shape, generator=gen)
         noisy = crops + sigma * noise
-        row = {"noisy": _psnr(noisy, crops).mean().item()}
+        row = {"noisy": _denoising_psnr(noisy, crops).mean().item()}
         for name, prior in priors.items():
             values = []
             for i in range(0, len(crops), batch_size):
                 x = noisy[i : i + batch_size].to(device)
-                values.append(_psnr(prior(x, sigma).float().cpu(), crops[i : i + batch_size]))
+                values.append(_denoising_psnr(prior(x, sigma).float().cpu(), crops[i : i + batch_size]))
             row[name] = torch.cat(values).mean().item()
         report[f"{sigma:g}"] = row
     return report
@@ -274,10 +274,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 def _load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpgdError(f"cannot resume: no training checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpgdError(f"cannot resume: {path} is not a readable training checkpoint ({type(e).__name__})") from None
+    state = load_torch_file(path, "a training checkpoint (cannot resume)")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise SpgdError(f"cannot resume: {path} is not an spgd training checkpoint")
     return state
@@ -287,18 +284,6 @@ def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SpgdError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SpgdError(f"device '{device}' asked for, but CUDA is not available here; use --device cpu")
-    return dev
 
 
 def _check_settings(steps: int, batch_size: int, crop: int, lr: float, ema_decay: float, factor: int,
@@ -397,7 +382,7 @@ def train_prior(
         raise SpgdError(f"--precision must be fp32 or bf16, got {precision!r}")
     if save_dtype not in SAVE_DTYPES:
         raise SpgdError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got {save_dtype!r}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out = Path(out)
     ckpt_path = Path(checkpoint) if checkpoint is not None else out.with_name(out.name + ".ckpt")
     settings = dict(steps=steps, max_minutes=max_minutes, batch_size=batch_size, crop=crop, lr=lr,
