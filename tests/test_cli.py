@@ -121,7 +121,7 @@ def test_interrupt_keeps_finished_images_and_resume_completes(capsys, tmp_path, 
     from spgd.experiment.evaluation import Evaluation
 
     out = tmp_path / "runs"
-    real = Evaluation._run_batch
+    real = Evaluation._restore_batch
     calls = {"n": 0}
 
     def flaky(self, batch):
@@ -130,7 +130,7 @@ def test_interrupt_keeps_finished_images_and_resume_completes(capsys, tmp_path, 
             raise KeyboardInterrupt
         return real(self, batch)
 
-    monkeypatch.setattr(Evaluation, "_run_batch", flaky)
+    monkeypatch.setattr(Evaluation, "_restore_batch", flaky)
     code, _, err = run(capsys, "eval", two_images, "--task", "denoising", *TINY, "--out", out, "-q")
     assert code == 130
     run_dir = only_run(out)
@@ -139,7 +139,7 @@ def test_interrupt_keeps_finished_images_and_resume_completes(capsys, tmp_path, 
     with open(run_dir / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) == 1
 
-    monkeypatch.setattr(Evaluation, "_run_batch", real)
+    monkeypatch.setattr(Evaluation, "_restore_batch", real)
     first = (run_dir / "records" / "00000.json").stat().st_mtime_ns
     code, _, err = run(capsys, "eval", "--resume", run_dir)
     assert code == 0, err

@@ -118,20 +118,20 @@ def test_two_processes_equal_one(tmp_path, four, reference):
     assert_same_results(run_dir, reference)
 
 
-# the crash is injected by this launcher: it wraps Evaluation._run_batch (rank 1 exits like a crash, with no
+# the crash is injected by this launcher: it wraps Evaluation._restore_batch (rank 1 exits like a crash, with no
 # clean-up, once it has finished one image) and runs the ordinary `spgd` entry point
 DIE_AFTER_FIRST_IMAGE_ON_RANK_1 = """
 import os, sys
 from spgd.cli import main
 from spgd.experiment.evaluation import Evaluation
 
-real = Evaluation._run_batch
+real = Evaluation._restore_batch
 def dying(self, batch):
     records = real(self, batch)
     if os.environ.get("RANK") == "1":
         os._exit(1)
     return records
-Evaluation._run_batch = dying
+Evaluation._restore_batch = dying
 sys.exit(main())
 """
 
@@ -164,14 +164,14 @@ from spgd import cli
 from spgd.experiment import evaluation as evaluate
 from spgd.errors import SpgdError
 
-real = evaluate.Evaluation._run_batch
+real = evaluate.Evaluation._restore_batch
 
 def failing(self, batch):
     if os.environ["RANK"] == "1" and batch[0][0].index == 3:
         raise SpgdError("disk on fire")
     return real(self, batch)
 
-evaluate.Evaluation._run_batch = failing
+evaluate.Evaluation._restore_batch = failing
 sys.exit(cli.main())
 """
 

@@ -353,7 +353,7 @@ def test_eval_failing_before_the_first_result_leaves_no_run_folder(capsys, tmp_p
     def boom(self, batch):
         raise RuntimeError("simulated failure in the first batch")
 
-    monkeypatch.setattr(Evaluation, "_run_batch", boom)
+    monkeypatch.setattr(Evaluation, "_restore_batch", boom)
     code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--out", tmp_path / "runs",
                        "-q")
     error_line(code, err, "simulated failure")
