@@ -60,9 +60,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     overrides = args.set or []
     preset = task_preset(args.task, overrides, methods)
     _, failed = restore_file(
-        args.measurement, args.task, preset, overrides, methods[0], args.prior or "default", args.checkpoint,
-        args.kernel, args.mask, args.seed, args.device, args.out, con, ["spgd", *argv], args.samples,
-        pad=args.pad,
-        class_label=args.class_label,
+        args.measurement, task=args.task, preset=preset, overrides=overrides, method=methods[0],
+        prior_name=args.prior or "default", checkpoint=args.checkpoint, kernel=args.kernel, mask=args.mask,
+        seed=args.seed, device=args.device, out=args.out, console=con, argv=["spgd", *argv], samples=args.samples,
+        pad=args.pad, class_label=args.class_label,
     )
     return EXIT_FAILED_IMAGES if failed else EXIT_OK

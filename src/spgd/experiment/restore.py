@@ -66,9 +66,10 @@ def load_measurement(path: str) -> tuple[Tensor, list[str]]:
 
 def restore_file(
     measurement: str,
+    *,
     task: str,
     preset: dict,
-    overrides: Sequence[str],
+    overrides: Sequence[str] = (),
     method: str = "spgd",
     prior_name: str = "default",
     checkpoint: Optional[str] = None,
