@@ -12,7 +12,7 @@ from ..experiment.evaluation import EvalConfig, format_table
 from ..experiment.runs import Console, read_json
 from .options import (
     EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK, METHODS_TEXT, TASKS_TEXT, add_device, add_output, add_prior,
-    add_settings, apply_no_fast, console, parse_batch_size, parse_methods, parse_size, task_preset,
+    add_settings, apply_no_fast, console, explicit_options, parse_batch_size, parse_methods, parse_size, task_preset,
 )
 
 HELP = "degrade a folder of clean images, restore, score and report"
@@ -49,14 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use this blur kernel (gaussian/motion blur) instead of the preset's")
     p.add_argument("--mask", metavar="FILE", help="use this inpainting mask for every image instead of random ones")
     add_prior(p)
-    p.add_argument("--method", metavar="M[,M...]", default=None,
+    p.add_argument("--method", metavar="M[,M...]", default="spgd",
                    help=f"method(s), comma-separated: {METHODS_TEXT} (default: spgd)")
-    p.add_argument("--protocol", choices=("spgd", "dps", "daps"), default=None,
+    p.add_argument("--protocol", choices=("spgd", "dps", "daps"), default="spgd",
                    help="whose measurement protocol: spgd (the SPGD configs' noise: 0.01 for SR, random "
                    "inpainting, Gaussian and motion blur, 0.05 otherwise), dps or daps (noise 0.05 on every task, "
                    "70 %% random inpainting; see the presets' [protocols.*]). Every method keeps its released "
                    "per-task settings (default: spgd)")
-    p.add_argument("--samples", type=int, default=None, metavar="S",
+    p.add_argument("--samples", type=int, default=1, metavar="S",
                    help="restorations per image with different seeds; metrics are their mean. With S >= 2 "
                    "also the mean of the samples (mean/NAME.png, scored as 'mean of samples') and the "
                    "per-pixel standard deviation over them (uncertainty/NAME.png, a heat map) (default: 1)")
@@ -64,17 +64,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per batch, or 'auto': the largest that fits the free GPU memory (4 on a CPU) "
                    "(default: 1)")
     add_device(p)
-    p.add_argument("--seed", type=int, default=None, help="base seed: image i uses seed + i (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="base seed: image i uses seed + i (default: 0)")
     add_settings(p)
     p.add_argument("--size", type=parse_size, default=None, metavar="N|HxW",
                    help="image size to restore at (default: the prior's, else the first image's)")
-    p.add_argument("--resize", action="store_true", default=None,
+    p.add_argument("--resize", action="store_true",
                    help="center-crop and resize images that are not the size (default: such an image is an error)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    p.add_argument("--lpips-weights", action="append", default=None, metavar="FILE",
+    p.add_argument("--lpips-weights", action="append", default=[], metavar="FILE",
                    help="local LPIPS weights files, repeat the flag: the torchvision backbone (vgg16-397923af.pth "
                    "or alexnet-owt-7be5be79.pth) and the variant's heads; without it LPIPS is not computed")
-    p.add_argument("--lpips-net", choices=("alex", "vgg", "piq-vgg"), default=None,
+    p.add_argument("--lpips-net", choices=("alex", "vgg", "piq-vgg"), default="vgg",
                    help="LPIPS variant, by the code base whose number it gives: alex = lpips package AlexNet "
                    "(column lpips-alex, DPS-family tables; heads lpips/weights/v0.1/alex.pth), vgg = lpips "
                    "package VGG (lpips-vgg, DPS's evaluation script; heads v0.1/vgg.pth), piq-vgg = "
@@ -96,27 +96,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # eval options that define the experiment: taken from settings.json on --resume when not given
-_EVAL_IDENTITY_OPTIONS = {
-    "images_dir": None, "task": None, "method": "spgd", "prior": "default", "checkpoint": None, "samples": 1,
-    "seed": 0, "set": [], "size": None, "resize": False, "kernel": None, "mask": None, "lpips_weights": [],
-    "lpips_net": "vgg", "fid_weights": None, "protocol": "spgd", "class_label": None,
-}
+IDENTITY_OPTIONS = ("images_dir", "task", "method", "prior", "checkpoint", "samples", "seed", "set", "size", "resize",
+                    "kernel", "mask", "lpips_weights", "lpips_net", "fid_weights", "protocol", "class_label")
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     con = console(args)
     apply_no_fast(args)
-    given = {k: getattr(args, k) for k in _EVAL_IDENTITY_OPTIONS}
+    opts = {k: getattr(args, k) for k in IDENTITY_OPTIONS}  # the defaults are those of the declarations
     if args.resume is not None:
         run_dir = Path(args.resume)
         if not (run_dir / "settings.json").is_file():
             raise SpgdError(f"cannot resume {run_dir}: no settings.json there (not an `spgd eval` run folder)")
         saved = read_json(run_dir / "settings.json").get("cli_options", {})
-        opts = {k: (saved.get(k, d) if given[k] is None else given[k]) for k, d in _EVAL_IDENTITY_OPTIONS.items()}
+        given = explicit_options(add_arguments, argv[1:], IDENTITY_OPTIONS)
+        opts.update({k: saved[k] for k in IDENTITY_OPTIONS if k in saved and k not in given})
         if opts.get("size") is not None:
             opts["size"] = tuple(opts["size"])
-    else:
-        opts = {k: (d if given[k] is None else given[k]) for k, d in _EVAL_IDENTITY_OPTIONS.items()}
     if opts["images_dir"] is None:
         raise SpgdError("spgd eval needs IMAGES_DIR (a folder of clean images)")
     if opts["task"] is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Optional
+from typing import Callable, Iterable, Optional
 
 from ..experiment.runs import Console
 from ..operators import TASKS
@@ -24,6 +24,26 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_ERROR, f"spgd: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Unset(list):
+    """Marks an option the command line did not set (a list, so that `append` options can add to it)."""
+
+
+def explicit_options(add_arguments: Callable[[argparse.ArgumentParser], None], argv: list[str],
+                     names: Iterable[str]) -> set[str]:
+    """Which of the options `names` the command line `argv` sets itself (a declared default does not count):
+    argparse only fills in a default where the namespace has no value yet, so every name starts as a marker.
+
+    >>> def add(p): p.add_argument("--seed", type=int, default=0); p.add_argument("--set", action="append")
+    >>> sorted(explicit_options(add, ["--set", "lr=1"], ["seed", "set"]))
+    ['set']
+    """
+    parser = Parser(prog="spgd")
+    add_arguments(parser)
+    marks = {k: _Unset() for k in names}
+    ns = parser.parse_args(argv, namespace=argparse.Namespace(**marks))
+    return {k for k, mark in marks.items() if getattr(ns, k) is not mark and getattr(ns, k) is not None}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -69,7 +89,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 def add_prior(p: argparse.ArgumentParser) -> None:
     """--prior, --checkpoint, --class-label and --no-fast."""
-    p.add_argument("--prior", metavar="P", default=None,
+    p.add_argument("--prior", metavar="P", default="default",
                    help="'default' (bundled), 'gaussian' (analytic), 'ffhq256' or 'imagenet256' (with --checkpoint), "
                    "a checkpoint file (guided-diffusion/DPS, class-conditional included, deepinv, InverseBench, "
                    "`spgd train`) or a diffusers model folder; see `spgd models PATH` (default: default)")
@@ -85,7 +105,7 @@ def add_prior(p: argparse.ArgumentParser) -> None:
 
 
 def add_settings(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="set", action="append", default=None, metavar="KEY=VALUE",
+    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, repeatable: sampler settings (steps, warmup_steps, lr, lr_min_ratio, "
                    "beta, sigma_max, sigma_min, cosine, fresh_denoise, ...), operator parameters (noise_sigma, "
                    "kernel_size, ...), or explicitly operator.NAME / METHOD.NAME")

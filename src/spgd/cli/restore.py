@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     preset = task_preset(args.task, overrides, methods)
     _, failed = restore_file(
         args.measurement, task=args.task, preset=preset, overrides=overrides, method=methods[0],
-        prior_name=args.prior or "default", checkpoint=args.checkpoint, kernel=args.kernel, mask=args.mask,
+        prior_name=args.prior, checkpoint=args.checkpoint, kernel=args.kernel, mask=args.mask,
         seed=args.seed, device=args.device, out=args.out, console=con, argv=["spgd", *argv], samples=args.samples,
         pad=args.pad, class_label=args.class_label,
     )
