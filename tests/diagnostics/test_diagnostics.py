@@ -12,6 +12,7 @@ from PIL import Image
 
 import spgd
 from spgd.diagnostics import GradientTelemetry, angle_deg, cosine_similarity
+from spgd.cli import main
 from spgd.cli.diagnose import add_arguments as add_diagnose_arguments, run_diagnose
 from spgd.errors import SpgdError
 from spgd.priors.gaussian import GaussianPrior
@@ -236,7 +237,10 @@ def test_run_diagnose_end_to_end(tmp_path, demo_dir, capsys):
     again = argv[:5] + ["--methods", "spgd-no-warmup", "--set", "steps=2", "--frames", "0", "--quiet"] + argv[-4:]
     assert run_diagnose(parser.parse_args(again)) == 0
     assert len(list((tmp_path / "runs").iterdir())) == 2
-    # bad input is one error line and status 2
+    # bad input is one error line in the common format and status 2 (spgd.cli.main prints it)
     capsys.readouterr()
-    assert run_diagnose(parser.parse_args(argv[:5] + ["--methods", "spgd,nope"])) == 2
-    assert "unknown method" in capsys.readouterr().err
+    with pytest.raises(SpgdError, match="unknown method 'nope'"):
+        run_diagnose(parser.parse_args(argv[:5] + ["--methods", "spgd,nope"]))
+    assert main(["diagnose", *argv[:5], "--methods", "spgd,nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spgd: error: unknown method 'nope'") and len(err.strip().splitlines()) == 1
