@@ -158,7 +158,7 @@ def _cap(path: Path, limit: int = 4 * 2**20) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from spgd.bench import format_table
+    from spgd.experiment.bench import format_table
 
     work, out = Path(args.work), Path(args.out)
     records = _bench_records(work / "bench")
@@ -210,7 +210,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         md += ["## Same results (fast path vs fp32 eager reference)", "", f"Verdict: **{s['verdict']}** (limit "
                f"{s['threshold_db']} dB on the mean PSNR per prior; images: {s.get('images')}).", ""]
         if s["rows"]:
-            from spgd.bench import format_quality
+            from spgd.experiment.bench import format_quality
 
             md += [format_quality(s["rows"]), ""]
     log = out / "train_log.txt"

@@ -86,5 +86,5 @@ SLOW_TESTS = {
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.originalname in SLOW_TESTS.get(item.path.name, ()):
+        if getattr(item, "originalname", None) in SLOW_TESTS.get(item.path.name, ()):  # doctests have none
             item.add_marker(pytest.mark.slow)

@@ -26,8 +26,8 @@ import torch
 from conftest import TINY_UNET
 
 import spgd
-from spgd.bench import ground_truth, random_unet
-from spgd.distributed import Job, rank_device
+from spgd.experiment.bench import ground_truth, random_unet
+from spgd.experiment.distributed import Job, rank_device
 from spgd.errors import SpgdError
 from spgd.io import save_image, to_unit
 from spgd.metrics import psnr

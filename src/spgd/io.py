@@ -37,6 +37,14 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 Size = Union[int, tuple[int, int]]
 
 
+def load_torch_file(path: Union[str, os.PathLike], what: str = "a torch file") -> object:
+    """torch.load(weights_only=True) on the CPU; an unreadable file is one SpgdError naming it and `what`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means an unusable file
+        raise SpgdError(f"cannot read {path} as {what} ({type(e).__name__})") from None
+
+
 def to_unit(x: Tensor) -> Tensor:
     """[-1, 1] -> [0, 1] (no clamping)."""
     return (x + 1.0) / 2.0

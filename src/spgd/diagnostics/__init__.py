@@ -6,7 +6,7 @@
 >>> result.telemetry = tel; tel.summary()                     # doctest: +SKIP
 
 Plots (`plot_angles`, `plot_loss`, `save_animation`) live in `spgd.diagnostics.plots` and import matplotlib
-only when called; `spgd diagnose` is in `spgd.diagnostics.cli`.
+only when called; `spgd diagnose` is in `spgd.experiment.diagnose`.
 """
 
 from .telemetry import GradientTelemetry, angle_deg, cosine_similarity

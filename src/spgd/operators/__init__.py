@@ -63,6 +63,15 @@ NOISE_SIGMA: Dict[str, float] = {
 }
 
 
+def task_defaults(task: str) -> Dict[str, Any]:
+    """The keyword parameters `make_operator(task, ...)` accepts with their defaults (None: required), and the
+    task's benchmark noise level as noise_sigma."""
+    params = inspect.signature(_BUILDERS[_canonical(task)]).parameters
+    out = {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in params.items()}
+    out["noise_sigma"] = NOISE_SIGMA[_canonical(task)]
+    return out
+
+
 def task_params(task: str) -> Tuple[str, ...]:
     """The keyword parameters `make_operator(task, ...)` accepts."""
     return tuple(inspect.signature(_BUILDERS[_canonical(task)]).parameters)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpgdError
+from .solvers import CG_ITERS, TIKHONOV_LAM, tikhonov
 
 
 class Operator(nn.Module):
@@ -60,6 +61,11 @@ class LinearOperator(Operator):
 
     def adjoint(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def pseudo_inverse(self, y: Tensor, lam: float = TIKHONOV_LAM, iters: int = CG_ITERS) -> Tensor:
+        """A prior-free estimate of x from y (deepinv's `A_dagger`): Tikhonov least squares by conjugate
+        gradients (spgd.operators.solvers.tikhonov); families with a better classical answer override it."""
+        return tikhonov(self, y, lam, iters)
 
 
 class SeededPartsMixin:

@@ -103,6 +103,10 @@ class SuperResolution(LinearOperator):
         wh, ww = self._matrix(h, y), self._matrix(w, y)
         return torch.einsum("ih,bcij,jw->bchw", wh, y, ww)
 
+    def pseudo_inverse(self, y: Tensor, lam: float = 0.0, iters: int = 0) -> Tensor:
+        """The classical estimate: bicubic up-sampling (`lam` and `iters` do not apply)."""
+        return self.upsample(y)
+
     def upsample(self, y: Tensor) -> Tensor:
         """Bicubic up-sampling of y by the same factor (a plain initial guess, not the adjoint)."""
         h, w = y.shape[2] * self.scale, y.shape[3] * self.scale

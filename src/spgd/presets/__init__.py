@@ -115,7 +115,7 @@ def load_preset(task: str, protocol: str = "spgd") -> dict:
 # names and defaults
 
 
-def _method_defaults(method: str) -> dict[str, Any]:
+def method_defaults(method: str) -> dict[str, Any]:
     """Setting name -> default value of `method`'s sampler class."""
     from ..samplers import METHODS, setting_names
 
@@ -134,12 +134,9 @@ def _method_defaults(method: str) -> dict[str, Any]:
 
 
 def _operator_defaults(task: str) -> dict[str, Any]:
-    from ..operators import _BUILDERS, NOISE_SIGMA
+    from ..operators import task_defaults
 
-    params = inspect.signature(_BUILDERS[task]).parameters
-    out = {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in params.items()}
-    out["noise_sigma"] = NOISE_SIGMA[task]
-    return out
+    return task_defaults(task)
 
 
 def _all_methods(methods: Optional[Sequence[str]]) -> list[str]:
@@ -157,7 +154,7 @@ def sampler_keys(methods: Optional[Sequence[str]] = None) -> list[str]:
     """Sampler setting names accepted by any of `methods` (default: all methods), in a stable order."""
     seen: dict[str, None] = {}
     for m in _all_methods(methods):
-        for k in _method_defaults(m):
+        for k in method_defaults(m):
             if k not in RESERVED_SAMPLER_KEYS:
                 seen[k] = None
     return list(seen)
@@ -178,7 +175,7 @@ def uses_spgd_preset(method: str) -> bool:
 def sampler_settings(preset: dict, method: str) -> dict:
     """The settings `method` gets from a preset, later winning: [sampler] (SPGD family only), its own
     [methods.<method>] (released values), the bare overrides it accepts, its scoped overrides."""
-    names = set(_method_defaults(method))
+    names = set(method_defaults(method))
     settings = dict(preset.get("sampler", {})) if uses_spgd_preset(method) else {}
     settings = {k: v for k, v in settings.items() if k in names}
     for layer in (preset.get("methods", {}).get(method, {}), preset.get("all", {}), preset.get("set", {}).get(method, {})):
@@ -297,7 +294,7 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
                 used = f" of method(s) {', '.join(methods)}" if methods is not None else ""
                 raise SpgdError(f"unknown sampler setting {name!r}; valid settings{used}: {', '.join(s_names)}")
             default = next(
-                (d[name] for d in (_method_defaults(m) for m in _all_methods(methods)) if name in d), None
+                (d[name] for d in (method_defaults(m) for m in _all_methods(methods)) if name in d), None
             )
             out["all"][name] = _coerce(key, value, default)
         elif scope in METHODS:
@@ -306,7 +303,7 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
                     f"--set {key}: method {scope!r} is not run (methods: {', '.join(methods)}); add it to "
                     "--method or drop the setting"
                 )
-            defaults = _method_defaults(scope)
+            defaults = method_defaults(scope)
             if name not in defaults:
                 raise SpgdError(f"unknown setting {name!r} for method {scope!r}; valid: {', '.join(defaults)}")
             out["set"].setdefault(scope, {})[name] = _coerce(key, value, defaults[name])

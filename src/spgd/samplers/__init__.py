@@ -75,6 +75,23 @@ def _typed(method: str, name: str, kind: str, value: Any) -> Any:
     return value
 
 
+def parse_methods(text: str, option: str = "--method", unique: bool = False) -> list[str]:
+    """A comma-separated method list (the --method/--methods of the commands), each checked against METHODS.
+
+    >>> parse_methods("spgd, dps")
+    ['spgd', 'dps']
+    """
+    methods = [m.strip() for m in str(text).split(",") if m.strip()]
+    if not methods:
+        raise SpgdError(f"{option} needs at least one method; valid methods: {', '.join(METHODS)}")
+    for m in methods:
+        if m not in METHODS:
+            raise SpgdError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)}")
+    if unique and len(set(methods)) != len(methods):
+        raise SpgdError(f"a method is listed twice in {option} {text}")
+    return methods
+
+
 def make_sampler(method: str = "spgd", **settings):
     """A sampler by method name, e.g. make_sampler("spgd", lr=7.0, steps=200). An ablation's defining settings
     (METHODS[method][1]) are fixed and take precedence over `settings`."""

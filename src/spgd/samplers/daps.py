@@ -2,7 +2,7 @@
 
 `release="2024"` (method `daps`) is the code of the paper, `zhangbingliang2019/DAPS` @ 25471a8; `release="2025"`
 (method `daps-2025`) the current rewrite @ 098df6b. Both match the recorded runs of
-../shared/fixtures/reference-dps-daps/ to float32 precision (tests/test_baselines.py). Per-task Langevin step
+../shared/fixtures/reference-dps-daps/ to float32 precision (tests/samplers/test_baselines.py). Per-task Langevin step
 sizes: the `[methods.daps]` / `[methods.daps-2025]` sections of the presets.
 
 References:

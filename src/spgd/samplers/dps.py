@@ -1,7 +1,7 @@
 """DPS: Diffusion Posterior Sampling (Chung et al., ICLR 2023), as the authors released it.
 
 Matches `DPS2022/diffusion-posterior-sampling` @ effbde7 (`p_sample_loop` with the `ps` conditioning) to float32
-precision on a discrete-time epsilon network (tests/test_baselines.py replays the recorded runs of
+precision on a discrete-time epsilon network (tests/samplers/test_baselines.py replays the recorded runs of
 ../shared/fixtures/reference-dps-daps/). Per-task step sizes: the `[methods.dps]` sections of the presets.
 
 References:

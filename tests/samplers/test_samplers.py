@@ -333,7 +333,7 @@ def test_every_method_batched_improves_and_counts(method, inpainting_problem):
 
 def test_classical_tikhonov_solves_the_normal_equations():
     from spgd.operators import make_operator
-    from spgd.samplers.classical import gradient_energy_grad
+    from spgd.operators.solvers import gradient_energy_grad
 
     op = make_operator("gaussian_blur", kernel_size=5, std=1.0, noise_sigma=0.0)
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.5
@@ -417,3 +417,36 @@ def test_ablation_settings_cannot_be_overridden_by_presets():
     assert make_sampler("spgd-no-momentum", **preset).beta == 0.0
     official = make_sampler("spgd-official", **preset, fresh_denoise=True)
     assert official.fresh_denoise is False and official.use_momentum is False
+
+
+def test_classical_works_on_a_users_own_linear_operator():
+    """No isinstance: an operator that is not ours, with only forward, adjoint and noise_sigma, gets the
+    Tikhonov-CG estimate, the same as our blur's pseudo-inverse of the same measurement."""
+    from spgd.operators import make_operator
+
+    blur = make_operator("gaussian_blur", kernel_size=5, std=1.0, noise_sigma=0.0)
+
+    class Mine:  # a user's operator: no base class, no pseudo_inverse
+        noise_sigma = 0.0
+
+        def forward(self, x):
+            return blur.forward(x)
+
+        def adjoint(self, y):
+            return blur.adjoint(y)
+
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = blur(x)
+    mine = make_sampler("classical").run(y, Mine(), None).x
+    ours = make_sampler("classical").run(y, blur, None).x
+    assert torch.equal(mine, ours)
+    assert (mine - x).abs().mean() < (y - x).abs().mean()
+
+    class NotLinear:
+        noise_sigma = 0.0
+
+        def forward(self, x):
+            return x.abs()
+
+    with pytest.raises(SpgdError, match="NotLinear"):
+        make_sampler("classical").run(y, NotLinear(), None)

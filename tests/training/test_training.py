@@ -13,7 +13,8 @@ from conftest import TINY_UNET
 from spgd import load_prior
 from spgd.errors import SpgdError
 from spgd.io import save_image
-from spgd.training import SIGMA_HI, SIGMA_LO, _noise_levels, add_train_arguments, random_crops, run_train, train_prior
+from spgd.cli.train import add_arguments as add_train_arguments, run_train
+from spgd.training.loop import SIGMA_HI, SIGMA_LO, _noise_levels, random_crops, train_prior
 
 # The shared tiny UNet without attention inside its levels and without learned variance: the default network's
 # code paths, fast enough for a test.

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -32,20 +31,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import io, metrics
-from .errors import SpgdError
-from .priors.fast import describe
-from .samplers.base import RESIDUAL_REASON, residual_diverged
+from .. import io, metrics
+from ..device import resolve_device
+from ..errors import SpgdError
+from ..metrics import lpips_or_reason
+from ..metrics.inception import FIDInception
+from ..priors import load_prior
+from ..priors.base import prior_channels
+from ..priors.fast import auto_batch_size, describe
+from ..samplers import make_sampler, setting_names
+from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (
     Console,
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    provenance,
     read_json,
     shard,
     utc_now,
-    versions,
 )
 
 GRID_ROWS = 16  # at most this many images in grid.png
@@ -83,7 +88,7 @@ class EvalConfig:
     class_label: Optional[int] = None  # class-conditional priors: the class to condition on
 
     def samplers(self) -> dict[str, dict]:
-        from .presets import sampler_settings
+        from ..presets import sampler_settings
 
         return {m: sampler_settings(self.preset, m) for m in self.methods}
 
@@ -111,7 +116,7 @@ class EvalConfig:
         }
 
     def validate(self) -> None:
-        from .samplers import METHODS
+        from ..samplers import METHODS
 
         if not self.methods:
             raise SpgdError("no method given; valid methods: " + ", ".join(METHODS))
@@ -132,7 +137,7 @@ class EvalConfig:
             raise SpgdError(f"--seed must be >= 0, got {self.seed}")
         if self.limit is not None and self.limit < 1:
             raise SpgdError(f"--limit must be >= 1, got {self.limit}")
-        from .metrics import LPIPS_VARIANTS
+        from ..metrics import LPIPS_VARIANTS
 
         if self.lpips_net not in LPIPS_VARIANTS:
             raise SpgdError(f"--lpips-net must be one of {', '.join(LPIPS_VARIANTS)}, got {self.lpips_net!r}")
@@ -171,13 +176,13 @@ def load_kernel_file(path: str, with_sums: bool = False):
     """A blur kernel from .npy, an image (.png, ...) or a .pt file (a tensor, or a dict with "kernel", as
     written to random_parts/), checked and normalised by the blur operator's own rules (with `with_sums`,
     also the sums before normalisation)."""
-    from .operators.blur import load_kernel
+    from ..operators.blur import load_kernel
 
     p = Path(path)
     if not p.is_file():
         raise SpgdError(f"kernel file not found: {p}")
     if p.suffix.lower() == ".pt":
-        obj = _torch_load(p)
+        obj = io.load_torch_file(p)
         if isinstance(obj, dict):
             if "kernel" not in obj:
                 raise SpgdError(f"{p} holds no 'kernel' entry (keys: {', '.join(map(str, obj))})")
@@ -193,7 +198,7 @@ def load_mask_file(path: str) -> Tensor:
         raise SpgdError(f"mask file not found: {p}")
     suffix = p.suffix.lower()
     if suffix == ".pt":
-        obj = _torch_load(p)
+        obj = io.load_torch_file(p)
         if isinstance(obj, dict):
             if "mask" not in obj:
                 raise SpgdError(f"{p} holds no 'mask' entry (keys: {', '.join(map(str, obj))})")
@@ -237,13 +242,6 @@ def operator_override_names(overrides: Sequence[str]) -> set[str]:
     return names
 
 
-def _torch_load(p: Path) -> Any:
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means an unusable file
-        raise SpgdError(f"cannot read {p} as a torch file ({type(e).__name__})") from None
-
-
 class OperatorFactory:
     """Builds the task's operator for a batch from the resolved preset, a seed and optional kernel/mask files.
     A loaded network (non-linear blur) is reused between batches instead of being read again."""
@@ -256,7 +254,7 @@ class OperatorFactory:
         mask: Optional[str] = None,
         overrides: Sequence[str] = (),
     ):
-        from .operators import task_params
+        from ..operators import task_params
 
         self.task = task
         self.params = dict(params)
@@ -301,7 +299,7 @@ class OperatorFactory:
         self.has_seed = "seed" in valid
 
     def __call__(self, seed: int, device: torch.device):
-        from .operators import make_operator
+        from ..operators import make_operator
 
         params = dict(self.params)
         if self.has_seed:
@@ -526,15 +524,20 @@ class Evaluation:
         """Load the prior, build and check samplers and operator, find the images, write or check settings.json.
         Everything that can be wrong with the input fails here, before any work. With ``write_settings=False``
         a new run's settings.json is left to :meth:`write_settings` (one process of a distributed run writes it)."""
-        from .priors import load_prior
-        from .priors.base import prior_channels
-        from .runs import resolve_device
-        from .samplers import make_sampler, setting_names
+        self.device = resolve_device(self.cfg.device)
+        self.items = list_items(Path(self.cfg.images_dir), self.cfg.limit)  # missing/empty folder -> SpgdError
+        self._build_samplers_and_prior()
+        self._check_images()
+        self._check_operator_and_batch_size()
+        self._load_scorers()
+        if resume:
+            self._check_resumable()
+        elif write_settings:
+            self.write_settings(cli_options)
 
+    def _build_samplers_and_prior(self) -> None:
+        """The samplers, the operator factory (its parameters checked now) and the prior with its channels."""
         cfg, con = self.cfg, self.console
-        self.device = resolve_device(cfg.device)
-        self.items = list_items(Path(cfg.images_dir), cfg.limit)  # missing/empty folder -> SpgdError
-
         self.sampler_settings = cfg.samplers()
         self.samplers = {}
         for m, settings in self.sampler_settings.items():
@@ -544,7 +547,6 @@ class Evaluation:
         self.make_op(cfg.seed, torch.device("cpu"))  # checks the operator parameters now
         for note in self.make_op.notes:
             con.warn(note)
-
         con.detail(f"loading prior {cfg.prior!r}" + (f" from {cfg.checkpoint}" if cfg.checkpoint else ""))
         self.prior = load_prior(cfg.prior, cfg.checkpoint, device=self.device, class_label=cfg.class_label)
         self.channels = prior_channels(self.prior) or 3  # 1: a grayscale prior, images and operator in 1 channel
@@ -553,13 +555,15 @@ class Evaluation:
             self.make_op = OperatorFactory(cfg.task, op_params, cfg.kernel, cfg.mask)
         self.size = cfg.size or prior_image_size(self.prior)
 
-        # readable images, one size (or --resize)
+    def _check_images(self) -> None:
+        """Keep the readable images (unreadable ones are skipped with a warning); all of one size, or --resize."""
+        cfg = self.cfg
         good: list[Item] = []
         for it in self.items:
             try:
                 hw = _probe_size(it.path)
             except SpgdError as e:
-                con.warn(f"skipping {it.path.name}: {e}")
+                self.console.warn(f"skipping {it.path.name}: {e}")
                 continue
             if self.size is None:
                 self.size = hw
@@ -577,45 +581,42 @@ class Evaluation:
         self.size = tuple(self.size)
         check_image_size(self.size, self.prior, "pass --size N or HxW (height x width) with --resize",
                          "the images are" if cfg.size is None else "--size asks for")
-        with torch.no_grad():  # an operator that cannot take this size (box too large, scale) fails now
-            self.make_op(cfg.seed, self.device).forward(torch.zeros(1, self.channels, *self.size, device=self.device))
-        self.batch_size = cfg.batch_size
+
+    def _check_operator_and_batch_size(self) -> None:
+        """An operator that cannot take this size (box too large, scale) fails now; --batch-size auto resolved."""
+        with torch.no_grad():
+            self.make_op(self.cfg.seed, self.device).forward(
+                torch.zeros(1, self.channels, *self.size, device=self.device))
+        self.batch_size = self.cfg.batch_size
         if self.batch_size == "auto":
-            from .priors.fast import auto_batch_size
-
             self.batch_size = auto_batch_size(self.prior, (3, *self.size), self.device)
-            con.info(f"--batch-size auto: {self.batch_size} image(s) per batch on {self.device}")
+            self.console.info(f"--batch-size auto: {self.batch_size} image(s) per batch on {self.device}")
 
-        from .metrics import lpips_or_reason
-
+    def _load_scorers(self) -> None:
+        """LPIPS (when its weights are given or found) and the FID Inception network (with --fid-weights)."""
+        cfg = self.cfg
         self.lpips, self.lpips_note = lpips_or_reason(cfg.lpips_net, cfg.lpips_weights or None, self.device)
         self.lpips_label = self.lpips.label if self.lpips is not None else None
         if cfg.lpips_weights and self.lpips is None:  # a file was given: not computing LPIPS would ignore it
             raise SpgdError(f"{self.lpips_note}; fix --lpips-weights or leave it out to skip LPIPS")
         self.fid_model = None
         if cfg.fid_weights:  # asked for: a wrong file fails now, before any work
-            from .metrics.inception import FIDInception
-
             self.fid_model = FIDInception(cfg.fid_weights).to(self.device)
 
+    def _check_resumable(self) -> None:
+        """--resume: the folder is an `spgd eval` run with the same identity (settings that change results)."""
         settings_path = self.run_dir / "settings.json"
-        identity = cfg.identity()
-        if resume:
-            if not settings_path.is_file():
-                raise SpgdError(
-                    f"cannot resume {self.run_dir}: it has no settings.json (not an `spgd eval` run folder)"
-                )
-            saved = read_json(settings_path)
-            if saved.get("command") != "eval":
-                raise SpgdError(f"cannot resume {self.run_dir}: it is a run of `spgd {saved.get('command')}`")
-            diffs = identity_differences(saved.get("identity", {}), identity)
-            if diffs:
-                raise SpgdError(
-                    f"refusing to resume {self.run_dir}: the settings differ: {'; '.join(diffs)}; "
-                    "run without --resume for a new run folder"
-                )
-        elif write_settings:
-            self.write_settings(cli_options)
+        if not settings_path.is_file():
+            raise SpgdError(f"cannot resume {self.run_dir}: it has no settings.json (not an `spgd eval` run folder)")
+        saved = read_json(settings_path)
+        if saved.get("command") != "eval":
+            raise SpgdError(f"cannot resume {self.run_dir}: it is a run of `spgd {saved.get('command')}`")
+        diffs = identity_differences(saved.get("identity", {}), self.cfg.identity())
+        if diffs:
+            raise SpgdError(
+                f"refusing to resume {self.run_dir}: the settings differ: {'; '.join(diffs)}; "
+                "run without --resume for a new run folder"
+            )
 
     def write_settings(self, cli_options: Optional[dict] = None, world_size: int = 1) -> None:
         """Write settings.json of a new run (after :meth:`prepare`); `world_size`: processes that share the run
@@ -644,11 +645,9 @@ class Evaluation:
                 "lpips_label": self.lpips_label,
                 "fid": None if self.fid_model is None else {"weights": str(cfg.fid_weights), "resize": "pytorch-fid"},
                 "seeding": "image i (sorted order) uses seed + i for its operator; noise and sampler "
-                "generators are derived from it (spgd.evaluate.derive_seed)",
-                "versions": versions(),
-                "command_line": self.argv,
+                "generators are derived from it (spgd.experiment.evaluation.derive_seed)",
                 "cli_options": cli_options or {},
-                "created": utc_now(),
+                **provenance(self.argv),
             },
         )
 
@@ -689,9 +688,9 @@ class Evaluation:
 
     def run(self, rank: int = 0, world_size: int = 1, pending: Optional[Sequence[int]] = None) -> EvalSummary:
         """Restore and score the images not done yet. Process `rank` of `world_size` takes its contiguous block
-        of them (:func:`spgd.runs.shard`); all processes must pass the same `pending` (indices of the images
+        of them (:func:`spgd.experiment.runs.shard`); all processes must pass the same `pending` (indices of the images
         to do, default: those without a record now), so that they agree on the blocks. Only a single process
-        writes the tables here; a distributed run merges them once all are done (spgd.distributed)."""
+        writes the tables here; a distributed run merges them once all are done (spgd.experiment.distributed)."""
         cfg, con = self.cfg, self.console
         if pending is None:
             remaining = self.pending()
@@ -711,10 +710,9 @@ class Evaluation:
         bar = con.progress(len(todo), desc=f"eval {cfg.task}")
         try:
             for batch in self._batches(todo):
-                records = self._run_batch(batch)
+                records = self._restore_batch(batch)
                 summary.n_done_now += len(records)
                 bar.update(len(batch))
-                _test_hook_die(rank, summary.n_done_now)
                 last = records[-1]["methods"][cfg.methods[0]]
                 if last.get("psnr") is not None:
                     bar.set_postfix_str(f"{cfg.methods[0]} PSNR {last['psnr']:.2f}")
@@ -727,105 +725,117 @@ class Evaluation:
                 summary.tables = write_tables(self.run_dir, self.size, cfg.resize)
         return summary
 
-    def _run_batch(self, batch: list[tuple[Item, Tensor, list[str]]]) -> list[dict]:
-        cfg, dev = self.cfg, self.device
+    def _restore_batch(self, batch: list[tuple[Item, Tensor, list[str]]]) -> list[dict]:
+        """Degrade, restore with every method, score and record one batch; returns its records (also written)."""
         items = [b[0] for b in batch]
-        x = torch.cat([b[1] for b in batch]).to(dev)
-        seeds = [cfg.seed + it.index for it in items]
-        op = self.make_op(seeds[0], dev)
+        x = torch.cat([b[1] for b in batch]).to(self.device)
+        seeds = [self.cfg.seed + it.index for it in items]
+        op = self.make_op(seeds[0], self.device)
         y = measure_per_image(op, x, [derive_seed(s, 0) for s in seeds])
-        several = len(cfg.methods) > 1
-        x01 = io.to_unit(x.clamp(-1, 1))
+        records = self._measurement_records(batch, seeds, op, x, y)
+        for m in self.cfg.methods:
+            self._restore_with(m, items, seeds, op, x, y, records)
+        self._write_records(records)
+        return records
 
-        records: list[dict] = []
-        base, base_kind = measurement_baseline(op, cfg.task, y, x)
+    def _measurement_records(self, batch: list, seeds: list[int], op, x: Tensor, y: Tensor) -> list[dict]:
+        """Save each image's measurement (and random parts) and start its record with the measurement's scores."""
+        items = [b[0] for b in batch]
+        x01 = io.to_unit(x.clamp(-1, 1))
+        base, base_kind = measurement_baseline(op, self.cfg.task, y, x)
         base_psnr = base_ssim = None
         if base is not None:
             b01 = io.to_unit(base.clamp(-1, 1))
             base_psnr, base_ssim = metrics.psnr(b01, x01).tolist(), metrics.ssim(b01, x01).tolist()
         parts = op.random_parts() if callable(getattr(op, "random_parts", None)) else {}
         self._save_fid_features(FID_REFERENCE, items, x01)
+        records: list[dict] = []
         for j, it in enumerate(items):
             view, note = viewable(y[j])
             io.save_image(view, self.run_dir / "measurement" / f"{it.name}.png")
-            rp = None
+            parts_path = None
             if parts:
-                mine = {
+                own_parts = {
                     k: (v[j] if v.ndim >= 3 and v.shape[0] == len(items) else v).detach().cpu().clone()
                     for k, v in parts.items()
                 }
-                rp = f"random_parts/{it.name}.pt"
-                atomic_torch_save(self.run_dir / rp, mine)
-            records.append(
-                {
-                    "name": it.name,
-                    "file": it.path.name,
-                    "source": str(it.path.resolve()),
-                    "index": it.index,
-                    "seed": seeds[j],
-                    "notes": batch[j][2],
-                    "measurement": f"measurement/{it.name}.png",
-                    "measurement_note": note,
-                    "random_parts": rp,
-                    "measurement_metrics": None
-                    if base is None
-                    else {"kind": base_kind, "psnr": base_psnr[j], "ssim": base_ssim[j]},
-                    "methods": {},
-                }
-            )
+                parts_path = f"random_parts/{it.name}.pt"
+                atomic_torch_save(self.run_dir / parts_path, own_parts)
+            records.append({
+                "name": it.name, "file": it.path.name, "source": str(it.path.resolve()), "index": it.index,
+                "seed": seeds[j], "notes": batch[j][2], "measurement": f"measurement/{it.name}.png",
+                "measurement_note": note, "random_parts": parts_path,
+                "measurement_metrics": None if base is None
+                else {"kind": base_kind, "psnr": base_psnr[j], "ssim": base_ssim[j]},
+                "methods": {},
+            })
+        return records
 
-        for m in cfg.methods:
-            per_image: list[list[dict]] = [[] for _ in items]
-            cost: list[dict] = []
-            stochastic = getattr(self.samplers[m], "stochastic", True)
-            moments = SampleMoments() if cfg.samples > 1 and stochastic else None
-            for s in range(cfg.samples):
-                gens = [torch.Generator(device=dev).manual_seed(derive_seed(si, 1, s)) for si in seeds]
-                result = self.samplers[m].run(y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
-                st = result.stats
-                cost.append(st.as_dict())
-                xh = result.x.detach()
-                xh01 = io.to_unit(xh.clamp(-1, 1))
-                ps, ss = metrics.psnr(xh01, x01).tolist(), metrics.ssim(xh01, x01).tolist()
-                with torch.no_grad():  # the data fit, to compare with the noise level
-                    ax = op.forward(xh)
-                    res = (ax - y).pow(2).flatten(1).mean(1).sqrt().tolist()
-                    # the divergence rule's data-residual part, for every method (spgd.samplers.base)
-                    fit_bad = residual_diverged(ax, y, float(getattr(op, "noise_sigma", 0.0))).tolist()
-                lp = self.lpips(xh.clamp(-1, 1), x.clamp(-1, 1)).tolist() if self.lpips is not None else None
-                failed = list(st.failed) if st.failed else [False] * len(items)
-                reasons = list(getattr(st, "failure_reason", None) or [None] * len(items))
-                reasons = [r or (RESIDUAL_REASON if b else None) for r, b in zip(reasons, fit_bad)]
-                failed = [bool(f) or not math.isfinite(p) or b for f, p, b in zip(failed, ps, fit_bad)]
-                if s == 0:  # FID/KID: one restoration per image (the first sample), failed ones left out
-                    self._save_fid_features(m, [it for it, f in zip(items, failed) if not f],
-                                            xh01[torch.tensor([not f for f in failed], device=xh01.device)])
-                if moments is not None:
-                    moments.add(xh.clamp(-1, 1), [not f for f in failed])  # the images as saved and scored
-                for j, it in enumerate(items):
-                    path = restored_path(m, it.name, s, several)
-                    io.save_image(xh[j], self.run_dir / path)
-                    sample = {
-                        "sample": s,
-                        "restored": path,
-                        "failed": failed[j],
-                        "failed_at_step": st.failed_at_step[j] if st.failed_at_step else None,
-                        "failure_reason": reasons[j] or ("non-finite scores" if failed[j] else None),
-                        "psnr": None if failed[j] else ps[j],
-                        "ssim": None if failed[j] else ss[j],
-                        "rms_residual": None if failed[j] else res[j],
-                    }
-                    if lp is not None:
-                        sample[self.lpips_label] = None if failed[j] else lp[j]
-                    per_image[j].append(sample)
-            for j, rec in enumerate(records):
-                rec["methods"][m] = _method_record(per_image[j], cost, self.lpips_label, self.sampler_settings[m])
-            if moments is not None:
-                for rec, summary in zip(records, self._sample_summaries(m, items, moments, x, several)):
-                    rec["methods"][m]["mean_of_samples"] = summary
+    def _restore_with(self, method: str, items: list[Item], seeds: list[int], op, x: Tensor, y: Tensor,
+                      records: list[dict]) -> None:
+        """Restore the batch `samples` times with `method` (sample s of image i seeded derive_seed(seed_i, 1, s))
+        and add the method's entry to each record."""
+        cfg, several = self.cfg, len(self.cfg.methods) > 1
+        per_image: list[list[dict]] = [[] for _ in items]
+        cost: list[dict] = []
+        stochastic = getattr(self.samplers[method], "stochastic", True)
+        moments = SampleMoments() if cfg.samples > 1 and stochastic else None
+        for s in range(cfg.samples):
+            gens = [torch.Generator(device=self.device).manual_seed(derive_seed(si, 1, s)) for si in seeds]
+            result = self.samplers[method].run(y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
+            cost.append(result.stats.as_dict())
+            x_hat = result.x.detach()
+            samples = self._score_sample(method, s, items, result.stats, op, x, y, x_hat, several)
+            if moments is not None:  # the images as saved and scored
+                moments.add(x_hat.clamp(-1, 1), [not sample["failed"] for sample in samples])
+            for j, sample in enumerate(samples):
+                per_image[j].append(sample)
+        for j, rec in enumerate(records):
+            rec["methods"][method] = _method_record(per_image[j], cost, self.lpips_label, self.sampler_settings[method])
+        if moments is not None:
+            for rec, summary in zip(records, self._sample_summaries(method, items, moments, x, several)):
+                rec["methods"][method]["mean_of_samples"] = summary
+
+    def _score_sample(self, method: str, s: int, items: list[Item], stats, op, x: Tensor, y: Tensor,
+                      x_hat: Tensor, several: bool) -> list[dict]:
+        """Save sample s of each image and score it: PSNR, SSIM, LPIPS, the data fit, and whether it failed
+        (the sampler's own verdict, a non-finite score, or the residual part of the divergence rule)."""
+        x01, xh01 = io.to_unit(x.clamp(-1, 1)), io.to_unit(x_hat.clamp(-1, 1))
+        psnr, ssim = metrics.psnr(xh01, x01).tolist(), metrics.ssim(xh01, x01).tolist()
+        with torch.no_grad():  # the data fit, to compare with the noise level
+            ax = op.forward(x_hat)
+            rms = (ax - y).pow(2).flatten(1).mean(1).sqrt().tolist()
+            # the divergence rule's data-residual part, for every method (spgd.samplers.base)
+            fit_bad = residual_diverged(ax, y, float(getattr(op, "noise_sigma", 0.0))).tolist()
+        lpips = self.lpips(x_hat.clamp(-1, 1), x.clamp(-1, 1)).tolist() if self.lpips is not None else None
+        failed = list(stats.failed) if stats.failed else [False] * len(items)
+        reasons = list(getattr(stats, "failure_reason", None) or [None] * len(items))
+        reasons = [r or (RESIDUAL_REASON if b else None) for r, b in zip(reasons, fit_bad)]
+        failed = [bool(f) or not math.isfinite(p) or b for f, p, b in zip(failed, psnr, fit_bad)]
+        if s == 0:  # FID/KID: one restoration per image (the first sample), failed ones left out
+            self._save_fid_features(method, [it for it, f in zip(items, failed) if not f],
+                                    xh01[torch.tensor([not f for f in failed], device=xh01.device)])
+        samples = []
+        for j, it in enumerate(items):
+            path = restored_path(method, it.name, s, several)
+            io.save_image(x_hat[j], self.run_dir / path)
+            ok = not failed[j]
+            sample = {
+                "sample": s, "restored": path, "failed": failed[j],
+                "failed_at_step": stats.failed_at_step[j] if stats.failed_at_step else None,
+                "failure_reason": reasons[j] or ("non-finite scores" if failed[j] else None),
+                "psnr": psnr[j] if ok else None, "ssim": ssim[j] if ok else None, "rms_residual": rms[j] if ok else None,
+            }
+            if lpips is not None:
+                sample[self.lpips_label] = lpips[j] if ok else None
+            samples.append(sample)
+        return samples
+
+    def _write_records(self, records: list[dict]) -> None:
+        """records/NAME.json of each image (its result is kept from now on), with a detail line per method."""
         for rec in records:
-            rec["device"] = str(dev)
-            rec["batch_size"] = len(items)
+            rec["device"] = str(self.device)
+            rec["batch_size"] = len(records)
             rec["finished"] = utc_now()
             atomic_write_json(self.run_dir / "records" / f"{rec['name']}.json", rec)
             for m, r in rec["methods"].items():
@@ -833,7 +843,6 @@ class Evaluation:
                     f"{rec['name']} {m}: PSNR {_fmt(r['psnr'])} SSIM {_fmt(r['ssim'], 4)} "
                     f"({r['seconds']:.1f} s/restoration, {r['failed']} failed)"
                 )
-        return records
 
     def _save_fid_features(self, method: str, items: list, images01: Tensor) -> None:
         """Inception features of each image, fid_features/METHOD/NAME.pt (FID/KID need the whole set)."""
@@ -873,16 +882,6 @@ class Evaluation:
                 entry[self.lpips_label] = lp[j]
             out.append(entry)
         return out
-
-
-def _test_hook_die(rank: int, n_done: int) -> None:
-    """Test hook, for tests/test_distributed.py only: with SPGD_TEST_DIE_AFTER="RANK:N" in the environment,
-    process RANK exits at once (os._exit(1), like a crash: no clean-up) once it has finished N images."""
-    spec = os.environ.get("SPGD_TEST_DIE_AFTER")
-    if spec:
-        die_rank, _, n = spec.partition(":")
-        if int(die_rank) == rank and n_done >= int(n):
-            os._exit(1)
 
 
 def _method_record(
@@ -1041,14 +1040,14 @@ FID_REFERENCE = "ground_truth"  # fid_features/ground_truth/: the clean images, 
 
 def _fid_entry(run_dir: Path, method: str, names: list[str]) -> Optional[dict]:
     """FID/KID of a method's restorations against the clean images (a whole-set score), from saved features."""
-    from .metrics.fid import whole_set_scores
+    from ..metrics.fid import whole_set_scores
 
     def load(kind: str) -> list[Tensor]:
         out = []
         for n in names:
             p = run_dir / "fid_features" / kind / f"{n}.pt"
             if p.is_file():
-                out.append(torch.load(p, map_location="cpu", weights_only=True))
+                out.append(io.load_torch_file(p))
         return out
 
     feats, ref = load(method), load(FID_REFERENCE)

@@ -26,7 +26,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import os
@@ -41,10 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import SpgdError
-from .io import atomic_write, list_images, load_image
-from .priors import GaussianPrior, UNetModel, VPPrecond, save_unet
-from .priors.unet import count_parameters
+from ..errors import SpgdError
+from ..device import resolve_device
+from ..io import atomic_write, list_images, load_image, load_torch_file, to_unit
+from ..metrics import psnr
+from ..priors import GaussianPrior, UNetModel, VPPrecond, save_unet
+from ..priors.unet import count_parameters
 
 __all__ = ["DEFAULT_CONFIG", "REPORT_SIGMAS", "add_train_arguments", "denoising_report", "run_train", "train_prior"]
 
@@ -211,7 +212,7 @@ def _noise_levels(n: int, p_mean: float, p_std: float, uniform_fraction: float, 
 
 def _load_init(path: str | os.PathLike) -> VPPrecond:
     """The UNet prior of an spgd-unet weights file (e.g. the bundled default), to fine-tune from."""
-    from .priors import load_prior
+    from ..priors import load_prior
 
     prior = load_prior(str(path), device="cpu")
     net = getattr(prior, "net", None)
@@ -220,10 +221,9 @@ def _load_init(path: str | os.PathLike) -> VPPrecond:
     return prior
 
 
-def _psnr(x: Tensor, ref: Tensor) -> Tensor:
-    """PSNR (dB) per image of [-1, 1] images, both clamped to [-1, 1] (8-bit-representable values)."""
-    mse = ((x.clamp(-1, 1) - ref.clamp(-1, 1)) / 2).square().mean(dim=(1, 2, 3))
-    return -10 * torch.log10(mse + 1e-10)
+def _denoising_psnr(x: Tensor, ref: Tensor) -> Tensor:
+    """spgd.metrics.psnr of [-1, 1] images, both clamped to [-1, 1] (8-bit-representable values)."""
+    return psnr(to_unit(x.clamp(-1, 1)), to_unit(ref.clamp(-1, 1)))
 
 
 @torch.no_grad()
@@ -244,12 +244,12 @@ def denoising_report(
     for sigma in sigmas:
         noise = torch.randn(crops.shape, generator=gen)
         noisy = crops + sigma * noise
-        row = {"noisy": _psnr(noisy, crops).mean().item()}
+        row = {"noisy": _denoising_psnr(noisy, crops).mean().item()}
         for name, prior in priors.items():
             values = []
             for i in range(0, len(crops), batch_size):
                 x = noisy[i : i + batch_size].to(device)
-                values.append(_psnr(prior(x, sigma).float().cpu(), crops[i : i + batch_size]))
+                values.append(_denoising_psnr(prior(x, sigma).float().cpu(), crops[i : i + batch_size]))
             row[name] = torch.cat(values).mean().item()
         report[f"{sigma:g}"] = row
     return report
@@ -274,10 +274,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 def _load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpgdError(f"cannot resume: no training checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpgdError(f"cannot resume: {path} is not a readable training checkpoint ({type(e).__name__})") from None
+    state = load_torch_file(path, "a training checkpoint (cannot resume)")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise SpgdError(f"cannot resume: {path} is not an spgd training checkpoint")
     return state
@@ -287,18 +284,6 @@ def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SpgdError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SpgdError(f"device '{device}' asked for, but CUDA is not available here; use --device cpu")
-    return dev
 
 
 def _check_settings(steps: int, batch_size: int, crop: int, lr: float, ema_decay: float, factor: int,
@@ -397,7 +382,7 @@ def train_prior(
         raise SpgdError(f"--precision must be fp32 or bf16, got {precision!r}")
     if save_dtype not in SAVE_DTYPES:
         raise SpgdError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got {save_dtype!r}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out = Path(out)
     ckpt_path = Path(checkpoint) if checkpoint is not None else out.with_name(out.name + ".ckpt")
     settings = dict(steps=steps, max_minutes=max_minutes, batch_size=batch_size, crop=crop, lr=lr,
@@ -523,95 +508,5 @@ def train_prior(
 # --------------------------------------------------------------------------------------------------- CLI
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of `spgd train`."""
-    d = DEFAULT_CONFIG
-    parser.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of training images (png, jpg, ...)")
-    parser.add_argument("--out", required=True, metavar="FILE", help="weights file to write (spgd-unet .pt)")
-    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps in all (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8, help="crops per step (default: %(default)s)")
-    parser.add_argument("--crop", type=int, default=64, help="crop side, a multiple of 8 (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights (default: %(default)s)")
-    parser.add_argument("--channels", type=int, default=d["num_channels"],
-                        help="UNet base width, a multiple of 32 (default: %(default)s)")
-    parser.add_argument("--image-channels", type=int, choices=(1, 3), default=None,
-                        help="1 = a grayscale prior (colour images are converted to luma), 3 = RGB "
-                        "(default: the --init file's, else 1 when every training image is grayscale, else 3)")
-    parser.add_argument("--res-blocks", type=int, default=d["num_res_blocks"],
-                        help="residual blocks per level (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--resume", action="store_true", help="continue from the training checkpoint")
-    parser.add_argument("--checkpoint", metavar="FILE", default=None,
-                        help="training-state file (default: the --out file name + .ckpt)")
-    parser.add_argument("--checkpoint-every", type=int, default=500,
-                        help="steps between checkpoints; 0 = only at the end (default: %(default)s)")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop after this many minutes of training (this call), then finish normally")
-    parser.add_argument("--holdout", type=float, default=0.1,
-                        help="fraction of the images held out for the final report (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
-    parser.add_argument("--init", metavar="FILE", default=None,
-                        help="start from these weights (an spgd-unet file, e.g. the bundled default); "
-                             "their network config is used")
-    parser.add_argument("--p-mean", type=float, default=P_MEAN,
-                        help="log-normal noise levels: mean of ln sigma (default: %(default)s)")
-    parser.add_argument("--p-std", type=float, default=P_STD,
-                        help="log-normal noise levels: std of ln sigma (default: %(default)s)")
-    parser.add_argument("--uniform-fraction", type=float, default=0.0,
-                        help=f"share of each batch with log-uniform sigma over [{SIGMA_LO:g}, {SIGMA_HI:g}], "
-                             "to train the high noise levels samplers start from (default: %(default)s)")
-    parser.add_argument("--scaling", choices=("edm", "eps"), default=None,
-                        help="denoiser output scaling: edm (bounded error at high noise; for new priors) or eps "
-                             "(epsilon prediction, as the guided-diffusion checkpoints) (default: the --init "
-                             "file's, else edm)")
-    parser.add_argument("--sigma-data", type=float, default=None,
-                        help="data std of the edm scaling; 1.0 gives the network the inputs of the eps form, "
-                             "the better start from an eps --init (default: the --init file's, else 0.5)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16: the network under bf16 autocast (CUDA: faster; weights, optimizer and loss stay "
-                             "float32) (default: %(default)s)")
-    parser.add_argument("--save-dtype", choices=tuple(SAVE_DTYPES), default="fp32",
-                        help="storage of the saved weights; fp16 halves the file (default: %(default)s)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.epilog = (
-        "examples:\n"
-        "  spgd train my_photos/ --out my_prior.pt --steps 2000\n"
-        "  spgd train my_photos/ --out my_prior.pt --steps 4000 --resume   # continue to 4000 steps\n"
-        "  spgd train my_photos/ --out tuned.pt --init default --steps 2000   # fine-tune the bundled prior\n"
-        "  spgd train xrays/ --out gray_prior.pt --image-channels 1   # a grayscale prior\n"
-        "  spgd restore --prior my_prior.pt ...\n"
-    )
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    return parser
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """`spgd train`: train, then print where the weights are and the held-out report."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SpgdError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    if args.channels < 32 or args.channels % 32:
-        raise SpgdError(f"--channels must be a positive multiple of 32 (GroupNorm uses 32 groups), got {args.channels}")
-    if args.res_blocks < 1:
-        raise SpgdError(f"--res-blocks must be >= 1, got {args.res_blocks}")
-    config = {**DEFAULT_CONFIG, "num_channels": args.channels, "num_res_blocks": args.res_blocks}
-    meta = train_prior(
-        args.images_dir, args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-        ema_decay=args.ema, config=config, seed=args.seed, resume=args.resume, checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every, device=args.device, progress=not args.quiet,
-        holdout_fraction=args.holdout, max_minutes=args.max_minutes, p_mean=args.p_mean, p_std=args.p_std,
-        uniform_fraction=args.uniform_fraction, init=args.init, scaling=args.scaling, sigma_data=args.sigma_data,
-        image_channels=args.image_channels, precision=args.precision, save_dtype=args.save_dtype,
-        command=" ".join(["spgd", "train", *sys.argv[2:]]),
-    )
-    report = meta["report"]
-    print(f"wrote {args.out} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "
-          f"{meta['parameters']:,} parameters)")
-    print(f"held-out denoising PSNR (dB; held out: {report['held_out']}; "
-          f"{report['crops']} crops of {report['crop']}px):")
-    print(format_report(report["psnr_db"]))
-    return 0

@@ -15,7 +15,7 @@ import spgd
 from spgd import io as spgd_io
 from spgd import cli
 from spgd.errors import SpgdError
-from spgd.evaluate import format_table
+from spgd.experiment.evaluation import format_table
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import make_sampler
 from spgd.samplers.base import FailureTracker
@@ -348,12 +348,12 @@ def test_failed_restore_leaves_no_run_folder(capsys, tmp_path, demo_dir, monkeyp
 
 
 def test_eval_failing_before_the_first_result_leaves_no_run_folder(capsys, tmp_path, two_images, monkeypatch):
-    from spgd.evaluate import Evaluation
+    from spgd.experiment.evaluation import Evaluation
 
     def boom(self, batch):
         raise RuntimeError("simulated failure in the first batch")
 
-    monkeypatch.setattr(Evaluation, "_run_batch", boom)
+    monkeypatch.setattr(Evaluation, "_restore_batch", boom)
     code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--out", tmp_path / "runs",
                        "-q")
     error_line(code, err, "simulated failure")
@@ -369,7 +369,7 @@ def test_diagnose_reports_progress_without_a_terminal(tmp_path, demo_dir, capsys
 
     from PIL import Image
 
-    from spgd.diagnostics.cli import add_diagnose_arguments, run_diagnose
+    from spgd.cli.diagnose import add_arguments as add_diagnose_arguments, run_diagnose
 
     with Image.open(demo_dir / "00000.png") as img:
         img.convert("RGB").crop((96, 96, 128, 128)).save(tmp_path / "face.png")

@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_UNET
 
 import spgd
-from spgd.bench import count_flops, ground_truth, random_unet
+from spgd.experiment.bench import count_flops, ground_truth, random_unet
 from spgd.cli import main
 from spgd.errors import SpgdError
 from spgd.io import to_unit
@@ -253,7 +253,7 @@ def test_compile_mode_auto_graphs_small_cuda_batches_only(monkeypatch):
 
 
 def test_bench_compile_modes_label_rows():
-    from spgd.bench import build_modes
+    from spgd.experiment.bench import build_modes
 
     modes = build_modes(["bf16"], ["on", "off"], ["off"], ["default", "auto"], with_reference=True)
     assert [m.label for m in modes] == ["reference", "fast bf16 compiled", "fast bf16 compiled auto", "fast bf16 eager"]

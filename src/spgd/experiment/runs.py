@@ -18,8 +18,8 @@ from typing import Any, Iterable, Optional, Union
 import numpy as np
 import torch
 
-from .errors import SpgdError
-from .io import atomic_write
+from ..errors import SpgdError
+from ..io import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -102,7 +102,7 @@ def read_json(path: PathLike) -> Any:
 
 def versions() -> dict:
     """Versions of what produced a result."""
-    from . import __version__
+    from .. import __version__
 
     out = {
         "spgd": __version__,
@@ -127,22 +127,10 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def resolve_device(name: Optional[str]) -> torch.device:
-    """--device: None = CUDA when available, else the CPU; an unusable device is an SpgdError."""
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise SpgdError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SpgdError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SpgdError(f"device {name!r} does not exist; {torch.cuda.device_count()} CUDA device(s) present")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise SpgdError(f"device {name!r} requested but MPS is not available")
-    return dev
+def provenance(argv: Optional[list[str]]) -> dict:
+    """The part of every run folder's settings.json that says how it was made: package versions, the command
+    line and the creation time (UTC)."""
+    return {"versions": versions(), "command_line": argv, "created": utc_now()}
 
 
 class Console:

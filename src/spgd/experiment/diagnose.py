@@ -15,7 +15,7 @@ import torch
 
 from ..errors import SpgdError
 
-__all__ = ["DEFAULT_METHODS", "add_diagnose_arguments", "diagnose", "run_diagnose"]
+__all__ = ["DEFAULT_METHODS", "diagnose", "run_diagnose"]
 
 DEFAULT_METHODS = "spgd,spgd-no-momentum,spgd-no-warmup"
 
@@ -32,39 +32,6 @@ restorations.png and summary.json (per method: mean and 90th percentile of the s
 the middle half of the run, PSNR, cost)."""
 
 
-def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the `spgd diagnose` options to `parser` (a subparser)."""
-    from ..operators import TASKS
-
-    parser.description = (
-        "Degrade image(s) with a task's operator, restore them with each method while recording the gradient "
-        "dynamics (likelihood step g_l, denoise step g_d and their angles), and plot them."
-    )
-    parser.epilog = EPILOG
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("input", metavar="IMAGE_OR_DIR", help="an image file, or a folder of images")
-    parser.add_argument("--task", required=True, choices=TASKS, help="the degradation (benchmark setting)")
-    parser.add_argument("--prior", default="default",
-                        help="'default' (bundled), 'gaussian', 'ffhq256', 'imagenet256' or a file (default: %(default)s)")
-    parser.add_argument("--checkpoint", default=None, help="weights file for --prior ffhq256/imagenet256")
-    parser.add_argument("--methods", default=DEFAULT_METHODS,
-                        help="comma-separated methods to compare (default: %(default)s)")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="override the task preset, repeatable: a sampler setting for every method (steps=200, "
-                             "lr=2), one method's (spgd.beta=0.5) or an operator parameter (kernel_size=31); "
-                             f"an ablation's defining setting is kept (default: the preset; steps {CPU_STEPS} on CPU)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the measurement noise, operator parts and initial noise (default: %(default)s)")
-    parser.add_argument("--out", default="runs", help="parent folder of the new run folder (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="use the first N images of a folder (default: all)")
-    parser.add_argument("--frames", type=int, default=40, metavar="N",
-                        help="about N x0_hat frames per animation; 0 writes no GIF (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=None, metavar="S",
-                        help="center-crop and resize images to SxS (default: keep their size)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--quiet", action="store_true", help="no status lines or progress bars")
-    return parser
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -109,12 +76,8 @@ def _load_images(path: Path, limit: Optional[int], size: Optional[int]) -> tuple
 
 # -- the command ------------------------------------------------------------------------------------------------
 def run_diagnose(args: argparse.Namespace) -> int:
-    """Run `spgd diagnose` with parsed arguments; returns the exit status (0 ok, 2 bad input)."""
-    try:
-        run_dir = diagnose(args)
-    except SpgdError as e:
-        print(f"spgd diagnose: error: {e}", file=sys.stderr)
-        return 2
+    """Run `spgd diagnose` with parsed arguments; returns the exit status (bad input raises SpgdError)."""
+    run_dir = diagnose(args)
     if not args.quiet:
         print(str(run_dir))
     return 0
@@ -127,21 +90,17 @@ def diagnose(args: argparse.Namespace) -> Path:
     from ..operators import make_operator, task_params
     from ..priors import load_prior
     from ..presets import apply_overrides, load_preset
-    from ..runs import atomic_write_json, new_run_dir, resolve_device, versions
-    from ..samplers import METHODS, make_sampler
-    from .plots import plot_angles, plot_loss, save_animation
-    from .telemetry import GradientTelemetry
+    from ..device import resolve_device
+    from .runs import atomic_write_json, new_run_dir, versions
+    from ..samplers import make_sampler, parse_methods
+    from ..diagnostics.plots import plot_angles, plot_loss, save_animation
+    from ..diagnostics.telemetry import GradientTelemetry
 
     def status(msg: str) -> None:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise SpgdError("--methods is empty; give e.g. --methods spgd,spgd-no-warmup")
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise SpgdError(f"unknown method(s) {bad} in --methods; valid: {', '.join(METHODS)}")
+    methods = parse_methods(args.methods, "--methods")
     if args.frames < 0:
         raise SpgdError(f"--frames must be >= 0, got {args.frames}")
     device = resolve_device(args.device)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import SpgdError
+from ..errors import SpgdError
+
+HELP = "what a model file or folder is (format, size, channels, sigma range) and how to restore with it"
 
 
-def add_models_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "Describe model files or folders: format, architecture, parameters, resolution, channels, sigma range, "
         "and a command line that restores with it. Understood: guided-diffusion/DPS checkpoints (every "
@@ -25,7 +27,7 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from .priors.formats import describe
+    from ..priors.formats import describe
 
     errors = []
     for i, path in enumerate(args.paths):
@@ -42,3 +44,7 @@ def run_models(args: argparse.Namespace) -> int:
     if errors:
         raise SpgdError("; ".join(errors))
     return 0
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    return run_models(args)

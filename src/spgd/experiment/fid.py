@@ -27,32 +27,11 @@ EXAMPLES = (
 )
 
 
-def add_fid_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from .inception import RESIZE_MODES
-
-    parser.description = (
-        "FID (pytorch-fid's Inception-v3 features, Fréchet distance in float64) and KID (unbiased, polynomial "
-        "kernel) between two sets of images: SET_A and SET_B are folders of images or .npz statistics files. "
-        "With one folder and --save-stats, only its statistics are computed and cached (as EDM's `fid.py ref`)."
-    )
-    parser.epilog = EXAMPLES
-    parser.add_argument("sets", nargs="+", metavar="SET", help="SET_A [SET_B]: folders of images or .npz files")
-    parser.add_argument("--fid-weights", required=True, metavar="FILE",
-                        help="pt_inception-2015-12-05-6726825d.pth, the Inception weights of pytorch-fid and "
-                        "torch-fidelity (never downloaded)")
-    parser.add_argument("--resize", choices=RESIZE_MODES, default="pytorch-fid",
-                        help="whose resizing to 299x299 and normalisation to use (default: %(default)s)")
-    parser.add_argument("--save-stats", metavar="OUT.npz", default=None,
-                        help="write the statistics (and features) of the last folder given, for later runs")
-    parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch (default: 16)")
-    parser.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:N (default: cuda if available)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    return parser
 
 
 def _set(arg: str, model, batch_size: int, resize: str) -> tuple[dict, Optional[np.ndarray]]:
     """Statistics of one SET argument: (stats, features or None)."""
-    from .fid import feature_statistics, folder_features, load_statistics
+    from ..metrics.fid import feature_statistics, folder_features, load_statistics
 
     p = Path(arg)
     if p.suffix == ".npz" and not p.is_dir():
@@ -68,9 +47,9 @@ def _set(arg: str, model, batch_size: int, resize: str) -> tuple[dict, Optional[
 def run_fid(args: argparse.Namespace) -> int:
     import torch
 
-    from ..runs import resolve_device
-    from .fid import frechet_distance, kid, save_statistics, small_set_warning
-    from .inception import FIDInception
+    from ..device import resolve_device
+    from ..metrics.fid import frechet_distance, kid, save_statistics, small_set_warning
+    from ..metrics.inception import FIDInception
 
     if len(args.sets) > 2:
         raise SpgdError(f"spgd fid takes one or two sets, got {len(args.sets)}: {' '.join(args.sets)}")

@@ -3,13 +3,13 @@
 
     torchrun --nproc-per-node 8 -m spgd eval faces/ --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt
 
-The work is embarrassingly parallel: every image has its own seeds (spgd.evaluate), so its result does not
+The work is embarrassingly parallel: every image has its own seeds (spgd.experiment.evaluation), so its result does not
 depend on which process restores it, nor on how many there are. Process ``rank`` of ``world_size`` takes a
-contiguous block of the images still to do (spgd.runs.shard) and writes their images and records/NAME.json
+contiguous block of the images still to do (spgd.experiment.runs.shard) and writes their images and records/NAME.json
 into the shared run folder, each file atomically. Only small Python objects travel between the processes,
 never tensors: the run folder (rank 0 creates it), the list of images still to do (rank 0 reads it, so all
 agree), any set-up error (raised on every rank), and at the end each rank's status, after which rank 0
-merges the tables from all records (spgd.evaluate.write_tables) and prints the summary.
+merges the tables from all records (spgd.experiment.evaluation.write_tables) and prints the summary.
 
 A rank that dies loses only its unfinished images (``torchrun`` then stops the others, which keep theirs);
 ``spgd eval --resume RUN_DIR`` under any number of processes does only the missing ones, split evenly.
@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 
-from .errors import SpgdError
+from ..errors import SpgdError
 
 T = TypeVar("T")
 
@@ -211,8 +211,8 @@ def run_eval(cfg, job: Job, resume: Optional[str], out: str, console, argv: list
     """`spgd eval` on one or many processes (see the module docstring): set up on every rank, do this rank's
     block of the images still to do, merge on rank 0. Returns the summary: on rank 0 (the only one of a
     single process) of the whole run, with the tables; on other ranks of their own block only."""
-    from .evaluate import EvalSummary, Evaluation, write_tables
-    from .io import list_images
+    from .evaluation import EvalSummary, Evaluation, write_tables
+    from ..io import list_images
     from .runs import new_run_dir
 
     def create() -> Path:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import copy_demo_images
 
-from spgd.distributed import Job, env_world, rank_device
+from spgd.experiment.distributed import Job, env_world, rank_device
 from spgd.errors import SpgdError
 
 TINY = ["--task", "inpainting_random", "--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1",
@@ -117,10 +118,30 @@ def test_two_processes_equal_one(tmp_path, four, reference):
     assert_same_results(run_dir, reference)
 
 
+# the crash is injected by this launcher: it wraps Evaluation._restore_batch (rank 1 exits like a crash, with no
+# clean-up, once it has finished one image) and runs the ordinary `spgd` entry point
+DIE_AFTER_FIRST_IMAGE_ON_RANK_1 = """
+import os, sys
+from spgd.cli import main
+from spgd.experiment.evaluation import Evaluation
+
+real = Evaluation._restore_batch
+def dying(self, batch):
+    records = real(self, batch)
+    if os.environ.get("RANK") == "1":
+        os._exit(1)
+    return records
+Evaluation._restore_batch = dying
+sys.exit(main())
+"""
+
+
 def test_a_dead_rank_loses_only_its_unfinished_images_and_resume_completes(tmp_path, four, reference):
     out = tmp_path / "runs"
     # rank 1 (images 2 and 3) crashes after its first image; torchrun then stops rank 0
-    p = spgd_eval(tmp_path, four, *TINY, "--out", out, "-q", nproc=2, env={"SPGD_TEST_DIE_AFTER": "1:1"})
+    script = tmp_path / "die_after.py"
+    script.write_text(DIE_AFTER_FIRST_IMAGE_ON_RANK_1)
+    p = spgd_eval(tmp_path, four, *TINY, "--out", out, "-q", nproc=2, script=script)
     assert p.returncode != 0
     run_dir = only_run(out)
     records = run_dir / "records"
@@ -139,17 +160,18 @@ def test_a_dead_rank_loses_only_its_unfinished_images_and_resume_completes(tmp_p
 
 FAILING_RANK = """
 import os, sys
-from spgd import cli, evaluate
+from spgd import cli
+from spgd.experiment import evaluation as evaluate
 from spgd.errors import SpgdError
 
-real = evaluate.Evaluation._run_batch
+real = evaluate.Evaluation._restore_batch
 
 def failing(self, batch):
     if os.environ["RANK"] == "1" and batch[0][0].index == 3:
         raise SpgdError("disk on fire")
     return real(self, batch)
 
-evaluate.Evaluation._run_batch = failing
+evaluate.Evaluation._restore_batch = failing
 sys.exit(cli.main())
 """
 
@@ -194,11 +216,19 @@ def test_environment_and_devices(monkeypatch):
     with pytest.raises(SpgdError, match="MASTER_ADDR"):
         Job.from_env("gloo", 1.0, "cpu")
     assert rank_device("cpu", 1, 2) == "cpu" and rank_device("cuda:0", 1, 1) == "cuda:0"
-    if not __import__("torch").cuda.is_available():
-        assert rank_device(None, 1, 2) == "cpu"
-        with pytest.raises(SpgdError, match="CUDA"):
-            rank_device("cuda", 1, 2)
-        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-        monkeypatch.setenv("MASTER_PORT", "1")
-        with pytest.raises(SpgdError, match="nccl needs CUDA"):
-            Job.from_env("nccl", 1.0, "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without CUDA")
+def test_devices_without_cuda(monkeypatch):
+    for k in LAUNCHER_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_device(None, 1, 2) == "cpu"
+    with pytest.raises(SpgdError, match="CUDA"):
+        rank_device("cuda", 1, 2)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "1")
+    with pytest.raises(SpgdError, match="nccl needs CUDA"):
+        Job.from_env("nccl", 1.0, "cpu")

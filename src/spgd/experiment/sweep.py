@@ -1,7 +1,7 @@
 """`spgd sweep`: the stability study. Vary one setting (e.g. lr over a log range) for several methods on the
 same images and plot quality against it, marking the values where restorations diverged.
 
-Each (method, value) cell is an ordinary `spgd eval` run (spgd.evaluate.Evaluation) into its own sub-folder,
+Each (method, value) cell is an ordinary `spgd eval` run (spgd.experiment.evaluation.Evaluation) into its own sub-folder,
 so every cell degrades, restores and scores through the one eval code path, with the eval seeding: image i
 gets the same operator, measurement noise and initial noise in every cell, and only the varied setting
 differs. Run folder layout::
@@ -34,8 +34,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .errors import SpgdError
-from .runs import Console, atomic_write_json, atomic_write_text, read_json, utc_now, versions
+from ..errors import SpgdError
+from ..samplers import parse_methods
+from .runs import Console, atomic_write_json, atomic_write_text, provenance, read_json, utc_now
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 DEFAULT_METHODS = "spgd,spgd-no-momentum,spgd-no-warmup"
@@ -66,7 +67,7 @@ def parse_values(text: str) -> list[Any]:
     """The values of ``--vary KEY=VALUES``: a comma-separated list (``0.1,0.3,1``; names and true/false work
     too), ``log:START:STOP:N`` (N values evenly spaced in log scale, 4 significant digits) or
     ``lin:START:STOP:N`` (evenly spaced)."""
-    from .presets import parse_value
+    from ..presets import parse_value
 
     s = text.strip()
     if not s:
@@ -147,9 +148,8 @@ class Varied:
 def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) -> Varied:
     """Check that every method can vary `key` (a sampler setting it has and does not fix) or that `key` is an
     operator parameter of `task`; int settings get their values rounded (log ranges)."""
-    from .presets import RESERVED_OPERATOR_KEYS, RESERVED_SAMPLER_KEYS, operator_keys, sampler_keys
-    from .presets import _method_defaults  # noqa: PLC2701 - the package's own defaults table
-    from .samplers import METHODS
+    from ..presets import RESERVED_OPERATOR_KEYS, RESERVED_SAMPLER_KEYS, method_defaults, operator_keys, sampler_keys
+    from ..samplers import METHODS
 
     scope, _, name = key.rpartition(".")
     if scope not in ("", "sampler", "operator"):
@@ -163,7 +163,7 @@ def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) ->
     if scope == "sampler":
         default = None
         for m in methods:
-            defaults = _method_defaults(m)
+            defaults = method_defaults(m)
             if name not in defaults:
                 raise SpgdError(
                     f"method {m!r} has no setting {name!r} to vary; its settings: {', '.join(defaults)} "
@@ -217,12 +217,12 @@ class Sweep:
     """A sweep over `varied` for `methods`: one EvalConfig per (method, value), built and checked up front."""
 
     def __init__(self, opts: dict, batch_size: int = 1, device: Optional[str] = None):
-        from .evaluate import EvalConfig
-        from .presets import apply_overrides, load_preset
+        from .evaluation import EvalConfig
+        from ..presets import apply_overrides, load_preset
 
         self.opts = opts
         task = opts["task"]
-        methods = _parse_methods(opts["methods"])
+        methods = parse_methods(opts["methods"], "--methods", unique=True)
         key, values = parse_vary(opts["vary"])
         self.varied = resolve_varied(key, values, task, methods)
         self.methods = methods
@@ -259,7 +259,7 @@ class Sweep:
 
     def run(self, run_dir: Path, console: Console, argv: list[str]) -> tuple[bool, dict]:
         """Run every cell not yet complete; returns (interrupted, sweep.json content)."""
-        from .evaluate import Evaluation
+        from .evaluation import Evaluation
 
         inner = Console(2 if console.level >= 2 else 0)  # cells run quietly; the sweep prints a line per cell
         interrupted = False
@@ -291,20 +291,6 @@ class Sweep:
         return interrupted, write_sweep_tables(run_dir)
 
 
-def _parse_methods(text: str) -> list[str]:
-    from .samplers import METHODS
-
-    methods = [m.strip() for m in str(text).split(",") if m.strip()]
-    if not methods:
-        raise SpgdError(f"--methods needs at least one method; valid methods: {', '.join(METHODS)}")
-    for m in methods:
-        if m not in METHODS:
-            raise SpgdError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)}")
-    if len(set(methods)) != len(methods):
-        raise SpgdError(f"a method is listed twice in --methods {text}")
-    return methods
-
-
 def _pm(s: Optional[dict], digits: int) -> str:
     if not s or s.get("mean") is None:
         return "-"
@@ -325,7 +311,7 @@ def _stats(values: list[float]) -> dict:
 def write_sweep_tables(run_dir: Path) -> dict:
     """Rebuild sweep.csv, sweep.json and sweep.png from the cells' records/ (complete or not). Returns the
     sweep.json content."""
-    from .evaluate import read_records
+    from .evaluation import read_records
 
     run_dir = Path(run_dir)
     settings = read_json(run_dir / "settings.json")
@@ -501,60 +487,6 @@ def format_sweep(tables: dict) -> str:
 # command line
 
 
-def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of `spgd sweep`."""
-    from .cli import _size
-
-    p.description = (
-        "The stability study: for each method and each value of one setting, degrade the clean images of "
-        "IMAGES_DIR with TASK's operator and restore them (the same images, operators, noise and seeds in every "
-        "cell; each cell is an `spgd eval` run in RUN/METHOD/KEY=VALUE/), then write sweep.csv (per image), "
-        "sweep.json (mean/std PSNR and SSIM, failures, per method and value) and sweep.png (quality against "
-        "the setting, diverged runs marked). Diverged images are results, not errors: the exit status is 0."
-    )
-    p.epilog = (
-        "examples:\n"
-        "  spgd sweep faces/ --task gaussian_blur --vary lr=log:0.1:100:7 --prior ffhq256 --checkpoint ffhq_10m.pt\n"
-        "  spgd sweep faces/ --task super_resolution --vary lr=1,3,7,20 --methods spgd,spgd-no-momentum --limit 4\n"
-        "  spgd sweep faces/ --task gaussian_blur --prior gaussian --size 64 --resize --vary beta=0,0.5,0.9,0.99\n"
-        "  spgd sweep faces/ --task gaussian_blur --vary noise_sigma=0.01,0.05,0.1 --methods spgd,dps\n"
-        "  spgd sweep --resume runs/20250101T120000Z-sweep-gaussian_blur   # finish an interrupted sweep\n"
-        "notes: a sampler setting is varied in every method (each must have it; DPS's lr is its own step-size\n"
-        "  scale zeta, DAPS's lr its Langevin step); an operator parameter (noise_sigma, ...) in the operator.\n"
-        "exit status: 0 ok (diverged images included), 2 bad input, 130 interrupted."
-    )
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", default=None,
-                   help="folder of clean images; optional with --resume")
-    p.add_argument("--task", metavar="T", default=None, help="the degradation (as in spgd eval)")
-    p.add_argument("--vary", metavar="KEY=VALUES", default=None,
-                   help="the setting and its values: lr=0.1,0.3,1,3,10, lr=log:0.1:10:5 (log spaced), "
-                   "lr=lin:0.5:2:4, cosine=sample,pixel; KEY may also be an operator parameter (noise_sigma)")
-    p.add_argument("--methods", "--method", dest="methods", metavar="M[,M...]", default=None,
-                   help=f"methods, comma-separated (default: {DEFAULT_METHODS})")
-    p.add_argument("--prior", metavar="P", default=None,
-                   help="'default', 'gaussian', 'ffhq256'/'imagenet256' (with --checkpoint) or a weights file "
-                   "(default: default)")
-    p.add_argument("--checkpoint", metavar="FILE", default=None, help="the .pt weights for --prior ffhq256/imagenet256")
-    p.add_argument("--set", dest="set", action="append", default=None, metavar="KEY=VALUE",
-                   help="override a preset value for every cell, repeatable (as in spgd eval); not the varied key")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    p.add_argument("--size", type=_size, default=None, metavar="N|HxW",
-                   help="image size (default: the prior's, else the first image's)")
-    p.add_argument("--resize", action="store_true", default=None,
-                   help="center-crop and resize images that are not the size")
-    p.add_argument("--kernel", metavar="FILE", default=None, help="blur kernel file (gaussian/motion blur)")
-    p.add_argument("--mask", metavar="FILE", default=None, help="inpainting mask file for every image")
-    p.add_argument("--seed", type=int, default=None, help="base seed: image i uses seed + i (default: 0)")
-    p.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per batch (default: 1)")
-    p.add_argument("--device", metavar="D", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
-    p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue this sweep folder: its saved settings, only the cells not complete")
-    p.add_argument("--out", metavar="DIR", default="runs",
-                   help="folder that receives a new run folder per call (default: %(default)s)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quiet", action="store_true", help="no status lines")
-    g.add_argument("-v", "--verbose", action="store_true", help="more detail (per-image lines)")
 
 
 def _options(args: argparse.Namespace) -> tuple[dict, Optional[Path]]:
@@ -618,7 +550,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     sweep = Sweep(opts, args.batch_size, args.device)  # every bad input fails here, before any folder exists
     argv = command_line(opts, args)
     if run_dir is None:
-        from .io import list_images
+        from ..io import list_images
 
         list_images(Path(opts["images_dir"]))
         run_dir = new_run_dir(args.out, "sweep", opts["task"])
@@ -632,9 +564,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                 "sweep": sweep.describe(),
                 "seeding": "every cell uses the spgd eval seeding with the same --seed: image i gets the same "
                 "operator, measurement noise and initial noise in every cell",
-                "versions": versions(),
-                "command_line": argv,
-                "created": utc_now(),
+                **provenance(argv),
             },
         )
     con.info(

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import io, metrics
-from .errors import SpgdError
-from .evaluate import (
+from .. import io, metrics
+from ..errors import SpgdError
+from .evaluation import (
     INPAINTING,
     MIN_SIDE,
     check_image_size,
@@ -25,11 +25,11 @@ from .evaluate import (
     viewable,
     write_sample_summary,
 )
-from .samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
-from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, resolve_device, utc_now, versions
+from ..samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
+from ..device import resolve_device
+from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, provenance
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-DEMO_IMAGE = DATA_DIR / "astronaut.png"
+DEMO_IMAGE = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"  # the bundled photo (spgd/data/)
 DEMO_TASK = "inpainting_random"  # 80 % of the pixels missing: a restoration anyone can see, cheap on a CPU
 DEMO_STEPS = 20  # 3 min on a shared 2-core CPU (load 7-9) with the bundled prior at 256x256 (the paper uses 200)
 DEMO_WARMUP = 2  # the paper uses 5
@@ -48,10 +48,7 @@ def load_measurement(path: str) -> tuple[Tensor, list[str]]:
             except (OSError, ValueError) as e:
                 raise SpgdError(f"cannot read measurement {p}: {e}") from None
         else:
-            try:
-                t = torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001
-                raise SpgdError(f"cannot read measurement {p} as a torch file ({type(e).__name__})") from None
+            t = io.load_torch_file(p, "a measurement (a torch file)")
             if isinstance(t, dict):
                 t = t.get("y", t.get("measurement"))
             if not isinstance(t, Tensor):
@@ -69,9 +66,10 @@ def load_measurement(path: str) -> tuple[Tensor, list[str]]:
 
 def restore_file(
     measurement: str,
+    *,
     task: str,
     preset: dict,
-    overrides: Sequence[str],
+    overrides: Sequence[str] = (),
     method: str = "spgd",
     prior_name: str = "default",
     checkpoint: Optional[str] = None,
@@ -89,10 +87,10 @@ def restore_file(
     """Restore one measurement file; returns (run folder, whether the restoration diverged). With `samples`
     S >= 2 it is restored S times in one batch (sample s seeded with seed + s) and the mean of the samples and
     their per-pixel standard deviation (a heat map) are written too."""
-    from .presets import sampler_settings
-    from .priors import load_prior
-    from .priors.base import prior_channels
-    from .samplers import make_sampler, setting_names
+    from ..presets import sampler_settings
+    from ..priors import load_prior
+    from ..priors.base import prior_channels
+    from ..samplers import make_sampler, setting_names
 
     con = console or Console()
     if samples < 1:
@@ -199,9 +197,7 @@ def restore_file(
             "rms_residual_per_sample": residuals.tolist(),
             "failed_per_sample": [not v for v in ok],
             "mean_of_samples": summary,
-            "versions": versions(),
-            "command_line": argv,
-            "created": utc_now(),
+            **provenance(argv),
         },
     )
     con.result(f"{run_dir / 'restored.png'}")
@@ -263,9 +259,9 @@ def run_demo(
 ) -> Path:
     """Degrade the bundled photo (80 % of its pixels removed), restore it with SPGD and the default prior,
     and write grid.png, restored.png, measurement.png, metrics.json and settings.json."""
-    from .presets import load_preset, sampler_settings
-    from .priors import load_prior
-    from .samplers import make_sampler
+    from ..presets import load_preset, sampler_settings
+    from ..priors import load_prior
+    from ..samplers import make_sampler
 
     con = console or Console()
     if steps < 1:
@@ -310,9 +306,7 @@ def run_demo(
             "sampler": settings,
             "prior": f"default ({prior_kind})",
             "device": str(dev),
-            "versions": versions(),
-            "command_line": argv,
-            "created": utc_now(),
+            **provenance(argv),
         },
     )
     con.result(str(run_dir))

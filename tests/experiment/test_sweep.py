@@ -12,7 +12,7 @@ from conftest import copy_demo_images
 
 from spgd.cli import main
 from spgd.errors import SpgdError
-from spgd.sweep import parse_values, parse_vary, resolve_varied
+from spgd.experiment.sweep import parse_values, parse_vary, resolve_varied
 
 TINY = ["--size", "32", "--resize", "--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1",
         "--set", "kernel_size=9", "-q"]

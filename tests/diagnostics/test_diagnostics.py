@@ -12,7 +12,8 @@ from PIL import Image
 
 import spgd
 from spgd.diagnostics import GradientTelemetry, angle_deg, cosine_similarity
-from spgd.diagnostics.cli import add_diagnose_arguments, run_diagnose
+from spgd.cli import main
+from spgd.cli.diagnose import add_arguments as add_diagnose_arguments, run_diagnose
 from spgd.errors import SpgdError
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import make_sampler
@@ -197,7 +198,7 @@ def test_plots_and_animation(tmp_path):
 def test_ablations_keep_their_defining_settings():
     """The preset's SPGD values (warmup_steps = 5, beta = 0.9) and run-wide --set values must not turn an
     ablation back into SPGD."""
-    from spgd.diagnostics.cli import _method_settings
+    from spgd.experiment.diagnose import _method_settings
     from spgd.presets import apply_overrides, load_preset
 
     preset = apply_overrides(load_preset("gaussian_blur"), ["beta=0.5"], ["spgd", "spgd-no-momentum"])
@@ -236,7 +237,10 @@ def test_run_diagnose_end_to_end(tmp_path, demo_dir, capsys):
     again = argv[:5] + ["--methods", "spgd-no-warmup", "--set", "steps=2", "--frames", "0", "--quiet"] + argv[-4:]
     assert run_diagnose(parser.parse_args(again)) == 0
     assert len(list((tmp_path / "runs").iterdir())) == 2
-    # bad input is one error line and status 2
+    # bad input is one error line in the common format and status 2 (spgd.cli.main prints it)
     capsys.readouterr()
-    assert run_diagnose(parser.parse_args(argv[:5] + ["--methods", "spgd,nope"])) == 2
-    assert "unknown method" in capsys.readouterr().err
+    with pytest.raises(SpgdError, match="unknown method 'nope'"):
+        run_diagnose(parser.parse_args(argv[:5] + ["--methods", "spgd,nope"]))
+    assert main(["diagnose", *argv[:5], "--methods", "spgd,nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spgd: error: unknown method 'nope'") and len(err.strip().splitlines()) == 1

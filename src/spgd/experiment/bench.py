@@ -33,15 +33,16 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .errors import SpgdError
-from .priors.fast import FastPath, auto_batch_size, describe, reference
-from .priors.precond import COMPILE_MODES, VPPrecond
-from .priors.unet import ARCHITECTURES, UNetModel
-from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, resolve_device, utc_now, versions
+from ..errors import SpgdError
+from ..priors.fast import FastPath, auto_batch_size, describe, reference
+from ..priors.precond import COMPILE_MODES, VPPrecond
+from ..priors.unet import ARCHITECTURES, UNetModel
+from .restore import DEMO_IMAGE
+from ..device import resolve_device
+from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, utc_now, versions
 
 EXIT_OK = 0
 PAPER_STEPS, PAPER_WARMUP = 200, 5  # K and N of the paper, for the extrapolated column
-BUNDLED_PHOTO = Path(__file__).resolve().parent / "data" / "astronaut.png"
 
 EXAMPLES = """examples:
   # the GPU table of the issue: reference and fast path, FFHQ-256, batch 1, 8, 32 and auto, K reduced to 20
@@ -57,44 +58,6 @@ EXAMPLES = """examples:
 # options
 
 
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = EXAMPLES
-    a = parser.add_argument
-    a("--arch", default="ffhq256", help=f"architectures, comma-separated: {', '.join(ARCHITECTURES)}, or a JSON "
-      "file of UNetModel keywords (default: ffhq256)")
-    a("--batch-sizes", default="1,8,32,auto", help="comma-separated batch sizes; 'auto' sizes the batch from free "
-      "GPU memory (CPU: 4) (default: 1,8,32,auto)")
-    a("--steps", type=int, default=PAPER_STEPS, help=f"K, annealing levels (>= 1; default {PAPER_STEPS})")
-    a("--warmup-steps", type=int, default=PAPER_WARMUP,
-      help=f"N, warm-up steps per level (>= 1; default {PAPER_WARMUP})")
-    a("--precision", default="bf16", help="fast-path precisions, comma-separated: fp32, bf16 (default: bf16)")
-    a("--compile", default=None, help="fast path with torch.compile: on, off or on,off (default: on for CUDA, off "
-      "for the CPU)")
-    a("--compile-mode", default="default", help="torch.compile modes of the compiled rows, comma-separated: default, "
-      "reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs, auto (CUDA graphs for batches "
-      "of at most 4) (default: default)")
-    a("--channels-last", default="off", help="fast path in channels-last memory format: on, off or on,off "
-      "(default: off)")
-    a("--size", type=int, default=None, help="image side in pixels (default: the architecture's, 256)")
-    a("--device", default=None, help="cuda, cuda:N or cpu (default: CUDA when available)")
-    a("--repeat", type=int, default=1, help="timed restorations per row; the median is reported (default: 1)")
-    a("--max-batch", type=int, default=64, help="upper bound for the auto batch size (default: 64)")
-    a("--lr", type=float, default=1.0, help="SPGD step size (Gaussian blur preset: 1.0)")
-    a("--seed", type=int, default=0, help="seed of the random weights, images and noise (default: 0)")
-    a("--no-reference", action="store_true", help="skip the reference timing rows (no speed-up column then; "
-      "--check-quality still restores with the reference)")
-    a("--check-quality", action="store_true", help="also compare the restorations of the reference and the fast "
-      "modes against the ground truth (PSNR difference)")
-    a("--quality-prior", default="default,gaussian", help="priors for --check-quality: load_prior names or files, "
-      "or 'random' for the random-weight architecture (default: default,gaussian)")
-    a("--quality-images", default=None, help="folder of ground-truth images for --check-quality (default: the "
-      "bundled photo, flipped and shifted)")
-    a("--quality-count", type=int, default=2, help="images in the quality check (default: 2)")
-    a("--quality-steps", type=int, default=None, help="K of the quality check's restorations (default: --steps; "
-      "N is --warmup-steps)")
-    a("--quality-only", action="store_true", help="only the --check-quality comparison, no timing rows")
-    a("--out", default="runs", help="parent folder of the new run folder (default: runs/)")
-    a("-q", "--quiet", action="store_true", help="print only the table")
 
 
 @dataclass(frozen=True)
@@ -222,9 +185,9 @@ def count_flops(config: dict, image_shape: Sequence[int], param_grads: bool = Fa
 def ground_truth(count: int, size: int, folder: Optional[str] = None) -> Tensor:
     """`count` images (count, 3, size, size) in [-1, 1]: from `folder` (cycled) or the bundled photo, the
     copies after the first flipped and shifted so they differ."""
-    from .io import list_images, load_image
+    from ..io import list_images, load_image
 
-    paths = list_images(folder) if folder else [BUNDLED_PHOTO]
+    paths = list_images(folder) if folder else [DEMO_IMAGE]
     if not paths:
         raise SpgdError(f"--quality-images: no images in {folder}")
     images = []
@@ -239,7 +202,7 @@ def ground_truth(count: int, size: int, folder: Optional[str] = None) -> Tensor:
 
 def blur_operator(size: int, device: torch.device):
     """The benchmark's Gaussian blur (kernel 61, std 3), with the kernel shrunk to fit images under 62 px."""
-    from .operators import make_operator
+    from ..operators import make_operator
 
     kernel = 61 if size > 61 else max(3, size - 1 if (size - 1) % 2 else size - 2)
     return make_operator("gaussian_blur", kernel_size=kernel).to(device)
@@ -250,7 +213,7 @@ def seeded_generators(count: int, seed: int, device: torch.device) -> list[torch
 
 
 def restore_once(prior: Any, y: Tensor, op: Any, steps: int, warmup: int, lr: float, x_start: Tensor):
-    from .samplers.spgd import SPGD
+    from ..samplers.spgd import SPGD
 
     sampler = SPGD(steps=steps, warmup_steps=warmup, lr=lr)
     return sampler.run(y, op, prior, x_start=x_start)
@@ -379,9 +342,9 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
 def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], device: torch.device,
                   args: argparse.Namespace, con: Console) -> list[dict]:
     """Restore the same y from the same x_start with every mode; PSNR against the ground truth per mode."""
-    from . import load_prior
-    from .io import to_unit
-    from .metrics import psnr
+    from .. import load_prior
+    from ..io import to_unit
+    from ..metrics import psnr
 
     names = [p.strip() for p in args.quality_prior.split(",") if p.strip()]
     out = []
