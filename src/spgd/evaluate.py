@@ -36,6 +36,7 @@ from . import io, metrics
 from .errors import SpgdError
 from .priors.fast import describe
 from .samplers.base import RESIDUAL_REASON, residual_diverged
+from .priors.latent import run_sampler  # issue19: latent priors run on z and are decoded at the end
 from .runs import (
     Console,
     atomic_torch_save,
@@ -781,7 +782,7 @@ class Evaluation:
             moments = SampleMoments() if cfg.samples > 1 and stochastic else None
             for s in range(cfg.samples):
                 gens = [torch.Generator(device=dev).manual_seed(derive_seed(si, 1, s)) for si in seeds]
-                result = self.samplers[m].run(y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
+                result = run_sampler(self.samplers[m], y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
                 st = result.stats
                 cost.append(st.as_dict())
                 xh = result.x.detach()

@@ -26,6 +26,7 @@ from .evaluate import (
     write_sample_summary,
 )
 from .samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
+from .priors.latent import run_sampler  # issue19: latent priors run on z and are decoded at the end
 from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, resolve_device, utc_now, versions
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -144,7 +145,7 @@ def restore_file(
         gen = [torch.Generator(device=dev).manual_seed(seed + s) for s in range(samples)]
         y, run_y = y.expand(samples, *y.shape[1:]), run_y.expand(samples, *run_y.shape[1:])
         x_shape, run_shape = (samples, *x_shape[1:]), (samples, *run_shape[1:])
-    result = sampler.run(run_y, run_op, prior, generator=gen, x_shape=run_shape)
+    result = run_sampler(sampler, run_y, run_op, prior, generator=gen, x_shape=run_shape)
     if pad:  # back to the measurement's own size
         result.x = result.x[..., : out_hw[0], : out_hw[1]].contiguous()
     # the run folder is created only now: a failure or an interrupt before this point leaves nothing behind
