@@ -20,6 +20,7 @@ from spgd.priors.latent import LatentCodec, LatentPrior, run_sampler  # noqa: E4
 from spgd.samplers import make_sampler  # noqa: E402
 from spgd.samplers.base import CostMeter, likelihood_grad  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: 2 threads on a shared machine are slower
 EMB_LEN, EMB_DIM = 5, 8
 
 
