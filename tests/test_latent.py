@@ -234,3 +234,13 @@ def test_spgd_beats_the_measurement_on_an_analytic_latent_case(folder):
         to01 = lambda t: ((t.clamp(-1, 1) + 1) / 2)  # noqa: E731
         gains.append(float(psnr(to01(result.x), to01(x)) - psnr(to01(y), to01(x))))
     assert sum(gains) / len(gains) > 1.0, gains
+
+
+def test_models_describes_the_latent_folder(folder):
+    from spgd.priors.formats import describe
+
+    info = describe(f"sd:{folder}")
+    assert info.format.startswith("diffusers latent diffusion pipeline folder")
+    assert (info.channels, info.size_multiple, info.resolution) == (3, 4, 16)
+    assert info.sigma_max == pytest.approx(14.61, abs=0.01)
+    assert "--prior sd:" in info.command()
