@@ -905,6 +905,7 @@ def _method_record(
         # cost of one restoration (the mean over samples); seconds = batch time / batch size
         "denoiser_calls": float(np.mean([c["denoiser_calls"] for c in cost])),
         "vjps": float(np.mean([c["vjps"] for c in cost])),
+        "decoder_calls": float(np.mean([c.get("decoder_calls", 0) for c in cost])),  # issue19: latent priors' VAE
         "seconds": float(np.mean([c["seconds_per_image"] for c in cost])),
         "peak_memory_bytes": max((c["peak_memory_bytes"] or 0) for c in cost) or None,
         "peak_memory_kind": cost[0]["peak_memory_kind"],
