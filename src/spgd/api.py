@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .errors import SpgdError
 from .priors.base import as_prior
+from .priors.latent import run_sampler
 from .samplers import make_sampler
 from .samplers.base import GeneratorLike, Result, check_measurement, infer_x_shape
 
@@ -83,5 +84,7 @@ def restore(
     check_measurement(y)
     check_operator(operator)
     check_generator(generator, y.shape[0])
-    check_prior(prior, infer_x_shape(y, operator, None), y.device, y.dtype)
-    return sampler.run(y, operator, prior, generator=generator, callback=callback, noise=noise)
+    shape = infer_x_shape(y, operator, None)
+    latent = getattr(prior, "is_latent", False)  # a latent prior is probed, and run, on z (spgd.priors.latent)
+    check_prior(prior, prior.latent_shape(shape) if latent else shape, y.device, y.dtype)
+    return run_sampler(sampler, y, operator, prior, generator=generator, callback=callback, noise=noise)

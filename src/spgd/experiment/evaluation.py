@@ -39,6 +39,7 @@ from ..metrics.inception import FIDInception
 from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..priors.fast import auto_batch_size, describe
+from ..priors.latent import run_sampler  # latent priors run on z and are decoded at the end
 from ..samplers import make_sampler, setting_names
 from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (
@@ -782,7 +783,7 @@ class Evaluation:
         moments = SampleMoments() if cfg.samples > 1 and stochastic else None
         for s in range(cfg.samples):
             gens = [torch.Generator(device=self.device).manual_seed(derive_seed(si, 1, s)) for si in seeds]
-            result = self.samplers[method].run(y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
+            result = run_sampler(self.samplers[method], y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
             cost.append(result.stats.as_dict())
             x_hat = result.x.detach()
             samples = self._score_sample(method, s, items, result.stats, op, x, y, x_hat, several)
@@ -903,6 +904,7 @@ def _method_record(
         # cost of one restoration (the mean over samples); seconds = batch time / batch size
         "denoiser_calls": float(np.mean([c["denoiser_calls"] for c in cost])),
         "vjps": float(np.mean([c["vjps"] for c in cost])),
+        "decoder_calls": float(np.mean([c.get("decoder_calls", 0) for c in cost])),  # issue19: latent priors' VAE
         "seconds": float(np.mean([c["seconds_per_image"] for c in cost])),
         "peak_memory_bytes": max((c["peak_memory_bytes"] or 0) for c in cost) or None,
         "peak_memory_kind": cost[0]["peak_memory_kind"],

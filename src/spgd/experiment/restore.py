@@ -27,6 +27,7 @@ from .evaluation import (
 )
 from ..samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
 from ..device import resolve_device
+from ..priors.latent import run_sampler  # latent priors run on z and are decoded at the end
 from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, provenance
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"  # the bundled photo (spgd/data/)
@@ -142,7 +143,7 @@ def restore_file(
         gen = [torch.Generator(device=dev).manual_seed(seed + s) for s in range(samples)]
         y, run_y = y.expand(samples, *y.shape[1:]), run_y.expand(samples, *run_y.shape[1:])
         x_shape, run_shape = (samples, *x_shape[1:]), (samples, *run_shape[1:])
-    result = sampler.run(run_y, run_op, prior, generator=gen, x_shape=run_shape)
+    result = run_sampler(sampler, run_y, run_op, prior, generator=gen, x_shape=run_shape)
     if pad:  # back to the measurement's own size
         result.x = result.x[..., : out_hw[0], : out_hw[1]].contiguous()
     # the run folder is created only now: a failure or an interrupt before this point leaves nothing behind

@@ -299,6 +299,8 @@ def load_prior(
     "imagenet256", "imagenet64-cond", ...): that guided-diffusion UNet from `checkpoint`. A file path: a
     file written by `save_unet`, or a raw state_dict recognised by its tensor names and shapes (see the
     module docstring). A folder: a diffusers UNet2DModel or pipeline folder (needs `spgd[diffusers]`).
+    "sd:DIR" (or a folder with unet/ and vae/): a Stable-Diffusion-style latent diffusion folder, options as
+    "sd:DIR?guidance=1,precision=bf16,checkpointing=unet+vae,embedding=FILE" (see `spgd.priors.latent`).
     `device` moves the prior there.
 
     `class_label` (class-conditional networks only): the class every denoiser call is conditioned on;
@@ -310,6 +312,14 @@ def load_prior(
     fast path on any device; a `FastPath` or a dict of its fields = exactly those settings.
     """
     name = os.fspath(name_or_path)
+    from .latent import PREFIX as LATENT_PREFIX, is_latent_folder
+
+    if name.startswith(LATENT_PREFIX) or is_latent_folder(name):  # a latent diffusion folder (spgd.priors.latent)
+        if checkpoint is not None or class_label is not None:
+            raise SpgdError(f"checkpoint= and class_label= are not used with a latent diffusion folder ({name})")
+        from .latent import load_from_name
+
+        return load_from_name(name, fast, device)
     if name in ARCHITECTURES:
         if checkpoint is None:
             raise SpgdError(f"prior '{name}' needs checkpoint=PATH (the .pt file of its weights)")

@@ -142,7 +142,9 @@ def auto_batch_size(
         return min(CPU_BATCH_SIZE, max_batch)
     torch.cuda.synchronize(dev)
     torch.cuda.empty_cache()
-    peaks = {b: _step_peak_bytes(prior, b, tuple(image_shape), dev, sigma) for b in (1, 2)}
+    own = getattr(prior, "step_peak_bytes", None)  # a prior with its own step (latent: UNet + VAE decoder)
+    peaks = {b: own(b, tuple(image_shape), dev, sigma) if callable(own) else
+             _step_peak_bytes(prior, b, tuple(image_shape), dev, sigma) for b in (1, 2)}
     per_image = max(peaks[2] - peaks[1], 1)
     fixed = max(peaks[1] - per_image, 0)
     free, _total = torch.cuda.mem_get_info(dev)

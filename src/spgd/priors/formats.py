@@ -106,12 +106,20 @@ def describe(path: str | os.PathLike) -> ModelInfo:
 
     from .checkpoint import DEFAULT_WEIGHTS
 
-    p = DEFAULT_WEIGHTS if os.fspath(path) == "default" else Path(path)
+    from .latent import PREFIX as LATENT_PREFIX
+
+    text = os.fspath(path)
+    p = DEFAULT_WEIGHTS if text == "default" else Path(text[len(LATENT_PREFIX):].split("?")[0]
+                                                        if text.startswith(LATENT_PREFIX) else text)
     if not p.exists():
         raise SpgdError(f"no such model file or folder: {p}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the default-class-label warning: reported below instead
-        prior = load_prior(p, fast=False)
+        prior = load_prior(text if text.startswith(LATENT_PREFIX) else p, fast=False)
+    if getattr(prior, "is_latent", False):
+        from .latent import latent_model_info
+
+        return latent_model_info(prior, text)
     net = getattr(prior, "net", None)
     unet = getattr(net, "unet", None)
     if unet is not None:  # diffusers

@@ -25,6 +25,7 @@ class Stats:
     denoiser_calls: int = 0  # forward passes of the prior, per image
     vjps: int = 0  # vector-Jacobian products through the prior, per image
     operator_grads: int = 0  # gradients of the data term through the operator alone (DAPS's Langevin), per image
+    decoder_calls: int = 0  # VAE decoder forwards (latent priors: every likelihood term decodes), per image
     seconds: float = 0.0  # wall-clock seconds for the whole batch
     batch_size: int = 0
     peak_memory_bytes: Optional[int] = None  # CUDA: max allocated; CPU: process peak resident set
@@ -42,6 +43,7 @@ class Stats:
             "denoiser_calls": self.denoiser_calls,
             "vjps": self.vjps,
             "operator_grads": self.operator_grads,
+            "decoder_calls": self.decoder_calls,
             "seconds": self.seconds,
             "seconds_per_image": self.seconds_per_image,
             "batch_size": self.batch_size,
@@ -60,6 +62,7 @@ class Result:
     x: Tensor
     stats: Stats
     telemetry: Optional[Any] = None
+    latent: Optional[Tensor] = None  # latent priors: the sampler's final latent z (x = decode(z))
 
 
 class CostMeter:
