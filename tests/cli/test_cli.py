@@ -477,3 +477,23 @@ def test_overrides_routing():
         apply_overrides(p, ["steps"])
     with pytest.raises(SpgdError, match="--seed"):
         apply_overrides(load_preset("motion_blur"), ["seed=3"])
+
+
+def test_protocol_sets_the_papers_measurement_and_is_kept_on_resume(capsys, tmp_path, two_images):
+    """--protocol daps: noise 0.05 and 70 % dropped (the DAPS configs) instead of the SPGD configs' 0.01 / 80 %,
+    recorded in settings.json; the biharmonic fill then leaves the larger noise on the kept pixels."""
+    out = tmp_path / "runs"
+    code, _, err = run(capsys, "eval", two_images, "--task", "inpainting_random", "--prior", "gaussian", "--size", 64,
+                       "--resize", "--limit", 1, "--method", "classical", "--protocol", "daps", "--out", out)
+    assert code == 0, err
+    run_dir = only_run(out)
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert settings["preset"]["protocol"] == "daps" and settings["identity"]["protocol"] == "daps"
+    assert settings["operator"]["noise_sigma"] == 0.05 and settings["operator"]["drop"] == 0.7
+    fit = json.loads((run_dir / "metrics.json").read_text())["per_method"]["classical"]["rms_residual"]["mean"]
+    assert fit == pytest.approx(0.05 * 0.7**0.5, rel=0.15)
+    # resume takes the protocol from the run folder; a different one is a different experiment
+    code, _, err = run(capsys, "eval", "--resume", run_dir)
+    assert code == 0, err
+    code, _, err = run(capsys, "eval", "--resume", run_dir, "--protocol", "dps")
+    assert code == 2 and "protocol" in err, err

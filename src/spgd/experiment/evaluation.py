@@ -99,7 +99,8 @@ class EvalConfig:
             "images_dir": str(Path(self.images_dir).resolve()),
             "task": self.task,
             "methods": list(self.methods),
-            "protocol": self.preset.get("protocol", "spgd"),
+            # only when not the default, so that runs made before protocols existed still resume
+            **({} if self.preset.get("protocol", "spgd") == "spgd" else {"protocol": self.preset["protocol"]}),
             "operator": dict(self.preset.get("operator", {})),
             "samplers": self.samplers(),
             "prior": self.prior,
