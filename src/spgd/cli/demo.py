@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.epilog = "examples:\n  spgd demo\n  spgd demo --steps 200 --device cuda --out demo_runs"
     p.add_argument("--steps", type=int, default=DEMO_STEPS,
-                   help="SPGD annealing steps K (default: %(default)s, 3 min measured on a shared 2-core CPU; "
+                   help="SPGD annealing steps K (default: %(default)s, 35 s measured on an idle 2-core CPU; "
                    "paper: 200)")
     add_device(p)
     add_output(p)
