@@ -88,3 +88,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if getattr(item, "originalname", None) in SLOW_TESTS.get(item.path.name, ()):  # doctests have none
             item.add_marker(pytest.mark.slow)
+
+
+# The command line in-process, shared by the CLI and first-try tests.
+CLI_TINY = ["--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1", "--size", "64", "--resize"]
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """`spgd ARGV...` through spgd.cli.main: (exit code, stdout, stderr)."""
+    from spgd import cli
+
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_error_line(code: int, err: str, *fragments: str) -> str:
+    """The one-line `spgd: error: ...` of a bad-input exit (status 2), checked to contain `fragments`."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("spgd: warning:")]
+    assert len(lines) == 1 and lines[0].startswith("spgd: error: "), err
+    for f in fragments:
+        assert f in lines[0], (f, err)
+    return lines[0]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import copy_demo_images
+from conftest import CLI_TINY, cli_error_line, copy_demo_images, run_cli
 
 from spgd import cli
 from spgd.errors import SpgdError
@@ -20,22 +20,12 @@ from spgd.experiment.evaluation import UNCERTAINTY_VMAX, SampleMoments
 from spgd.metrics import _ALEX, _ALEX_CHANNELS, _build_features
 from spgd.presets import apply_overrides, load_preset, sampler_settings
 
-TINY = ["--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1", "--size", "64", "--resize"]
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+TINY = CLI_TINY
+run = run_cli
 
 
 def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("spgd: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("spgd: error: "), err
-    for f in fragments:
-        assert f in lines[0], (f, err)
+    cli_error_line(code, err, *fragments)
 
 
 def only_run(out_dir: Path) -> Path:

@@ -9,34 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import copy_demo_images
+from conftest import CLI_TINY, cli_error_line, copy_demo_images, run_cli
 
 import spgd
 from spgd import io as spgd_io
-from spgd import cli
 from spgd.errors import SpgdError
 from spgd.experiment.evaluation import format_table
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import make_sampler
 from spgd.samplers.base import FailureTracker
 
-TINY = ["--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1", "--size", "64", "--resize"]
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(code: int, err: str, *fragments: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("spgd: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("spgd: error: "), err
-    for f in fragments:
-        assert f in lines[0], (f, err)
-    return lines[0]
+TINY = CLI_TINY
+run = run_cli
+error_line = cli_error_line
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
@@ -174,10 +175,11 @@ class DPS:
                 x_prev = c0 * x0_hat + ct * x.detach()
                 if i < n - 1:
                     log_var = _f32(sched.log_var_clipped[i])
-                    if learned and v is not None:
+                    if learned and v is not None:  # per pixel, from the network's variance channels
                         frac = (v.detach() + 1) / 2
-                        log_var = frac * _f32(torch.log(torch.tensor(beta)).item()) + (1 - frac) * log_var
-                    std = torch.exp(0.5 * torch.as_tensor(log_var, dtype=x.dtype, device=x.device))
+                        std = torch.exp(0.5 * (frac * _f32(math.log(beta)) + (1 - frac) * log_var))
+                    else:  # a number: no tensor is made (or copied to the device) for it
+                        std = _f32(math.exp(0.5 * log_var))
                     x_prev = x_prev + std * draw.like(x_prev)
                 x = tracker.check(tracker.freeze(x_prev - self.lr * grad, x), i, last=i == n - 1)
                 if callback is not None:
