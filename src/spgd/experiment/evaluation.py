@@ -55,6 +55,7 @@ from .runs import (
     atomic_write_text,
     provenance,
     read_json,
+    read_run_settings,
     shard,
     utc_now,
 )
@@ -605,12 +606,7 @@ class Evaluation:
 
     def _check_resumable(self) -> None:
         """--resume: the folder is an `spgd eval` run with the same identity (settings that change results)."""
-        settings_path = self.run_dir / "settings.json"
-        if not settings_path.is_file():
-            raise SpgdError(f"cannot resume {self.run_dir}: it has no settings.json (not an `spgd eval` run folder)")
-        saved = read_json(settings_path)
-        if saved.get("command") != "eval":
-            raise SpgdError(f"cannot resume {self.run_dir}: it is a run of `spgd {saved.get('command')}`")
+        saved = read_run_settings(self.run_dir, "eval")
         diffs = identity_differences(saved.get("identity", {}), self.cfg.identity())
         if diffs:
             raise SpgdError(

@@ -103,6 +103,18 @@ def read_json(path: PathLike) -> Any:
         raise SpgdError(f"cannot read {path}: {e}") from None
 
 
+def read_run_settings(run_dir: PathLike, command: str) -> dict:
+    """settings.json of a run folder that `spgd COMMAND` made, to resume it; an SpgdError saying why not otherwise."""
+    run_dir = Path(run_dir)
+    path = run_dir / "settings.json"
+    if not path.is_file():
+        raise SpgdError(f"cannot resume {run_dir}: no settings.json there (not an `spgd {command}` run folder)")
+    saved = read_json(path)
+    if saved.get("command") != command:
+        raise SpgdError(f"cannot resume {run_dir}: it is a run of `spgd {saved.get('command')}`, not `spgd {command}`")
+    return saved
+
+
 def versions() -> dict:
     """Versions of what produced a result."""
     out = {

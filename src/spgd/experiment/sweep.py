@@ -46,7 +46,7 @@ from ..presets import (
     parse_value,
     sampler_keys,
 )
-from ..samplers import METHODS, parse_methods
+from ..samplers import fixed_settings, parse_methods
 from .evaluation import EvalConfig, Evaluation, read_records
 from .runs import (
     Console,
@@ -56,6 +56,7 @@ from .runs import (
     new_run_dir,
     provenance,
     read_json,
+    read_run_settings,
     utc_now,
 )
 
@@ -175,26 +176,7 @@ def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) ->
     if name in RESERVED_OPERATOR_KEYS and scope == "operator":
         raise SpgdError(f"{name!r} cannot be varied: {RESERVED_OPERATOR_KEYS[name]}")
     if scope == "sampler":
-        default = None
-        for m in methods:
-            defaults = method_defaults(m)
-            if name not in defaults:
-                raise SpgdError(
-                    f"method {m!r} has no setting {name!r} to vary; its settings: {', '.join(defaults)} "
-                    f"(drop it from --methods)"
-                )
-            fixed = METHODS[m][1]
-            if name in fixed:
-                raise SpgdError(
-                    f"method {m!r} fixes {name}={_label(fixed[name])} (that is what defines it), so varying "
-                    f"{name!r} does not change it; drop it from --methods"
-                )
-            default = defaults[name] if default is None else default
-        if isinstance(default, int) and not isinstance(default, bool) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-        ):
-            rounded = list(dict.fromkeys(int(round(v)) for v in values))
-            values = rounded
+        values = _sampler_values(name, values, methods)
     elif scope == "operator":
         if name not in operator_keys(task):
             raise SpgdError(
@@ -209,6 +191,31 @@ def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) ->
         if any(c in _label(v) for c in "/\\") or _label(v) in (".", ".."):
             raise SpgdError(f"--vary value {_label(v)!r} cannot name a folder")
     return Varied(name, scope, list(values))
+
+
+def _sampler_values(name: str, values: list, methods: Sequence[str]) -> list:
+    """The values of sampler setting `name`, which every method must have and none may fix (an ablation's
+    defining setting always wins, so varying it would change nothing); rounded when the setting is an int."""
+    default = None
+    for m in methods:
+        defaults = method_defaults(m)
+        if name not in defaults:
+            raise SpgdError(
+                f"method {m!r} has no setting {name!r} to vary; its settings: {', '.join(defaults)} "
+                f"(drop it from --methods)"
+            )
+        fixed = fixed_settings(m)
+        if name in fixed:
+            raise SpgdError(
+                f"method {m!r} fixes {name}={_label(fixed[name])} (that is what defines it), so varying "
+                f"{name!r} does not change it; drop it from --methods"
+            )
+        default = defaults[name] if default is None else default
+    if isinstance(default, int) and not isinstance(default, bool) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        return list(dict.fromkeys(int(round(v)) for v in values))
+    return values
 
 
 def _set_keys(overrides: Sequence[str]) -> set[str]:
@@ -547,12 +554,7 @@ def _options(args: argparse.Namespace) -> tuple[dict, Optional[Path]]:
             raise SpgdError("spgd sweep needs --vary KEY=VALUES, e.g. --vary lr=log:0.1:10:5")
         return opts, None
     run_dir = Path(args.resume)
-    path = run_dir / "settings.json"
-    if not path.is_file():
-        raise SpgdError(f"cannot resume {run_dir}: no settings.json there (not an `spgd sweep` run folder)")
-    saved = read_json(path)
-    if saved.get("command") != "sweep":
-        raise SpgdError(f"cannot resume {run_dir}: it is not an `spgd sweep` run folder")
+    saved = read_run_settings(run_dir, "sweep")
     opts = {k: saved.get("options", {}).get(k, d) for k, d in defaults.items()}
     if opts.get("size") is not None:
         opts["size"] = tuple(opts["size"])
