@@ -648,7 +648,8 @@ class Evaluation:
         )
 
     # -- work ---------------------------------------------------------------------------------------------
-    def _done(self, it: Item) -> bool:
+    def _has_complete_record(self, it: Item) -> bool:
+        """Whether records/NAME.json exists, is readable, is this image's (same index) and covers every method."""
         path = self.run_dir / "records" / f"{it.name}.json"
         if not path.is_file():
             return False
@@ -680,7 +681,7 @@ class Evaluation:
 
     def pending(self) -> list[Item]:
         """The images of this run without a complete record (in index order)."""
-        return [it for it in self.items if not self._done(it)]
+        return [it for it in self.items if not self._has_complete_record(it)]
 
     def run(self, rank: int = 0, world_size: int = 1, pending: Optional[Sequence[int]] = None) -> EvalSummary:
         """Restore and score the images not done yet. Process `rank` of `world_size` takes its contiguous block
