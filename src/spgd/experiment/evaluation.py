@@ -174,6 +174,16 @@ def derive_seed(*keys: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
+def _torch_file_entry(path: Path, key: str) -> Any:
+    """What a .pt file holds: the object itself, or its `key` entry when it is a dict (as in random_parts/)."""
+    obj = io.load_torch_file(path)
+    if isinstance(obj, dict):
+        if key not in obj:
+            raise SpgdError(f"{path} holds no {key!r} entry (keys: {', '.join(map(str, obj))})")
+        obj = obj[key]
+    return obj
+
+
 def load_kernel_file(path: str, with_sums: bool = False):
     """A blur kernel from .npy, an image (.png, ...) or a .pt file (a tensor, or a dict with "kernel", as
     written to random_parts/), checked and normalised by the blur operator's own rules (with `with_sums`,
@@ -182,12 +192,7 @@ def load_kernel_file(path: str, with_sums: bool = False):
     if not p.is_file():
         raise SpgdError(f"kernel file not found: {p}")
     if p.suffix.lower() == ".pt":
-        obj = io.load_torch_file(p)
-        if isinstance(obj, dict):
-            if "kernel" not in obj:
-                raise SpgdError(f"{p} holds no 'kernel' entry (keys: {', '.join(map(str, obj))})")
-            obj = obj["kernel"]
-        return load_kernel(torch.as_tensor(obj), with_sums=with_sums)
+        return load_kernel(torch.as_tensor(_torch_file_entry(p, "kernel")), with_sums=with_sums)
     return load_kernel(p, with_sums=with_sums)
 
 
@@ -198,12 +203,7 @@ def load_mask_file(path: str) -> Tensor:
         raise SpgdError(f"mask file not found: {p}")
     suffix = p.suffix.lower()
     if suffix == ".pt":
-        obj = io.load_torch_file(p)
-        if isinstance(obj, dict):
-            if "mask" not in obj:
-                raise SpgdError(f"{p} holds no 'mask' entry (keys: {', '.join(map(str, obj))})")
-            obj = obj["mask"]
-        m = torch.as_tensor(obj).float()
+        m = torch.as_tensor(_torch_file_entry(p, "mask")).float()
     elif suffix == ".npy":
         try:
             m = torch.from_numpy(np.load(p, allow_pickle=False)).float()
@@ -936,7 +936,8 @@ def read_records(run_dir: Path) -> list[dict]:
     return sorted(out, key=lambda r: r.get("index", 0))
 
 
-def _stats(values: list[float]) -> dict:
+def mean_and_std(values: list[float]) -> dict:
+    """{"mean", "std"} (population std, float64) of a table's values; both None when there are none."""
     if not values:
         return {"mean": None, "std": None}
     a = np.asarray(values, dtype=np.float64)
@@ -1004,13 +1005,13 @@ def _method_summary(rows: list[tuple[str, dict]], lpips_label: Optional[str]) ->
         "n": len(ok),
         "n_failed": len(rows) - len(ok),
         "failed_images": [name for name, result in rows if result["psnr"] is None],
-        "psnr": _stats([result["psnr"] for result in ok]),
-        "ssim": _stats([result["ssim"] for result in ok]),
+        "psnr": mean_and_std([result["psnr"] for result in ok]),
+        "ssim": mean_and_std([result["ssim"] for result in ok]),
     }
     for key in ([lpips_label] if lpips_label else []) + ["rms_residual"]:
-        entry[key] = _stats([result[key] for result in ok if result.get(key) is not None])
+        entry[key] = mean_and_std([result[key] for result in ok if result.get(key) is not None])
     for key in ("denoiser_calls", "vjps", "seconds"):
-        entry[key] = _stats([result[key] for _, result in rows])
+        entry[key] = mean_and_std([result[key] for _, result in rows])
     memory = [result["peak_memory_bytes"] for _, result in rows if result.get("peak_memory_bytes")]
     kind = rows[0][1]["peak_memory_kind"] if rows else None
     entry["peak_memory_bytes"] = {"max": max(memory) if memory else None, "kind": kind}
@@ -1018,10 +1019,10 @@ def _method_summary(rows: list[tuple[str, dict]], lpips_label: Optional[str]) ->
     if summaries:
         entry["mean_of_samples"] = {
             "n_images": len(summaries),  # those with >= 2 successful samples
-            **{k: _stats([v[k] for v in summaries]) for k in ("psnr", "ssim", "pixel_std")},
+            **{k: mean_and_std([v[k] for v in summaries]) for k in ("psnr", "ssim", "pixel_std")},
         }
         if lpips_label:
-            entry["mean_of_samples"][lpips_label] = _stats(
+            entry["mean_of_samples"][lpips_label] = mean_and_std(
                 [v[lpips_label] for v in summaries if v.get(lpips_label) is not None]
             )
     return entry
@@ -1051,8 +1052,8 @@ def _run_summary(settings: dict, records: list[dict], per_method: dict[str, dict
         if not measured
         else {
             "kind": measured[0]["kind"],
-            "psnr": _stats([v["psnr"] for v in measured]),
-            "ssim": _stats([v["ssim"] for v in measured]),
+            "psnr": mean_and_std([v["psnr"] for v in measured]),
+            "ssim": mean_and_std([v["ssim"] for v in measured]),
         },
         "noise_sigma": (settings.get("operator") or {}).get("noise_sigma"),  # what rms_residual should reach
         "lpips": settings.get("lpips"),

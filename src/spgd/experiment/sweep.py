@@ -47,7 +47,7 @@ from ..presets import (
     sampler_keys,
 )
 from ..samplers import fixed_settings, parse_methods
-from .evaluation import EvalConfig, Evaluation, read_records
+from .evaluation import EvalConfig, Evaluation, mean_and_std, read_records
 from .runs import (
     Console,
     atomic_write_bytes,
@@ -314,13 +314,6 @@ def _pm(s: Optional[dict], digits: int) -> str:
     return f"{s['mean']:.{digits}f}±{s['std']:.{digits}f}"
 
 
-def _stats(values: list[float]) -> dict:
-    if not values:
-        return {"mean": None, "std": None}
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std())}
-
-
 # ----------------------------------------------------------------------------------------------------------
 # tables and plot, from the cells' per-image records
 
@@ -380,10 +373,10 @@ def _cell_summary(run_dir: Path, rel: str, value: Any, rows: list[tuple[dict, di
         "n_ok": len(ok),
         "n_failed": len(rows) - len(ok),
         "failed_images": [record["name"] for record, _, failed in rows if failed],
-        "psnr": _stats([result["psnr"] for result in ok]),
-        "ssim": _stats([result["ssim"] for result in ok]),
-        "seconds_per_image": _stats([result["seconds"] for _, result, _ in rows])["mean"],
-        "denoiser_calls": _stats([result["denoiser_calls"] for _, result, _ in rows])["mean"],
+        "psnr": mean_and_std([result["psnr"] for result in ok]),
+        "ssim": mean_and_std([result["ssim"] for result in ok]),
+        "seconds_per_image": mean_and_std([result["seconds"] for _, result, _ in rows])["mean"],
+        "denoiser_calls": mean_and_std([result["denoiser_calls"] for _, result, _ in rows])["mean"],
     }
 
 
@@ -419,7 +412,7 @@ def _sweep_summary(settings: dict, results: dict[str, list[dict]], measurement: 
         "values": sweep["values"],
         "methods": sweep["methods"],
         "n_images": max((c["n"] for cells in results.values() for c in cells), default=0),
-        "measurement_psnr": _stats(measurement) if measurement else None,
+        "measurement_psnr": mean_and_std(measurement) if measurement else None,
         "results": results,
         "summary": {m: _best_values(cells) for m, cells in results.items()},
         "notes": SWEEP_NOTES,
