@@ -12,7 +12,9 @@ from conftest import copy_demo_images
 
 from spgd.cli import main
 from spgd.errors import SpgdError
-from spgd.experiment.sweep import parse_values, parse_vary, resolve_varied
+from spgd.experiment.runs import atomic_write_json, read_run_settings
+from spgd.experiment.sweep import option_defaults, parse_values, parse_vary, resolve_varied
+from spgd.samplers import fixed_settings
 
 TINY = ["--size", "32", "--resize", "--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1",
         "--set", "kernel_size=9", "-q"]
@@ -110,3 +112,27 @@ def test_bad_input_exits_2_with_one_line(two_faces, tmp_path, capsys, vary, meth
     err = capsys.readouterr().err
     assert err.startswith("spgd: error:") and message in err and err.count("\n") == 1
     assert not out.exists() or not any(out.iterdir())  # nothing was started
+
+
+def test_option_defaults_are_the_eval_defaults() -> None:
+    """A sweep's cells default as `spgd eval` does (EvalConfig); images, task and vary have none."""
+    assert option_defaults() == {
+        "images_dir": None, "task": None, "vary": None, "methods": "spgd,spgd-no-momentum,spgd-no-warmup",
+        "prior": "default", "checkpoint": None, "set": [], "limit": None, "size": None, "resize": False,
+        "seed": 0, "kernel": None, "mask": None,
+    }
+
+
+def test_resume_needs_a_run_folder_of_the_same_command(tmp_path: Path) -> None:
+    with pytest.raises(SpgdError, match="no settings.json there"):
+        read_run_settings(tmp_path, "sweep")
+    atomic_write_json(tmp_path / "settings.json", {"command": "eval"})
+    with pytest.raises(SpgdError, match="it is a run of `spgd eval`, not `spgd sweep`"):
+        read_run_settings(tmp_path, "sweep")
+    assert read_run_settings(tmp_path, "eval") == {"command": "eval"}
+
+
+def test_fixed_settings_are_a_copy() -> None:
+    assert fixed_settings("spgd-no-warmup") == {"warmup_steps": 1} and fixed_settings("spgd") == {}
+    fixed_settings("spgd-no-warmup")["warmup_steps"] = 5
+    assert fixed_settings("spgd-no-warmup") == {"warmup_steps": 1}

@@ -18,14 +18,19 @@ A rank that dies loses only its unfinished images (``torchrun`` then stops the o
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 import torch
+import torch.distributed as dist
 
 from ..errors import SpgdError
+from ..io import list_images
+from .evaluation import EvalConfig, EvalSummary, Evaluation, write_tables
+from .runs import Console, new_run_dir
 
 T = TypeVar("T")
 
@@ -69,7 +74,7 @@ def rank_device(name: Optional[str], local_rank: int, world_size: int) -> Option
     return f"cuda:{local_rank}"
 
 
-def describe(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
     """One line about an error, for another rank to report."""
     if isinstance(e, SpgdError):
         text = str(e)
@@ -104,8 +109,6 @@ class Job:
         rank, world, local = env_world()
         if world == 1:
             return cls()
-        import torch.distributed as dist
-
         if not dist.is_available():
             raise SpgdError("this torch build has no torch.distributed; run a single process")
         for name in ("MASTER_ADDR", "MASTER_PORT"):
@@ -125,7 +128,8 @@ class Job:
                 backend, rank=rank, world_size=world, timeout=timedelta(minutes=float(timeout_minutes))
             )
         except (RuntimeError, ValueError) as e:
-            raise SpgdError(f"cannot join the {world}-process job as rank {rank} ({backend}): {describe(e)}") from None
+            what = f"cannot join the {world}-process job as rank {rank} ({backend})"
+            raise SpgdError(f"{what}: {error_line(e)}") from None
         return cls(rank, world, local, backend)
 
     def __enter__(self) -> "Job":
@@ -135,19 +139,14 @@ class Job:
         self.close()
 
     def close(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        if self.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
     # -- collectives (objects only) ---------------------------------------------------------------------
     def gather(self, obj: Any) -> list:
         """Every rank's `obj`, on every rank, in rank order."""
         if self.world_size == 1:
             return [obj]
-        import torch.distributed as dist
-
         out: list = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
@@ -157,15 +156,13 @@ class Job:
         exception, the others an SpgdError naming it)."""
         if self.world_size == 1:
             return fn()
-        import torch.distributed as dist
-
         box: list = [None]
         error: Optional[BaseException] = None
         if self.rank == 0:
             try:
                 box[0] = ("ok", fn())
             except Exception as e:  # noqa: BLE001 - sent to the other ranks, then raised
-                error, box[0] = e, ("error", describe(e))
+                error, box[0] = e, ("error", error_line(e))
         dist.broadcast_object_list(box, src=0)
         if error is not None:
             raise error
@@ -186,7 +183,7 @@ class Job:
             if error is not None:
                 raise error
             return value  # type: ignore[return-value]
-        errors = self.gather(None if error is None else describe(error))
+        errors = self.gather(None if error is None else error_line(error))
         if error is not None:
             raise error
         for r, text in enumerate(errors):
@@ -207,79 +204,96 @@ def _wait_visible(path: Path, seconds: float = 10.0) -> None:
         time.sleep(0.2)
 
 
-def run_eval(cfg, job: Job, resume: Optional[str], out: str, console, argv: list[str], cli_options: dict):
+def run_eval(cfg: EvalConfig, job: Job, resume: Optional[str], out: str, console: Console, argv: list[str],
+             cli_options: dict) -> EvalSummary:
     """`spgd eval` on one or many processes (see the module docstring): set up on every rank, do this rank's
     block of the images still to do, merge on rank 0. Returns the summary: on rank 0 (the only one of a
     single process) of the whole run, with the tables; on other ranks of their own block only."""
-    from .evaluation import EvalSummary, Evaluation, write_tables
-    from ..io import list_images
-    from .runs import new_run_dir
-
-    def create() -> Path:
-        list_images(cfg.images_dir)  # check what can be checked before creating the run folder
-        return new_run_dir(out, "eval", cfg.task)
-
-    if resume is not None:
-        run_dir = Path(resume)
-    else:
-        run_dir = job.on_rank0(create)
-
+    run_dir = Path(resume) if resume is not None else job.on_rank0(lambda: _new_run_dir(cfg, out))
     ev = Evaluation(cfg, run_dir, console, argv)
-
-    def prepare() -> None:
-        if job.rank != 0:
-            _wait_visible(run_dir)
-        ev.prepare(resume=resume is not None, cli_options=cli_options, write_settings=False)
-
-    try:
-        job.agree(prepare)
-        if resume is None:
-            job.on_rank0(lambda: ev.write_settings(cli_options, job.world_size))
-    except BaseException:
-        if job.rank == 0 and resume is None and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # nothing was written: leave no empty folder behind
-        raise
-
+    _open_on_every_rank(ev, job, resume, cli_options)
     if job.world_size == 1:
-        try:
-            return ev.run()
-        except Exception:
-            if resume is None and not any((run_dir / "records").glob("*.json")):
-                import shutil
-
-                shutil.rmtree(run_dir, ignore_errors=True)  # failed before the first result: leave no junk folder
-            raise
-
+        return _run_one_process(ev, resume)
     # rank 0 decides what is left to do, so that all ranks split the same list
     pending = job.on_rank0(lambda: [it.index for it in ev.pending()])
     if job.rank == 0:
         console.info(f"distributed: {job.world_size} processes ({job.backend}); run folder {run_dir}")
     probe_skipped = ev.n_skipped
-    error: Optional[BaseException] = None
-    try:
-        mine = ev.run(job.rank, job.world_size, pending)
-    except Exception as e:  # noqa: BLE001 - reported to rank 0 below, then raised here
-        error = e
-        mine = EvalSummary(run_dir, len(ev.items), len(ev.items) - len(pending), 0, ev.n_skipped)
-    mine.rank = job.rank
-    status = {
-        "done": mine.n_done_now,
-        "skipped": mine.n_skipped - probe_skipped,
-        "interrupted": mine.interrupted,
-        "error": None if error is None else describe(error),
-    }
+    own, status, error = _run_own_block(ev, job, pending, probe_skipped)
     statuses = job.gather(status)  # waits for every rank to finish its block
     # rank 0 merges while the others wait: a rank that exits with an error now would make torchrun stop rank 0
     tables = job.on_rank0(lambda: write_tables(run_dir, ev.size, cfg.resize))
     if error is not None:
         raise error
     if job.rank != 0:
-        return mine
+        return own
+    return _merged_summary(ev, own, statuses, probe_skipped, tables)
 
+
+def _new_run_dir(cfg: EvalConfig, out: str) -> Path:
+    """A new run folder, once what can be checked before creating it is checked (the images folder)."""
+    list_images(cfg.images_dir)
+    return new_run_dir(out, "eval", cfg.task)
+
+
+def _open_on_every_rank(ev: Evaluation, job: Job, resume: Optional[str], cli_options: dict) -> None:
+    """Evaluation.open_run on every rank (all stop if one fails), then rank 0 writes a new run's settings.json.
+    A new run folder that stays empty is removed on failure."""
+
+    def open_run() -> None:
+        if job.rank != 0:
+            _wait_visible(ev.run_dir)
+        ev.open_run(resume=resume is not None, cli_options=cli_options, write_settings=False)
+
+    try:
+        job.agree(open_run)
+        if resume is None:
+            job.on_rank0(lambda: ev.write_settings(cli_options, job.world_size))
+    except BaseException:
+        run_dir = ev.run_dir
+        if job.rank == 0 and resume is None and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was written: leave no empty folder behind
+        raise
+
+
+def _run_one_process(ev: Evaluation, resume: Optional[str]) -> EvalSummary:
+    """The whole run in this process; a new run folder that failed before its first result is removed."""
+    try:
+        return ev.run()
+    except Exception:
+        if resume is None and not any((ev.run_dir / "records").glob("*.json")):
+            shutil.rmtree(ev.run_dir, ignore_errors=True)  # failed before the first result: leave no junk folder
+        raise
+
+
+def _run_own_block(
+    ev: Evaluation, job: Job, pending: list[int], probe_skipped: int
+) -> tuple[EvalSummary, dict, Optional[BaseException]]:
+    """This rank's block of `pending`: its summary, the status it reports to the others, and its error (kept
+    to raise after the merge)."""
+    error: Optional[BaseException] = None
+    try:
+        own = ev.run(job.rank, job.world_size, pending)
+    except Exception as e:  # noqa: BLE001 - reported to rank 0 below, then raised here
+        error = e
+        own = EvalSummary(ev.run_dir, len(ev.items), len(ev.items) - len(pending), 0, ev.n_skipped)
+    own.rank = job.rank
+    status = {
+        "done": own.n_done_now,
+        "skipped": own.n_skipped - probe_skipped,
+        "interrupted": own.interrupted,
+        "error": None if error is None else error_line(error),
+    }
+    return own, status, error
+
+
+def _merged_summary(ev: Evaluation, own: EvalSummary, statuses: list[dict], probe_skipped: int,
+                    tables: dict) -> EvalSummary:
+    """Rank 0's summary of the whole run from every rank's status; raises naming the ranks that failed."""
     summary = EvalSummary(
-        run_dir,
+        ev.run_dir,
         len(ev.items),
-        mine.n_done_before,
+        own.n_done_before,
         sum(s["done"] for s in statuses),
         probe_skipped + sum(s["skipped"] for s in statuses),
         interrupted=any(s["interrupted"] for s in statuses),
@@ -290,6 +304,6 @@ def run_eval(cfg, job: Job, resume: Optional[str], out: str, console, argv: list
         what = "; ".join(f"rank {r}: {text}" for r, text in failed)
         raise SpgdError(
             f"{what}; the finished images are kept ({summary.tables['n_images']} of {summary.n_images}) in "
-            f"{run_dir}; finish with: spgd eval --resume {run_dir}"
+            f"{ev.run_dir}; finish with: spgd eval --resume {ev.run_dir}"
         )
     return summary

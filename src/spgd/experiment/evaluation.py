@@ -29,18 +29,23 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .. import io, metrics
 from ..device import resolve_device
 from ..errors import SpgdError
-from ..metrics import lpips_or_reason
+from ..metrics import LPIPS_VARIANTS, lpips_or_reason
+from ..metrics.fid import whole_set_scores
 from ..metrics.inception import FIDInception
+from ..operators import make_operator, task_params
+from ..operators.blur import load_kernel
+from ..presets import sampler_settings
 from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..priors.fast import auto_batch_size, describe
 from ..priors.latent import run_sampler  # latent priors run on z and are decoded at the end
-from ..samplers import make_sampler, setting_names
+from ..samplers import METHODS, make_sampler, setting_names
 from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (
     Console,
@@ -50,6 +55,7 @@ from .runs import (
     atomic_write_text,
     provenance,
     read_json,
+    read_run_settings,
     shard,
     utc_now,
 )
@@ -89,8 +95,6 @@ class EvalConfig:
     class_label: Optional[int] = None  # class-conditional priors: the class to condition on
 
     def samplers(self) -> dict[str, dict]:
-        from ..presets import sampler_settings
-
         return {m: sampler_settings(self.preset, m) for m in self.methods}
 
     def identity(self) -> dict:
@@ -118,8 +122,6 @@ class EvalConfig:
         }
 
     def validate(self) -> None:
-        from ..samplers import METHODS
-
         if not self.methods:
             raise SpgdError("no method given; valid methods: " + ", ".join(METHODS))
         for m in self.methods:
@@ -139,8 +141,6 @@ class EvalConfig:
             raise SpgdError(f"--seed must be >= 0, got {self.seed}")
         if self.limit is not None and self.limit < 1:
             raise SpgdError(f"--limit must be >= 1, got {self.limit}")
-        from ..metrics import LPIPS_VARIANTS
-
         if self.lpips_net not in LPIPS_VARIANTS:
             raise SpgdError(f"--lpips-net must be one of {', '.join(LPIPS_VARIANTS)}, got {self.lpips_net!r}")
 
@@ -174,22 +174,25 @@ def derive_seed(*keys: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
+def _torch_file_entry(path: Path, key: str) -> Any:
+    """What a .pt file holds: the object itself, or its `key` entry when it is a dict (as in random_parts/)."""
+    obj = io.load_torch_file(path)
+    if isinstance(obj, dict):
+        if key not in obj:
+            raise SpgdError(f"{path} holds no {key!r} entry (keys: {', '.join(map(str, obj))})")
+        obj = obj[key]
+    return obj
+
+
 def load_kernel_file(path: str, with_sums: bool = False):
     """A blur kernel from .npy, an image (.png, ...) or a .pt file (a tensor, or a dict with "kernel", as
     written to random_parts/), checked and normalised by the blur operator's own rules (with `with_sums`,
     also the sums before normalisation)."""
-    from ..operators.blur import load_kernel
-
     p = Path(path)
     if not p.is_file():
         raise SpgdError(f"kernel file not found: {p}")
     if p.suffix.lower() == ".pt":
-        obj = io.load_torch_file(p)
-        if isinstance(obj, dict):
-            if "kernel" not in obj:
-                raise SpgdError(f"{p} holds no 'kernel' entry (keys: {', '.join(map(str, obj))})")
-            obj = obj["kernel"]
-        return load_kernel(torch.as_tensor(obj), with_sums=with_sums)
+        return load_kernel(torch.as_tensor(_torch_file_entry(p, "kernel")), with_sums=with_sums)
     return load_kernel(p, with_sums=with_sums)
 
 
@@ -200,20 +203,13 @@ def load_mask_file(path: str) -> Tensor:
         raise SpgdError(f"mask file not found: {p}")
     suffix = p.suffix.lower()
     if suffix == ".pt":
-        obj = io.load_torch_file(p)
-        if isinstance(obj, dict):
-            if "mask" not in obj:
-                raise SpgdError(f"{p} holds no 'mask' entry (keys: {', '.join(map(str, obj))})")
-            obj = obj["mask"]
-        m = torch.as_tensor(obj).float()
+        m = torch.as_tensor(_torch_file_entry(p, "mask")).float()
     elif suffix == ".npy":
         try:
             m = torch.from_numpy(np.load(p, allow_pickle=False)).float()
         except (OSError, ValueError) as e:
             raise SpgdError(f"cannot read mask file {p}: {e}") from None
     else:
-        from PIL import Image, UnidentifiedImageError
-
         try:
             with Image.open(p) as im:
                 a = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
@@ -256,13 +252,10 @@ class OperatorFactory:
         mask: Optional[str] = None,
         overrides: Sequence[str] = (),
     ):
-        from ..operators import task_params
-
         self.task = task
         self.params = dict(params)
         self._network = None
         self.notes: list[str] = []  # what the user should hear about (the caller prints them as warnings)
-        files: dict[str, Any] = {}  # what settings.json records about a --kernel / --mask file
         given = operator_override_names(overrides)
         for option, path in (("kernel", kernel), ("mask", mask)):
             clash = sorted(given & set(REPLACED_BY_FILE[option])) if path is not None else []
@@ -271,27 +264,11 @@ class OperatorFactory:
                     f"--set {', '.join(clash)} has no effect with --{option} (the {option} file replaces it); "
                     f"drop one of them"
                 )
+        files: dict[str, Any] = {}  # what settings.json records about a --kernel / --mask file
         if kernel is not None:
-            if task not in KERNEL_TASKS:
-                raise SpgdError(f"--kernel is for the blur tasks ({', '.join(KERNEL_TASKS)}), not {task!r}")
-            if task == "gaussian_blur":  # a known kernel: plain blur with it
-                self.task = "blur"
-            k, sums = load_kernel_file(kernel, with_sums=True)
-            self.params["kernel"] = k
-            files.update({"kernel": str(Path(kernel).resolve()), "kernel_shape": list(k.shape),
-                          "kernel_sum_in_file": sums, "kernel_normalised": "divided by its sum (keeps brightness)"})
-            off = [s for s in sums if abs(s - 1) > 1e-3]
-            if off:
-                self.notes.append(
-                    f"kernel {kernel} sums to {off[0]:.6g}, not 1: it is divided by its sum (recorded in settings.json)"
-                )
+            files.update(self._use_kernel_file(kernel, task))
         if mask is not None:
-            if task not in INPAINTING:
-                raise SpgdError(f"--mask is for the inpainting tasks ({', '.join(INPAINTING)}), not {task!r}")
-            m = load_mask_file(mask)
-            self.params["mask"] = m
-            files.update({"mask": str(Path(mask).resolve()), "mask_shape": list(m.shape),
-                          "mask_kept_fraction": float((m > 0.5).float().mean())})
+            files.update(self._use_mask_file(mask, task))
         valid = set(task_params(self.task))
         self.params = {k: v for k, v in self.params.items() if k in valid}
         replaced = {n for option in files for n in REPLACED_BY_FILE.get(option, ())}
@@ -300,9 +277,33 @@ class OperatorFactory:
                                                if k not in ("kernel", "mask") and k not in replaced}, **files}
         self.has_seed = "seed" in valid
 
-    def __call__(self, seed: int, device: torch.device):
-        from ..operators import make_operator
+    def _use_kernel_file(self, kernel: str, task: str) -> dict[str, Any]:
+        """`task` blurs with the kernel of a --kernel file (normalised, with a note if it did not sum to 1);
+        returns what settings.json records about the file."""
+        if task not in KERNEL_TASKS:
+            raise SpgdError(f"--kernel is for the blur tasks ({', '.join(KERNEL_TASKS)}), not {task!r}")
+        if task == "gaussian_blur":  # a known kernel: plain blur with it
+            self.task = "blur"
+        k, sums = load_kernel_file(kernel, with_sums=True)
+        self.params["kernel"] = k
+        off = [s for s in sums if abs(s - 1) > 1e-3]
+        if off:
+            self.notes.append(
+                f"kernel {kernel} sums to {off[0]:.6g}, not 1: it is divided by its sum (recorded in settings.json)"
+            )
+        return {"kernel": str(Path(kernel).resolve()), "kernel_shape": list(k.shape),
+                "kernel_sum_in_file": sums, "kernel_normalised": "divided by its sum (keeps brightness)"}
 
+    def _use_mask_file(self, mask: str, task: str) -> dict[str, Any]:
+        """`task` inpaints with the mask of a --mask file; returns what settings.json records about the file."""
+        if task not in INPAINTING:
+            raise SpgdError(f"--mask is for the inpainting tasks ({', '.join(INPAINTING)}), not {task!r}")
+        m = load_mask_file(mask)
+        self.params["mask"] = m
+        return {"mask": str(Path(mask).resolve()), "mask_shape": list(m.shape),
+                "mask_kept_fraction": float((m > 0.5).float().mean())}
+
+    def __call__(self, seed: int, device: torch.device):
         params = dict(self.params)
         if self.has_seed:
             params["seed"] = int(seed)
@@ -423,8 +424,6 @@ def list_items(images_dir: Path, limit: Optional[int] = None) -> list[Item]:
 
 def _probe_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image file as load_image will see it (after EXIF rotation), without decoding it."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -512,7 +511,7 @@ class SampleMoments:
 
 
 class Evaluation:
-    """One `spgd eval` run into `run_dir` (new, or resumed). Use :meth:`prepare` then :meth:`run`."""
+    """One `spgd eval` run into `run_dir` (new, or resumed). Use :meth:`open_run` then :meth:`run`."""
 
     def __init__(self, cfg: EvalConfig, run_dir: Path, console: Console, argv: Optional[list[str]] = None):
         cfg.validate()
@@ -522,7 +521,7 @@ class Evaluation:
         self.argv = argv
 
     # -- set-up -------------------------------------------------------------------------------------------
-    def prepare(self, resume: bool = False, cli_options: Optional[dict] = None, write_settings: bool = True) -> None:
+    def open_run(self, resume: bool = False, cli_options: Optional[dict] = None, write_settings: bool = True) -> None:
         """Load the prior, build and check samplers and operator, find the images, write or check settings.json.
         Everything that can be wrong with the input fails here, before any work. With ``write_settings=False``
         a new run's settings.json is left to :meth:`write_settings` (one process of a distributed run writes it)."""
@@ -607,12 +606,7 @@ class Evaluation:
 
     def _check_resumable(self) -> None:
         """--resume: the folder is an `spgd eval` run with the same identity (settings that change results)."""
-        settings_path = self.run_dir / "settings.json"
-        if not settings_path.is_file():
-            raise SpgdError(f"cannot resume {self.run_dir}: it has no settings.json (not an `spgd eval` run folder)")
-        saved = read_json(settings_path)
-        if saved.get("command") != "eval":
-            raise SpgdError(f"cannot resume {self.run_dir}: it is a run of `spgd {saved.get('command')}`")
+        saved = read_run_settings(self.run_dir, "eval")
         diffs = identity_differences(saved.get("identity", {}), self.cfg.identity())
         if diffs:
             raise SpgdError(
@@ -621,7 +615,7 @@ class Evaluation:
             )
 
     def write_settings(self, cli_options: Optional[dict] = None, world_size: int = 1) -> None:
-        """Write settings.json of a new run (after :meth:`prepare`); `world_size`: processes that share the run
+        """Write settings.json of a new run (after :meth:`open_run`); `world_size`: processes that share the run
         (informative: results do not depend on it)."""
         cfg = self.cfg
         atomic_write_json(
@@ -654,7 +648,8 @@ class Evaluation:
         )
 
     # -- work ---------------------------------------------------------------------------------------------
-    def _done(self, it: Item) -> bool:
+    def _has_complete_record(self, it: Item) -> bool:
+        """Whether records/NAME.json exists, is readable, is this image's (same index) and covers every method."""
         path = self.run_dir / "records" / f"{it.name}.json"
         if not path.is_file():
             return False
@@ -686,14 +681,14 @@ class Evaluation:
 
     def pending(self) -> list[Item]:
         """The images of this run without a complete record (in index order)."""
-        return [it for it in self.items if not self._done(it)]
+        return [it for it in self.items if not self._has_complete_record(it)]
 
     def run(self, rank: int = 0, world_size: int = 1, pending: Optional[Sequence[int]] = None) -> EvalSummary:
         """Restore and score the images not done yet. Process `rank` of `world_size` takes its contiguous block
         of them (:func:`spgd.experiment.runs.shard`); all processes must pass the same `pending` (indices of the images
         to do, default: those without a record now), so that they agree on the blocks. Only a single process
         writes the tables here; a distributed run merges them once all are done (spgd.experiment.distributed)."""
-        cfg, con = self.cfg, self.console
+        cfg = self.cfg
         if pending is None:
             remaining = self.pending()
         else:
@@ -701,15 +696,10 @@ class Evaluation:
             remaining = [it for it in self.items if it.index in wanted]
         todo = shard(remaining, rank, world_size)
         n_before = len(self.items) - len(remaining)
-        con.info(self.lpips_note)
-        where = "" if world_size == 1 else f", {len(todo)} on rank {rank} of {world_size}"
-        con.info(
-            f"{cfg.task}: {len(remaining)} image(s) to do ({n_before} already done{where}) with "
-            f"{', '.join(cfg.methods)} on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]} (WxH), "
-            f"batch size {self.batch_size}, network {describe(self.prior)}"
-        )
+        share = "" if world_size == 1 else f", {len(todo)} on rank {rank} of {world_size}"
+        self._announce(len(remaining), n_before, share)
         summary = EvalSummary(self.run_dir, len(self.items), n_before, 0, self.n_skipped)
-        bar = con.progress(len(todo), desc=f"eval {cfg.task}")
+        bar = self.console.progress(len(todo), desc=f"eval {cfg.task}")
         try:
             for batch in self._batches(todo):
                 records = self._restore_batch(batch)
@@ -726,6 +716,16 @@ class Evaluation:
             if rank == 0 and world_size == 1:
                 summary.tables = write_tables(self.run_dir, self.size, cfg.resize)
         return summary
+
+    def _announce(self, n_remaining: int, n_before: int, share: str) -> None:
+        """The status lines before the work: LPIPS, what is left to do (`share`: this rank's part) and how."""
+        cfg, con = self.cfg, self.console
+        con.info(self.lpips_note)
+        con.info(
+            f"{cfg.task}: {n_remaining} image(s) to do ({n_before} already done{share}) with "
+            f"{', '.join(cfg.methods)} on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]} (WxH), "
+            f"batch size {self.batch_size}, network {describe(self.prior)}"
+        )
 
     def _restore_batch(self, batch: list[tuple[Item, Tensor, list[str]]]) -> list[dict]:
         """Degrade, restore with every method, score and record one batch; returns its records (also written)."""
@@ -862,8 +862,8 @@ class Evaluation:
         over them (saved as a heat map); None where fewer than two samples succeeded."""
         mean, std = moments.mean_std()
         x01, m01 = io.to_unit(x.clamp(-1, 1)), io.to_unit(mean)
-        ps, ss = metrics.psnr(m01, x01).tolist(), metrics.ssim(m01, x01).tolist()
-        lp = self.lpips(mean, x.clamp(-1, 1)).tolist() if self.lpips is not None else None
+        psnr, ssim = metrics.psnr(m01, x01).tolist(), metrics.ssim(m01, x01).tolist()
+        lpips = self.lpips(mean, x.clamp(-1, 1)).tolist() if self.lpips is not None else None
         out: list[Optional[dict]] = []
         for j, (it, n) in enumerate(zip(items, moments.counts())):
             if n < 2:
@@ -876,12 +876,12 @@ class Evaluation:
                 "restored": mean_path,
                 "uncertainty": unc_path,
                 "uncertainty_vmax": UNCERTAINTY_VMAX,
-                "psnr": ps[j],
-                "ssim": ss[j],
+                "psnr": psnr[j],
+                "ssim": ssim[j],
                 "pixel_std": pixel_std,
             }
-            if lp is not None:
-                entry[self.lpips_label] = lp[j]
+            if lpips is not None:
+                entry[self.lpips_label] = lpips[j]
             out.append(entry)
         return out
 
@@ -936,7 +936,8 @@ def read_records(run_dir: Path) -> list[dict]:
     return sorted(out, key=lambda r: r.get("index", 0))
 
 
-def _stats(values: list[float]) -> dict:
+def mean_and_std(values: list[float]) -> dict:
+    """{"mean", "std"} (population std, float64) of a table's values; both None when there are none."""
     if not values:
         return {"mean": None, "std": None}
     a = np.asarray(values, dtype=np.float64)
@@ -951,91 +952,116 @@ def write_tables(run_dir: Path, size: Optional[Sequence[int]] = None, resize: bo
     methods: list[str] = settings["methods"]
     lpips_label = settings.get("lpips_label")
     records = read_records(run_dir)
-
-    columns = ["name", "method", "psnr", "ssim"] + ([lpips_label] if lpips_label else [])
-    columns += ["rms_residual", "denoiser_calls", "vjps", "seconds", "peak_memory_bytes", "failed", "samples"]
-    # with several samples per image: the score of their mean and the mean per-pixel std (uncertainty/)
+    # per method: (image name, the method's entry in the image's record), in image order
+    results = {m: [(r["name"], r["methods"][m]) for r in records if m in r.get("methods", {})] for m in methods}
     several_samples = settings.get("identity", {}).get("samples", 1) > 1
-    summary_cols = {"psnr_of_mean": "psnr", "ssim_of_mean": "ssim", "pixel_std": "pixel_std"} if several_samples else {}
-    columns += list(summary_cols)
-    buf = _io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    per_method: dict[str, dict] = {}
-    for m in methods:
-        rows = [(r["name"], r["methods"][m]) for r in records if m in r.get("methods", {})]
-        n_base = len(columns) - len(summary_cols)
-        for name, rm in rows:
-            ms = rm.get("mean_of_samples") or {}
-            writer.writerow(
-                [name, m]
-                + [("" if rm.get(c) is None else rm[c]) for c in columns[2 : n_base - 2]]
-                + [rm["failed"], rm["n_samples"]]
-                + [("" if ms.get(key) is None else ms[key]) for key in summary_cols.values()]
-            )
-        ok = [rm for _, rm in rows if rm["psnr"] is not None]
-        entry = {
-            "n": len(ok),
-            "n_failed": len(rows) - len(ok),
-            "failed_images": [name for name, rm in rows if rm["psnr"] is None],
-            "psnr": _stats([rm["psnr"] for rm in ok]),
-            "ssim": _stats([rm["ssim"] for rm in ok]),
-        }
-        if lpips_label:
-            entry[lpips_label] = _stats([rm[lpips_label] for rm in ok if rm.get(lpips_label) is not None])
-        entry["rms_residual"] = _stats([rm["rms_residual"] for rm in ok if rm.get("rms_residual") is not None])
-        entry["denoiser_calls"] = _stats([rm["denoiser_calls"] for _, rm in rows])
-        entry["vjps"] = _stats([rm["vjps"] for _, rm in rows])
-        entry["seconds"] = _stats([rm["seconds"] for _, rm in rows])
-        mem = [rm["peak_memory_bytes"] for _, rm in rows if rm.get("peak_memory_bytes")]
-        kind = rows[0][1]["peak_memory_kind"] if rows else None
-        entry["peak_memory_bytes"] = {"max": max(mem) if mem else None, "kind": kind}
-        summaries = [rm["mean_of_samples"] for _, rm in rows if rm.get("mean_of_samples")]
-        if summaries:
-            entry["mean_of_samples"] = {
-                "n_images": len(summaries),  # those with >= 2 successful samples
-                **{k: _stats([v[k] for v in summaries]) for k in ("psnr", "ssim", "pixel_std")},
-            }
-            if lpips_label:
-                entry["mean_of_samples"][lpips_label] = _stats(
-                    [v[lpips_label] for v in summaries if v.get(lpips_label) is not None]
-                )
-        if settings.get("fid"):
-            entry["fid"] = _fid_entry(run_dir, m, [name for name, rm in rows if rm["psnr"] is not None])
-        per_method[m] = entry
-    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
-
-    meas = [r["measurement_metrics"] for r in records if r.get("measurement_metrics")]
-    tables = {
-        "task": settings["task"],
-        "prior": settings.get("prior"),
-        "methods": methods,
-        "n_images": len(records),
-        "per_method": per_method,
-        "measurement": None
-        if not meas
-        else {
-            "kind": meas[0]["kind"],
-            "psnr": _stats([v["psnr"] for v in meas]),
-            "ssim": _stats([v["ssim"] for v in meas]),
-        },
-        "noise_sigma": (settings.get("operator") or {}).get("noise_sigma"),  # what rms_residual should reach
-        "lpips": settings.get("lpips"),
-        "lpips_label": lpips_label,
-        "fid": settings.get("fid"),
-        "notes": "PSNR/SSIM (piq definitions) on [0, 1] images; an image's value is the mean over its samples; "
-        "mean and std (population) over the images that did not fail; rms_residual: sqrt(mean((A(x) - y)^2)) of "
-        "a restoration, about noise_sigma when it fits the measurement; mean_of_samples: the same scores of the "
-        "mean of an image's samples (pixel_std: its mean per-pixel standard deviation, [0, 1] units); cost per "
-        "restoration; "
-        "seconds = batch wall time / batch size; peak memory: CUDA max allocated, or the process's peak RSS on "
-        "the CPU",
-        "updated": utc_now(),
-    }
+    atomic_write_text(run_dir / "metrics.csv", _metrics_csv(results, lpips_label, several_samples))
+    per_method = {m: _method_summary(rows, lpips_label) for m, rows in results.items()}
+    if settings.get("fid"):
+        for m, rows in results.items():
+            scored = [name for name, result in rows if result["psnr"] is not None]
+            per_method[m]["fid"] = _fid_entry(run_dir, m, scored)
+    tables = _run_summary(settings, records, per_method)
     atomic_write_json(run_dir / "metrics.json", tables)
     if records:
         _write_grid(run_dir, records[:GRID_ROWS], methods, size or settings.get("image_size"), resize)
     return tables
+
+
+# metrics.csv's columns of the mean of an image's samples (with several samples): column -> entry of
+# mean_of_samples (its scores and the mean per-pixel std, uncertainty/)
+MEAN_OF_SAMPLES_COLUMNS = {"psnr_of_mean": "psnr", "ssim_of_mean": "ssim", "pixel_std": "pixel_std"}
+
+
+def _metrics_csv(results: dict[str, list[tuple[str, dict]]], lpips_label: Optional[str], several_samples: bool) -> str:
+    """metrics.csv: one row per image and method (an empty cell where a value is missing, e.g. a failed image)."""
+    scores = ["psnr", "ssim"] + ([lpips_label] if lpips_label else [])
+    scores += ["rms_residual", "denoiser_calls", "vjps", "seconds", "peak_memory_bytes"]
+    of_mean = MEAN_OF_SAMPLES_COLUMNS if several_samples else {}
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["name", "method", *scores, "failed", "samples", *of_mean])
+    for m, rows in results.items():
+        for name, result in rows:
+            mean_of_samples = result.get("mean_of_samples") or {}
+            writer.writerow(
+                [name, m]
+                + [_csv_cell(result.get(c)) for c in scores]
+                + [result["failed"], result["n_samples"]]
+                + [_csv_cell(mean_of_samples.get(key)) for key in of_mean.values()]
+            )
+    return buf.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _method_summary(rows: list[tuple[str, dict]], lpips_label: Optional[str]) -> dict:
+    """One method's entry of metrics.json: its scores over the images that did not fail, which failed, its
+    cost, and the scores of the mean of the samples."""
+    ok = [result for _, result in rows if result["psnr"] is not None]
+    entry = {
+        "n": len(ok),
+        "n_failed": len(rows) - len(ok),
+        "failed_images": [name for name, result in rows if result["psnr"] is None],
+        "psnr": mean_and_std([result["psnr"] for result in ok]),
+        "ssim": mean_and_std([result["ssim"] for result in ok]),
+    }
+    for key in ([lpips_label] if lpips_label else []) + ["rms_residual"]:
+        entry[key] = mean_and_std([result[key] for result in ok if result.get(key) is not None])
+    for key in ("denoiser_calls", "vjps", "seconds"):
+        entry[key] = mean_and_std([result[key] for _, result in rows])
+    memory = [result["peak_memory_bytes"] for _, result in rows if result.get("peak_memory_bytes")]
+    kind = rows[0][1]["peak_memory_kind"] if rows else None
+    entry["peak_memory_bytes"] = {"max": max(memory) if memory else None, "kind": kind}
+    summaries = [result["mean_of_samples"] for _, result in rows if result.get("mean_of_samples")]
+    if summaries:
+        entry["mean_of_samples"] = {
+            "n_images": len(summaries),  # those with >= 2 successful samples
+            **{k: mean_and_std([v[k] for v in summaries]) for k in ("psnr", "ssim", "pixel_std")},
+        }
+        if lpips_label:
+            entry["mean_of_samples"][lpips_label] = mean_and_std(
+                [v[lpips_label] for v in summaries if v.get(lpips_label) is not None]
+            )
+    return entry
+
+
+METRICS_NOTES = (
+    "PSNR/SSIM (piq definitions) on [0, 1] images; an image's value is the mean over its samples; "
+    "mean and std (population) over the images that did not fail; rms_residual: sqrt(mean((A(x) - y)^2)) of "
+    "a restoration, about noise_sigma when it fits the measurement; mean_of_samples: the same scores of the "
+    "mean of an image's samples (pixel_std: its mean per-pixel standard deviation, [0, 1] units); cost per "
+    "restoration; "
+    "seconds = batch wall time / batch size; peak memory: CUDA max allocated, or the process's peak RSS on "
+    "the CPU"
+)
+
+
+def _run_summary(settings: dict, records: list[dict], per_method: dict[str, dict]) -> dict:
+    """metrics.json: the run's task and scorers, the measurement's own scores and the per-method entries."""
+    measured = [r["measurement_metrics"] for r in records if r.get("measurement_metrics")]
+    return {
+        "task": settings["task"],
+        "prior": settings.get("prior"),
+        "methods": settings["methods"],
+        "n_images": len(records),
+        "per_method": per_method,
+        "measurement": None
+        if not measured
+        else {
+            "kind": measured[0]["kind"],
+            "psnr": mean_and_std([v["psnr"] for v in measured]),
+            "ssim": mean_and_std([v["ssim"] for v in measured]),
+        },
+        "noise_sigma": (settings.get("operator") or {}).get("noise_sigma"),  # what rms_residual should reach
+        "lpips": settings.get("lpips"),
+        "lpips_label": settings.get("lpips_label"),
+        "fid": settings.get("fid"),
+        "notes": METRICS_NOTES,
+        "updated": utc_now(),
+    }
 
 
 FID_REFERENCE = "ground_truth"  # fid_features/ground_truth/: the clean images, the reference set
@@ -1043,8 +1069,6 @@ FID_REFERENCE = "ground_truth"  # fid_features/ground_truth/: the clean images, 
 
 def _fid_entry(run_dir: Path, method: str, names: list[str]) -> Optional[dict]:
     """FID/KID of a method's restorations against the clean images (a whole-set score), from saved features."""
-    from ..metrics.fid import whole_set_scores
-
     def load(kind: str) -> list[Tensor]:
         out = []
         for n in names:

@@ -16,8 +16,20 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
+from ..device import resolve_device
 from ..errors import SpgdError
+from ..metrics.fid import (
+    feature_statistics,
+    folder_features,
+    frechet_distance,
+    kid,
+    load_statistics,
+    save_statistics,
+    small_set_warning,
+)
+from ..metrics.inception import FIDInception
 
 EXAMPLES = (
     "examples:\n"
@@ -29,28 +41,21 @@ EXAMPLES = (
 
 
 
-def _set(arg: str, model, batch_size: int, resize: str) -> tuple[dict, Optional[np.ndarray]]:
-    """Statistics of one SET argument: (stats, features or None)."""
-    from ..metrics.fid import feature_statistics, folder_features, load_statistics
-
+def _set_statistics(arg: str, model, batch_size: int, resize: str) -> tuple[dict, Optional[np.ndarray]]:
+    """Statistics of one SET argument (a folder, or a statistics .npz file): (stats, features or None)."""
     p = Path(arg)
     if p.suffix == ".npz" and not p.is_dir():
-        st = load_statistics(p)
-        if st["resize"] is not None and st["resize"] != resize:
-            raise SpgdError(f"{p} holds features made with --resize {st['resize']}, not {resize}")
-        return st, st["features"]
+        stats = load_statistics(p)
+        if stats["resize"] is not None and stats["resize"] != resize:
+            raise SpgdError(f"{p} holds features made with --resize {stats['resize']}, not {resize}")
+        return stats, stats["features"]
     feats = folder_features(model, p, batch_size).double().numpy()
     mu, sigma = feature_statistics(feats)
     return {"mu": mu, "sigma": sigma, "n": feats.shape[0]}, feats
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..device import resolve_device
-    from ..metrics.fid import frechet_distance, kid, save_statistics, small_set_warning
-    from ..metrics.inception import FIDInception
-
+    """Run `spgd fid` with parsed arguments: the scores of two sets, or one set's statistics cached."""
     if len(args.sets) > 2:
         raise SpgdError(f"spgd fid takes one or two sets, got {len(args.sets)}: {' '.join(args.sets)}")
     if len(args.sets) == 1 and not args.save_stats:
@@ -59,7 +64,7 @@ def run_fid(args: argparse.Namespace) -> int:
         raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
     model = FIDInception(args.fid_weights, resize=args.resize).to(resolve_device(args.device))
     with torch.no_grad():
-        sets = [_set(a, model, args.batch_size, args.resize) for a in args.sets]
+        sets = [_set_statistics(a, model, args.batch_size, args.resize) for a in args.sets]
     if args.save_stats:
         last = args.sets[-1]
         if sets[-1][1] is None or Path(last).suffix == ".npz":
@@ -77,8 +82,14 @@ def run_fid(args: argparse.Namespace) -> int:
     }
     if args.json:
         print(json.dumps(out, indent=2))
-        return 0
-    print(f"FID {out['fid']:.4f} ({args.sets[0]}: {a['n'] or '?'} image(s), {args.sets[1]}: {b['n'] or '?'})")
+    else:
+        _print_scores(out, args.sets)
+    return 0
+
+
+def _print_scores(out: dict, names: list[str]) -> None:
+    """The scores of two sets as text lines (FID, KID or why not, a small-set note)."""
+    print(f"FID {out['fid']:.4f} ({names[0]}: {out['n_a'] or '?'} image(s), {names[1]}: {out['n_b'] or '?'})")
     if out["kid"] is not None:
         k = out["kid"]
         print(f"KID {k['mean']:.6f} ± {k['std']:.6f} ({k['subsets']} subset(s))")
@@ -86,4 +97,3 @@ def run_fid(args: argparse.Namespace) -> int:
         print("KID not computed: a statistics file without features (write it with spgd fid --save-stats)")
     if out["warning"]:
         print(f"note: {out['warning']}")
-    return 0

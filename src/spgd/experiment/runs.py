@@ -7,6 +7,7 @@ Every file a run writes appears atomically (written to a temporary file in the s
 from __future__ import annotations
 
 import datetime as _dt
+import io as _io
 import json
 import math
 import os
@@ -16,8 +17,12 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 import numpy as np
+import PIL
 import torch
+from tqdm import tqdm
+from tqdm.auto import tqdm as auto_tqdm
 
+from .. import __version__
 from ..errors import SpgdError
 from ..io import atomic_write
 
@@ -83,8 +88,6 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 
 
 def atomic_torch_save(path: PathLike, obj: Any) -> Path:
-    import io as _io
-
     buf = _io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
@@ -100,23 +103,28 @@ def read_json(path: PathLike) -> Any:
         raise SpgdError(f"cannot read {path}: {e}") from None
 
 
+def read_run_settings(run_dir: PathLike, command: str) -> dict:
+    """settings.json of a run folder that `spgd COMMAND` made, to resume it; an SpgdError saying why not otherwise."""
+    run_dir = Path(run_dir)
+    path = run_dir / "settings.json"
+    if not path.is_file():
+        raise SpgdError(f"cannot resume {run_dir}: no settings.json there (not an `spgd {command}` run folder)")
+    saved = read_json(path)
+    if saved.get("command") != command:
+        raise SpgdError(f"cannot resume {run_dir}: it is a run of `spgd {saved.get('command')}`, not `spgd {command}`")
+    return saved
+
+
 def versions() -> dict:
     """Versions of what produced a result."""
-    from .. import __version__
-
     out = {
         "spgd": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "pillow": PIL.__version__,
     }
-    try:
-        import PIL
-
-        out["pillow"] = PIL.__version__
-    except Exception:  # pragma: no cover
-        pass
     if torch.cuda.is_available():
         out["cuda"] = torch.version.cuda
         out["gpu"] = torch.cuda.get_device_name(0)
@@ -157,22 +165,12 @@ class Console:
         self._err(f"spgd: warning: {text}")
 
     def _err(self, text: str) -> None:
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(text, file=sys.stderr)
-        except ImportError:  # pragma: no cover
-            print(text, file=sys.stderr, flush=True)
+        tqdm.write(text, file=sys.stderr)  # above any progress bar, not through it
 
     def progress(self, total: int, desc: str, unit: str = "img"):
         """A tqdm bar on stderr (with ETA), or a silent stand-in in quiet mode."""
         if self.level >= 1:
-            try:
-                from tqdm.auto import tqdm
-
-                return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-            except ImportError:  # pragma: no cover
-                pass
+            return auto_tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
         return _NoBar()
 
 

@@ -28,35 +28,55 @@ import io as _io
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..errors import SpgdError
-from ..samplers import parse_methods
-from .runs import Console, atomic_write_json, atomic_write_text, provenance, read_json, utc_now
+from ..io import list_images
+from ..presets import (
+    RESERVED_OPERATOR_KEYS,
+    RESERVED_SAMPLER_KEYS,
+    apply_overrides,
+    load_preset,
+    method_defaults,
+    operator_keys,
+    parse_value,
+    sampler_keys,
+)
+from ..samplers import fixed_settings, parse_methods
+from .evaluation import EvalConfig, Evaluation, mean_and_std, read_records
+from .runs import (
+    Console,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    new_run_dir,
+    provenance,
+    read_json,
+    read_run_settings,
+    utc_now,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 DEFAULT_METHODS = "spgd,spgd-no-momentum,spgd-no-warmup"
 
-# options that define the experiment (saved in settings.json; taken from there with --resume)
-IDENTITY_OPTIONS: dict[str, Any] = {
-    "images_dir": None,
-    "task": None,
-    "vary": None,
-    "methods": DEFAULT_METHODS,
-    "prior": "default",
-    "checkpoint": None,
-    "set": [],
-    "limit": None,
-    "size": None,
-    "resize": False,
-    "seed": 0,
-    "kernel": None,
-    "mask": None,
-}
+# the options that define the experiment (saved in settings.json; taken from there with --resume): those
+# without a default (images_dir, task, vary), the methods, and the options every cell passes to its `spgd eval`
+# run, which default as EvalConfig does (option -> EvalConfig field)
+CELL_OPTIONS = {"prior": "prior", "checkpoint": "checkpoint", "set": "overrides", "limit": "limit", "size": "size",
+                "resize": "resize", "seed": "seed", "kernel": "kernel", "mask": "mask"}
+IDENTITY_OPTIONS = ("images_dir", "task", "vary", "methods", *CELL_OPTIONS)
+
+
+def option_defaults() -> dict[str, Any]:
+    """The default of every identity option: none for images_dir, task and vary (they must be given),
+    DEFAULT_METHODS, and EvalConfig's defaults for the options of the cells."""
+    config = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(EvalConfig)}
+    return {"images_dir": None, "task": None, "vary": None, "methods": DEFAULT_METHODS,
+            **{option: config[name] for option, name in CELL_OPTIONS.items()}}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -67,8 +87,6 @@ def parse_values(text: str) -> list[Any]:
     """The values of ``--vary KEY=VALUES``: a comma-separated list (``0.1,0.3,1``; names and true/false work
     too), ``log:START:STOP:N`` (N values evenly spaced in log scale, 4 significant digits) or
     ``lin:START:STOP:N`` (evenly spaced)."""
-    from ..presets import parse_value
-
     s = text.strip()
     if not s:
         raise SpgdError("--vary needs values, e.g. lr=0.1,1,10 or lr=log:0.1:10:5")
@@ -148,9 +166,6 @@ class Varied:
 def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) -> Varied:
     """Check that every method can vary `key` (a sampler setting it has and does not fix) or that `key` is an
     operator parameter of `task`; int settings get their values rounded (log ranges)."""
-    from ..presets import RESERVED_OPERATOR_KEYS, RESERVED_SAMPLER_KEYS, method_defaults, operator_keys, sampler_keys
-    from ..samplers import METHODS
-
     scope, _, name = key.rpartition(".")
     if scope not in ("", "sampler", "operator"):
         raise SpgdError(f"--vary takes a setting name, sampler.NAME or operator.NAME, got {key!r}")
@@ -161,26 +176,7 @@ def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) ->
     if name in RESERVED_OPERATOR_KEYS and scope == "operator":
         raise SpgdError(f"{name!r} cannot be varied: {RESERVED_OPERATOR_KEYS[name]}")
     if scope == "sampler":
-        default = None
-        for m in methods:
-            defaults = method_defaults(m)
-            if name not in defaults:
-                raise SpgdError(
-                    f"method {m!r} has no setting {name!r} to vary; its settings: {', '.join(defaults)} "
-                    f"(drop it from --methods)"
-                )
-            fixed = METHODS[m][1]
-            if name in fixed:
-                raise SpgdError(
-                    f"method {m!r} fixes {name}={_label(fixed[name])} (that is what defines it), so varying "
-                    f"{name!r} does not change it; drop it from --methods"
-                )
-            default = defaults[name] if default is None else default
-        if isinstance(default, int) and not isinstance(default, bool) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-        ):
-            rounded = list(dict.fromkeys(int(round(v)) for v in values))
-            values = rounded
+        values = _sampler_values(name, values, methods)
     elif scope == "operator":
         if name not in operator_keys(task):
             raise SpgdError(
@@ -195,6 +191,31 @@ def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) ->
         if any(c in _label(v) for c in "/\\") or _label(v) in (".", ".."):
             raise SpgdError(f"--vary value {_label(v)!r} cannot name a folder")
     return Varied(name, scope, list(values))
+
+
+def _sampler_values(name: str, values: list, methods: Sequence[str]) -> list:
+    """The values of sampler setting `name`, which every method must have and none may fix (an ablation's
+    defining setting always wins, so varying it would change nothing); rounded when the setting is an int."""
+    default = None
+    for m in methods:
+        defaults = method_defaults(m)
+        if name not in defaults:
+            raise SpgdError(
+                f"method {m!r} has no setting {name!r} to vary; its settings: {', '.join(defaults)} "
+                f"(drop it from --methods)"
+            )
+        fixed = fixed_settings(m)
+        if name in fixed:
+            raise SpgdError(
+                f"method {m!r} fixes {name}={_label(fixed[name])} (that is what defines it), so varying "
+                f"{name!r} does not change it; drop it from --methods"
+            )
+        default = defaults[name] if default is None else default
+    if isinstance(default, int) and not isinstance(default, bool) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        return list(dict.fromkeys(int(round(v)) for v in values))
+    return values
 
 
 def _set_keys(overrides: Sequence[str]) -> set[str]:
@@ -217,9 +238,6 @@ class Sweep:
     """A sweep over `varied` for `methods`: one EvalConfig per (method, value), built and checked up front."""
 
     def __init__(self, opts: dict, batch_size: int = 1, device: Optional[str] = None):
-        from .evaluation import EvalConfig
-        from ..presets import apply_overrides, load_preset
-
         self.opts = opts
         task = opts["task"]
         methods = parse_methods(opts["methods"], "--methods", unique=True)
@@ -247,7 +265,8 @@ class Sweep:
                 cfg.samplers()  # a bad per-method setting fails now
                 self.cells.append(Cell(m, v, f"{m}/{self.varied.key}={_label(v)}", cfg))
 
-    def describe(self) -> dict:
+    def settings_entry(self) -> dict:
+        """The sweep as settings.json records it: the varied key, its values and labels, the methods, the cells."""
         return {
             "key": self.varied.key,
             "scope": self.varied.scope,
@@ -259,8 +278,6 @@ class Sweep:
 
     def run(self, run_dir: Path, console: Console, argv: list[str]) -> tuple[bool, dict]:
         """Run every cell not yet complete; returns (interrupted, sweep.json content)."""
-        from .evaluation import Evaluation
-
         inner = Console(2 if console.level >= 2 else 0)  # cells run quietly; the sweep prints a line per cell
         interrupted = False
         for i, c in enumerate(self.cells):
@@ -273,7 +290,7 @@ class Sweep:
             cell_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             ev = Evaluation(c.cfg, cell_dir, inner, argv)
-            ev.prepare(resume=resume, cli_options={"sweep": str(run_dir), "cell": c.rel})
+            ev.open_run(resume=resume, cli_options={"sweep": str(run_dir), "cell": c.rel})
             summary = ev.run()
             if summary.interrupted:
                 interrupted = True
@@ -297,13 +314,6 @@ def _pm(s: Optional[dict], digits: int) -> str:
     return f"{s['mean']:.{digits}f}±{s['std']:.{digits}f}"
 
 
-def _stats(values: list[float]) -> dict:
-    if not values:
-        return {"mean": None, "std": None}
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std())}
-
-
 # ----------------------------------------------------------------------------------------------------------
 # tables and plot, from the cells' per-image records
 
@@ -311,146 +321,140 @@ def _stats(values: list[float]) -> dict:
 def write_sweep_tables(run_dir: Path) -> dict:
     """Rebuild sweep.csv, sweep.json and sweep.png from the cells' records/ (complete or not). Returns the
     sweep.json content."""
-    from .evaluation import read_records
-
     run_dir = Path(run_dir)
     settings = read_json(run_dir / "settings.json")
     sweep = settings["sweep"]
-    key, methods = sweep["key"], sweep["methods"]
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["method", key, "image", "psnr", "ssim", "failed"])
-    results: dict[str, list[dict]] = {m: [] for m in methods}
-    measurement: list[float] = []
+    writer.writerow(["method", sweep["key"], "image", "psnr", "ssim", "failed"])
+    results: dict[str, list[dict]] = {m: [] for m in sweep["methods"]}
+    measurement: list[float] = []  # the measurement's own PSNR per image (the same in every cell)
     for rel, cell in sweep["cells"].items():
         m, v = cell["method"], cell["value"]
         records = read_records(run_dir / rel) if (run_dir / rel / "records").is_dir() else []
-        rows = []
-        for r in records:
-            rm = r.get("methods", {}).get(m)
-            if rm is None:
-                continue
-            failed = rm["psnr"] is None or rm.get("failed", 0) > 0
-            rows.append((r["name"], rm, failed))
-            writer.writerow([m, _label(v), r["name"], "" if failed else rm["psnr"], "" if failed else rm["ssim"],
-                             int(failed)])
-            mm = r.get("measurement_metrics")
-            if mm and sweep["scope"] == "sampler" and len(measurement) < len(records):
-                measurement.append(mm["psnr"])
-        ok = [rm for _, rm, f in rows if not f]
-        results[m].append(
-            {
-                "value": v,
-                "label": _label(v),
-                "dir": rel,
-                "complete": (run_dir / rel / "cell.json").is_file(),
-                "n": len(rows),
-                "n_ok": len(ok),
-                "n_failed": len(rows) - len(ok),
-                "failed_images": [name for name, _, f in rows if f],
-                "psnr": _stats([rm["psnr"] for rm in ok]),
-                "ssim": _stats([rm["ssim"] for rm in ok]),
-                "seconds_per_image": _stats([rm["seconds"] for _, rm, _ in rows])["mean"],
-                "denoiser_calls": _stats([rm["denoiser_calls"] for _, rm, _ in rows])["mean"],
-            }
-        )
+        rows = _image_results(records, m)
+        for record, result, failed in rows:
+            writer.writerow([m, _label(v), record["name"], "" if failed else result["psnr"],
+                             "" if failed else result["ssim"], int(failed)])
+        if sweep["scope"] == "sampler":  # an operator sweep changes the measurement from cell to cell
+            for record, _, _ in rows:
+                scores = record.get("measurement_metrics")
+                if scores and len(measurement) < len(records):
+                    measurement.append(scores["psnr"])
+        results[m].append(_cell_summary(run_dir, rel, v, rows))
     atomic_write_text(run_dir / "sweep.csv", buf.getvalue())
-
-    summary = {}
-    for m, cells in results.items():
-        done = [c for c in cells if c["n"]]
-        scored = [c for c in done if c["psnr"]["mean"] is not None]
-        best = max(scored, key=lambda c: c["psnr"]["mean"]) if scored else None
-        summary[m] = {
-            "best_value": None if best is None else best["value"],
-            "best_psnr": None if best is None else best["psnr"]["mean"],
-            "values_without_failure": [c["value"] for c in done if c["n_failed"] == 0],
-            "values_with_failure": [c["value"] for c in done if c["n_failed"] > 0],
-        }
-    tables = {
-        "task": settings["task"],
-        "prior": settings.get("prior"),
-        "key": key,
-        "scope": sweep["scope"],
-        "values": sweep["values"],
-        "methods": methods,
-        "n_images": max((c["n"] for cells in results.values() for c in cells), default=0),
-        "measurement_psnr": _stats(measurement) if measurement else None,
-        "results": results,
-        "summary": summary,
-        "notes": "PSNR/SSIM (piq definitions) on [0, 1] images; mean and std (population) over the images that "
-        "did not fail; n_failed: images whose restoration diverged (non-finite values), excluded from the means; "
-        "every cell restores the same images with the same operators, noise and seeds (spgd eval seeding)",
-        "command_line": settings.get("command_line"),
-        "updated": utc_now(),
-    }
+    tables = _sweep_summary(settings, results, measurement)
     atomic_write_json(run_dir / "sweep.json", tables)
     if any(c["n"] for cells in results.values() for c in cells):
         plot_sweep(tables, run_dir / "sweep.png")
     return tables
 
 
+def _image_results(records: list[dict], method: str) -> list[tuple[dict, dict, bool]]:
+    """(record, the method's entry, whether it failed) of each image that `method` restored in a cell."""
+    rows = []
+    for record in records:
+        result = record.get("methods", {}).get(method)
+        if result is not None:
+            rows.append((record, result, result["psnr"] is None or result.get("failed", 0) > 0))
+    return rows
+
+
+def _cell_summary(run_dir: Path, rel: str, value: Any, rows: list[tuple[dict, dict, bool]]) -> dict:
+    """sweep.json's entry of one cell: how many images are done and failed, mean/std PSNR and SSIM over the
+    others, and the cost per image."""
+    ok = [result for _, result, failed in rows if not failed]
+    return {
+        "value": value,
+        "label": _label(value),
+        "dir": rel,
+        "complete": (run_dir / rel / "cell.json").is_file(),
+        "n": len(rows),
+        "n_ok": len(ok),
+        "n_failed": len(rows) - len(ok),
+        "failed_images": [record["name"] for record, _, failed in rows if failed],
+        "psnr": mean_and_std([result["psnr"] for result in ok]),
+        "ssim": mean_and_std([result["ssim"] for result in ok]),
+        "seconds_per_image": mean_and_std([result["seconds"] for _, result, _ in rows])["mean"],
+        "denoiser_calls": mean_and_std([result["denoiser_calls"] for _, result, _ in rows])["mean"],
+    }
+
+
+def _best_values(cells: list[dict]) -> dict:
+    """A method's verdict over its cells: the value of the best mean PSNR, and the values with and without
+    diverged images."""
+    done = [c for c in cells if c["n"]]
+    scored = [c for c in done if c["psnr"]["mean"] is not None]
+    best = max(scored, key=lambda c: c["psnr"]["mean"]) if scored else None
+    return {
+        "best_value": None if best is None else best["value"],
+        "best_psnr": None if best is None else best["psnr"]["mean"],
+        "values_without_failure": [c["value"] for c in done if c["n_failed"] == 0],
+        "values_with_failure": [c["value"] for c in done if c["n_failed"] > 0],
+    }
+
+
+SWEEP_NOTES = (
+    "PSNR/SSIM (piq definitions) on [0, 1] images; mean and std (population) over the images that "
+    "did not fail; n_failed: images whose restoration diverged (non-finite values), excluded from the means; "
+    "every cell restores the same images with the same operators, noise and seeds (spgd eval seeding)"
+)
+
+
+def _sweep_summary(settings: dict, results: dict[str, list[dict]], measurement: list[float]) -> dict:
+    """sweep.json: the varied setting, the per-cell entries of each method and each method's verdict."""
+    sweep = settings["sweep"]
+    return {
+        "task": settings["task"],
+        "prior": settings.get("prior"),
+        "key": sweep["key"],
+        "scope": sweep["scope"],
+        "values": sweep["values"],
+        "methods": sweep["methods"],
+        "n_images": max((c["n"] for cells in results.values() for c in cells), default=0),
+        "measurement_psnr": mean_and_std(measurement) if measurement else None,
+        "results": results,
+        "summary": {m: _best_values(cells) for m, cells in results.items()},
+        "notes": SWEEP_NOTES,
+        "command_line": settings.get("command_line"),
+        "updated": utc_now(),
+    }
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    # imported here, not at the top: pyplot takes about 0.4 s to import and only the plot needs it
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt  # start-up time, as above
+
+    return plt
+
+
 def plot_sweep(tables: dict, path: Path) -> Path:
     """sweep.png: mean PSNR and SSIM against the varied value, one line per method with a +-std band; log x
     when the (positive) values span more than 10x; an x (with the count) in the bottom strip where images
     diverged."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.transforms import blended_transform_factory
-
-    key, values = tables["key"], tables["values"]
+    plt = _pyplot()
+    values = tables["values"]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     positions = {_label(v): (float(v) if numeric else float(i)) for i, v in enumerate(values)}
     log_x = numeric and min(values) > 0 and max(values) / min(values) > 10
-    methods = tables["methods"]
-    n_strip = len(methods)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric, name in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
-        strip = blended_transform_factory(ax.transData, ax.transAxes)
-        any_failed = False
-        for i, m in enumerate(methods):
-            color = colors[i % len(colors)]
-            cells = [c for c in tables["results"][m] if c["n"]]
-            xs = np.array([positions[c["label"]] for c in cells])
-            mean = np.array([np.nan if c[metric]["mean"] is None else c[metric]["mean"] for c in cells])
-            std = np.array([np.nan if c[metric]["std"] is None else c[metric]["std"] for c in cells])
-            ax.plot(xs, mean, "o-", color=color, label=m, lw=1.8, ms=5)
-            ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15, lw=0)
-            y_strip = 0.03 + 0.045 * (n_strip - 1 - i)
-            for c, x in zip(cells, xs):
-                if c["n_failed"]:
-                    any_failed = True
-                    ax.plot([x], [y_strip], "x", color="red", ms=8, mew=2, transform=strip, clip_on=False)
-                    ax.plot([x], [y_strip], "o", mfc="none", mec=color, ms=12, mew=1.2, transform=strip,
-                            clip_on=False)
-                    ax.annotate(f"{c['n_failed']}/{c['n']}", (x, y_strip), xycoords=strip, xytext=(8, -3),
-                                textcoords="offset points", fontsize=8, color="red")
+        any_failed = _plot_metric(ax, tables, metric, positions, colors)
         if metric == "psnr" and tables.get("measurement_psnr") and tables["measurement_psnr"]["mean"] is not None:
             ax.axhline(tables["measurement_psnr"]["mean"], color="gray", ls="--", lw=1, label="measurement")
-        lo, hi = ax.get_ylim()
-        # room for the divergence strip below the lowest curve
-        ax.set_ylim(lo - (hi - lo) * (0.06 + 0.05 * n_strip), hi)
-        if log_x:
-            ax.set_xscale("log")
-        ax.margins(x=0.07)
-        if not numeric:
-            ax.set_xticks(list(positions.values()), list(positions))
-        elif len(values) <= 10:
-            ax.set_xticks([float(v) for v in values], [_label(v) for v in values])
-            ax.minorticks_off()
-        ax.set_xlabel(key + (" (log scale)" if log_x else ""))
-        ax.set_ylabel(name)
-        ax.grid(True, alpha=0.3)
+        _style_axes(ax, tables, name, positions, numeric, log_x)
         if any_failed:
             ax.plot([], [], "x", color="red", ms=8, mew=2, label="diverged (failed/images)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9, frameon=False)
     fig.suptitle(
-        f"{tables['task']}, {tables['n_images']} image(s), prior {tables.get('prior')}: quality against {key} "
-        "(mean ± std over non-diverged images)",
+        f"{tables['task']}, {tables['n_images']} image(s), prior {tables.get('prior')}: quality against "
+        f"{tables['key']} (mean ± std over non-diverged images)",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -458,10 +462,51 @@ def plot_sweep(tables: dict, path: Path) -> Path:
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    from .runs import atomic_write_bytes
-
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def _plot_metric(ax, tables: dict, metric: str, positions: dict[str, float], colors: list) -> bool:
+    """One panel's curves: per method the mean of `metric` with a +-std band, and in the strip at the bottom
+    a mark per value where images diverged. Returns whether any did."""
+    methods = tables["methods"]
+    strip = ax.get_xaxis_transform()  # x in data units, y in axes units
+    any_failed = False
+    for i, m in enumerate(methods):
+        color = colors[i % len(colors)]
+        cells = [c for c in tables["results"][m] if c["n"]]
+        xs = np.array([positions[c["label"]] for c in cells])
+        mean = np.array([np.nan if c[metric]["mean"] is None else c[metric]["mean"] for c in cells])
+        std = np.array([np.nan if c[metric]["std"] is None else c[metric]["std"] for c in cells])
+        ax.plot(xs, mean, "o-", color=color, label=m, lw=1.8, ms=5)
+        ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+        y_strip = 0.03 + 0.045 * (len(methods) - 1 - i)
+        for c, x in zip(cells, xs):
+            if c["n_failed"]:
+                any_failed = True
+                ax.plot([x], [y_strip], "x", color="red", ms=8, mew=2, transform=strip, clip_on=False)
+                ax.plot([x], [y_strip], "o", mfc="none", mec=color, ms=12, mew=1.2, transform=strip, clip_on=False)
+                ax.annotate(f"{c['n_failed']}/{c['n']}", (x, y_strip), xycoords=strip, xytext=(8, -3),
+                            textcoords="offset points", fontsize=8, color="red")
+    return any_failed
+
+
+def _style_axes(ax, tables: dict, ylabel: str, positions: dict[str, float], numeric: bool, log_x: bool) -> None:
+    """Room for the divergence strip below the lowest curve, the x scale and ticks, labels and grid."""
+    values = tables["values"]
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo - (hi - lo) * (0.06 + 0.05 * len(tables["methods"])), hi)
+    if log_x:
+        ax.set_xscale("log")
+    ax.margins(x=0.07)
+    if not numeric:
+        ax.set_xticks(list(positions.values()), list(positions))
+    elif len(values) <= 10:
+        ax.set_xticks([float(v) for v in values], [_label(v) for v in values])
+        ax.minorticks_off()
+    ax.set_xlabel(tables["key"] + (" (log scale)" if log_x else ""))
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
 
 
 def format_sweep(tables: dict) -> str:
@@ -491,8 +536,9 @@ def format_sweep(tables: dict) -> str:
 
 def _options(args: argparse.Namespace) -> tuple[dict, Optional[Path]]:
     given = {k: getattr(args, k, None) for k in IDENTITY_OPTIONS}
+    defaults = option_defaults()
     if args.resume is None:
-        opts = {k: (d if given[k] is None else given[k]) for k, d in IDENTITY_OPTIONS.items()}
+        opts = {k: (d if given[k] is None else given[k]) for k, d in defaults.items()}
         if opts["images_dir"] is None:
             raise SpgdError("spgd sweep needs IMAGES_DIR (a folder of clean images)")
         if opts["task"] is None:
@@ -501,13 +547,8 @@ def _options(args: argparse.Namespace) -> tuple[dict, Optional[Path]]:
             raise SpgdError("spgd sweep needs --vary KEY=VALUES, e.g. --vary lr=log:0.1:10:5")
         return opts, None
     run_dir = Path(args.resume)
-    path = run_dir / "settings.json"
-    if not path.is_file():
-        raise SpgdError(f"cannot resume {run_dir}: no settings.json there (not an `spgd sweep` run folder)")
-    saved = read_json(path)
-    if saved.get("command") != "sweep":
-        raise SpgdError(f"cannot resume {run_dir}: it is not an `spgd sweep` run folder")
-    opts = {k: saved.get("options", {}).get(k, d) for k, d in IDENTITY_OPTIONS.items()}
+    saved = read_run_settings(run_dir, "sweep")
+    opts = {k: saved.get("options", {}).get(k, d) for k, d in defaults.items()}
     if opts.get("size") is not None:
         opts["size"] = tuple(opts["size"])
     diffs = [
@@ -541,8 +582,6 @@ def command_line(opts: dict, args: argparse.Namespace) -> list[str]:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """Run `spgd sweep` with parsed arguments; returns the exit status (bad input raises SpgdError)."""
-    from .runs import new_run_dir
-
     con = Console(0 if args.quiet else 2 if args.verbose else 1)
     if args.batch_size < 1:
         raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -550,8 +589,6 @@ def run_sweep(args: argparse.Namespace) -> int:
     sweep = Sweep(opts, args.batch_size, args.device)  # every bad input fails here, before any folder exists
     argv = command_line(opts, args)
     if run_dir is None:
-        from ..io import list_images
-
         list_images(Path(opts["images_dir"]))
         run_dir = new_run_dir(args.out, "sweep", opts["task"])
         atomic_write_json(
@@ -561,7 +598,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                 "options": opts,
                 "task": opts["task"],
                 "prior": opts["prior"],
-                "sweep": sweep.describe(),
+                "sweep": sweep.settings_entry(),
                 "seeding": "every cell uses the spgd eval seeding with the same --seed: image i gets the same "
                 "operator, measurement noise and initial noise in every cell",
                 **provenance(argv),

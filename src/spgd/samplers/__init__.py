@@ -39,6 +39,12 @@ def setting_names(method: str) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+def fixed_settings(method: str) -> dict[str, Any]:
+    """The settings that define `method` (an ablation's, e.g. spgd-no-warmup's warmup_steps=1). They win over
+    any value passed in (make_sampler applies them last), so a preset or --set value for one changes nothing."""
+    return dict(_lookup(method)[1])
+
+
 def _lookup(method: str):
     if method not in METHODS:
         raise SpgdError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
