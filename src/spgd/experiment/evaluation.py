@@ -39,7 +39,7 @@ from ..metrics.inception import FIDInception
 from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..priors.fast import auto_batch_size, describe
-from ..priors.latent import run_sampler  # latent priors run on z and are decoded at the end
+from ..api import run_sampler  # latent priors run on z and are decoded at the end
 from ..samplers import make_sampler, setting_names
 from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (
