@@ -1,16 +1,20 @@
-"""The one-call entry point: restore a measurement with a prior and an operator."""
+"""The one-call entry point: restore a measurement with a prior and an operator; `run_sampler` runs any sampler
+on any prior, a latent one included."""
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+import warnings
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .errors import SpgdError
+from .operators.latent import LatentOperator
 from .priors.base import as_prior
-from .priors.latent import run_sampler
-from .samplers import make_sampler
+from .priors.latent import LatentPrior
+from .samplers import DPS, Classical, make_sampler
 from .samplers.base import GeneratorLike, Result, check_measurement, infer_x_shape
 
 
@@ -85,6 +89,48 @@ def restore(
     check_operator(operator)
     check_generator(generator, y.shape[0])
     shape = infer_x_shape(y, operator, None)
-    latent = getattr(prior, "is_latent", False)  # a latent prior is probed, and run, on z (spgd.priors.latent)
+    latent = getattr(prior, "is_latent", False)  # a latent prior is probed, and run, on z (see run_sampler)
     check_prior(prior, prior.latent_shape(shape) if latent else shape, y.device, y.dtype)
     return run_sampler(sampler, y, operator, prior, generator=generator, callback=callback, noise=noise)
+
+
+def latent_sampler(sampler: Any, prior: LatentPrior) -> Any:
+    """The sampler as it runs on `prior`'s latents: DPS without the [-1, 1] clip of z0_hat (latents have no such
+    range); an annealing start above the prior's sigma_max lowered to it, with a warning."""
+    if isinstance(sampler, DPS):
+        return dataclasses.replace(sampler, clip_denoised=False) if sampler.clip_denoised else sampler
+    top = getattr(sampler, "sigma_max", None)
+    if isinstance(top, float) and dataclasses.is_dataclass(sampler) and top > prior.sigma_max * (1 + 1e-9):
+        warnings.warn(
+            f"sigma_max={top:g} is above this latent prior's largest noise level {prior.sigma_max:.4g}: "
+            f"starting at {prior.sigma_max:.4g} instead (pass --set sigma_max=... to choose)",
+            stacklevel=3,
+        )
+        return dataclasses.replace(sampler, sigma_max=prior.sigma_max)
+    return sampler
+
+
+def run_sampler(sampler: Any, y: Tensor, operator: Any, prior: Any, generator: Any = None,
+                x_shape: Optional[Sequence[int]] = None, **kwargs: Any):
+    """sampler.run(y, operator, prior, ...) for any prior; for a latent prior (`spgd.priors.latent`) the run is
+    on z:
+
+        z_hat = sampler.run(y, LatentOperator(operator, codec), prior, x_shape=latent shape), x_hat = decode(z_hat),
+
+    and the Result holds x_hat (`x`, images), z_hat (`latent`) and Stats.decoder_calls (the decodes of the run,
+    the final one included, per image). Diverged samples are 0 in x as in z. A prior-free sampler (classical) and
+    a pixel prior run unchanged. `x_shape` is the image shape (default: the operator's input_shape(y))."""
+    if not getattr(prior, "is_latent", False) or isinstance(sampler, Classical):
+        return sampler.run(y, operator, prior, generator=generator, x_shape=x_shape, **kwargs)
+    image_shape = infer_x_shape(y, operator, x_shape)
+    lat_op = LatentOperator(operator, prior.codec, image_shape)
+    run = latent_sampler(sampler, prior)
+    before = prior.codec.decoder_calls
+    result = run.run(y, lat_op, prior, generator=generator, x_shape=lat_op.input_shape(y), **kwargs)
+    with torch.no_grad():
+        x = prior.decode(result.x)
+    if result.stats.failed and any(result.stats.failed):
+        dead = torch.tensor(result.stats.failed, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
+        x = torch.where(dead, torch.zeros_like(x), x)
+    result.stats.decoder_calls = prior.codec.decoder_calls - before
+    return Result(x=x, stats=result.stats, telemetry=result.telemetry, latent=result.x)

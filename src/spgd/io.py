@@ -196,18 +196,23 @@ def load_image(
     return from_unit(u).to(torch.float32), notes
 
 
-def _to_uint8(x: Tensor) -> np.ndarray:
-    """(C,H,W) or (1,C,H,W) in [-1,1] -> (H,W) or (H,W,3) uint8, clamped and rounded."""
+def _unit_chw(x: Tensor, what: str) -> Tensor:
+    """One image, (C, H, W), (1, C, H, W) or (H, W) in [-1, 1] with C = 1 or 3, as (C, H, W) float32 on the
+    CPU in [0, 1] (NaN -> 0, clamped); an SpgdError naming `what` for a batch or another shape."""
     if x.dim() == 4:
         if x.shape[0] != 1:
-            raise SpgdError(f"expected one image, got a batch of {x.shape[0]} (shape {tuple(x.shape)})")
+            raise SpgdError(f"{what} must be one image, got a batch of {x.shape[0]} (shape {tuple(x.shape)})")
         x = x[0]
     if x.dim() == 2:
         x = x[None]
     if x.dim() != 3 or x.shape[0] not in (1, 3):
-        raise SpgdError(f"expected an image of shape (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
-    u = to_unit(x.detach().to("cpu", torch.float32))
-    u = torch.nan_to_num(u, nan=0.0).clamp(0.0, 1.0)
+        raise SpgdError(f"{what} must have shape (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
+    return torch.nan_to_num(to_unit(x.detach().to("cpu", torch.float32)), nan=0.0).clamp(0.0, 1.0)
+
+
+def _to_uint8(x: Tensor) -> np.ndarray:
+    """(C,H,W) or (1,C,H,W) in [-1,1] -> (H,W) or (H,W,3) uint8, clamped and rounded."""
+    u = _unit_chw(x, "an image to save")
     a = torch.round(u * 255.0).to(torch.uint8).permute(1, 2, 0).numpy()
     return a[..., 0] if a.shape[2] == 1 else a
 
@@ -290,15 +295,7 @@ def heatmap(values: Tensor, vmax: float, cmap: str = "magma") -> Tensor:
 
 def _grid_cell(x: Tensor, h: int, w: int) -> Tensor:
     """One image for the grid: (3, h, w) in [0, 1]; grey channels replicated, resized to the cell."""
-    if x.dim() == 4:
-        if x.shape[0] != 1:
-            raise SpgdError(f"grid cells are single images, got a batch of shape {tuple(x.shape)}")
-        x = x[0]
-    if x.dim() == 2:
-        x = x[None]
-    if x.dim() != 3 or x.shape[0] not in (1, 3):
-        raise SpgdError(f"grid cells must be (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
-    u = torch.nan_to_num(to_unit(x.detach().to("cpu", torch.float32)), nan=0.0).clamp(0, 1)
+    u = _unit_chw(x, "a grid cell")
     if u.shape[0] == 1:
         u = u.expand(3, -1, -1)
     H, W = u.shape[-2:]
@@ -362,12 +359,17 @@ def make_grid(
             a = torch.round(u * 255).to(torch.uint8).permute(1, 2, 0).numpy()
             canvas.paste(Image.fromarray(a), (pad + j * (w + pad), label_h + pad + i * (h + pad)))
     if labels:
-        draw = ImageDraw.Draw(canvas)
-        fg = (0, 0, 0) if background >= 128 else (255, 255, 255)
-        for j, text in enumerate(labels):
-            if not text:
-                continue
-            tw = draw.textbbox((0, 0), text, font=font)[2]
-            x0 = pad + j * (w + pad) + max(0, (w - tw) // 2)
-            draw.text((x0, pad), text, fill=fg, font=font)
+        _draw_labels(canvas, labels, font, w, pad, background)
     return canvas
+
+
+def _draw_labels(canvas: Image.Image, labels: Sequence[str], font, w: int, pad: int, background: int) -> None:
+    """Column titles centred above the columns (of width `w`), black on a light background, else white."""
+    draw = ImageDraw.Draw(canvas)
+    fg = (0, 0, 0) if background >= 128 else (255, 255, 255)
+    for j, text in enumerate(labels):
+        if not text:
+            continue
+        tw = draw.textbbox((0, 0), text, font=font)[2]
+        x0 = pad + j * (w + pad) + max(0, (w - tw) // 2)
+        draw.text((x0, pad), text, fill=fg, font=font)

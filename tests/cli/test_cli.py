@@ -17,7 +17,7 @@ from conftest import CLI_TINY, cli_error_line, copy_demo_images, run_cli
 from spgd import cli
 from spgd.errors import SpgdError
 from spgd.experiment.evaluation import UNCERTAINTY_VMAX, SampleMoments
-from spgd.metrics import _ALEX, _ALEX_CHANNELS, _build_features
+from spgd.metrics.lpips import BACKBONES, build_features
 from spgd.presets import apply_overrides, load_preset, sampler_settings
 
 TINY = CLI_TINY
@@ -180,8 +180,8 @@ def test_no_fast_runs_the_network_float32_eager(capsys, tmp_path, two_images, mo
 def test_several_methods_samples_and_lpips(capsys, tmp_path, two_images):
     weights = tmp_path / "alex.pth"
     torch.manual_seed(0)
-    sd = {f"features.{k}": v for k, v in _build_features(_ALEX).state_dict().items()}
-    sd.update({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(_ALEX_CHANNELS)})
+    sd = {f"features.{k}": v for k, v in build_features(BACKBONES["alex"].layers).state_dict().items()}
+    sd.update({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(BACKBONES["alex"].channels)})
     torch.save(sd, weights)
     out = tmp_path / "runs"
     code, stdout, err = run(capsys, "eval", two_images, "--task", "denoising", *TINY, "--limit", 1, "--samples", 2,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from spgd.errors import SpgdError
-from spgd.metrics import _NETS, LPIPS, _build_features, _slice_index, lpips_or_reason, psnr, ssim
+from spgd.metrics import LPIPS, lpips_or_reason, psnr, ssim
+from spgd.metrics.lpips import BACKBONES, build_features, slice_numbers
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -89,10 +90,10 @@ def test_small_tolerance_and_small_image():
 def _random_weights(net: str, path: Path, layout: str) -> Path:
     """A weights file with a random backbone and random non-negative lin layers, in one of our layouts."""
     torch.manual_seed(0)
-    spec, taps, chans = _NETS[net]
-    features = _build_features(spec)
+    spec, taps, chans = BACKBONES[net]
+    features = build_features(spec)
     sd: dict[str, torch.Tensor] = {}
-    slice_of = _slice_index(net)
+    slice_of = slice_numbers(net)
     for k, v in features.state_dict().items():
         idx, kind = k.split(".")
         if layout == "torchvision":
@@ -204,7 +205,7 @@ def _piq_reference(backbone: Path, heads: list, x01: torch.Tensor, y01: torch.Te
     """piq.LPIPS(replace_pooling=True) written out: ImageNet mean/std on [0, 1], VGG16 with 2x2 average
     pooling, unit-normalised features (eps 1e-10), (d * w).mean over pixels, summed over channels and layers."""
     sd = torch.load(backbone, weights_only=True)
-    layers = _build_features(_NETS["vgg"][0], pool)
+    layers = build_features(BACKBONES["vgg"].layers, pool)
     layers.load_state_dict({k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")})
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -12,11 +12,12 @@ diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("safetensors")
 
 import spgd  # noqa: E402
+from spgd.api import run_sampler  # noqa: E402
 from spgd.errors import SpgdError  # noqa: E402
 from spgd.operators.latent import LatentOperator  # noqa: E402
 from spgd.priors import load_prior  # noqa: E402
 from spgd.priors.base import CallablePrior  # noqa: E402
-from spgd.priors.latent import LatentCodec, LatentPrior, run_sampler  # noqa: E402
+from spgd.priors.latent import LatentCodec, LatentPrior  # noqa: E402
 from spgd.samplers import make_sampler  # noqa: E402
 from spgd.samplers.base import CostMeter, likelihood_grad  # noqa: E402
 
@@ -237,9 +238,9 @@ def test_spgd_beats_the_measurement_on_an_analytic_latent_case(folder):
 
 
 def test_models_describes_the_latent_folder(folder):
-    from spgd.priors.formats import describe
+    from spgd.priors.formats import inspect_model
 
-    info = describe(f"sd:{folder}")
+    info = inspect_model(f"sd:{folder}")
     assert info.format.startswith("diffusers latent diffusion pipeline folder")
     assert (info.channels, info.size_multiple, info.resolution) == (3, 4, 16)
     assert info.sigma_max == pytest.approx(14.61, abs=0.01)

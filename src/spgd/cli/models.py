@@ -27,12 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from ..priors.formats import describe
+    from ..priors.formats import inspect_model
 
     errors = []
     for i, path in enumerate(args.paths):
         try:
-            info = describe(path)
+            info = inspect_model(path)
         except SpgdError as e:
             if len(args.paths) == 1:
                 raise

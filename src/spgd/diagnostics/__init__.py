@@ -6,17 +6,10 @@
 >>> result.telemetry = tel; tel.summary()                     # doctest: +SKIP
 
 Plots (`plot_angles`, `plot_loss`, `save_animation`) live in `spgd.diagnostics.plots` and import matplotlib
-only when called; `spgd diagnose` is in `spgd.experiment.diagnose`.
+only when a plot is made; `spgd diagnose` is in `spgd.experiment.diagnose`.
 """
 
+from .plots import plot_angles, plot_loss, save_animation
 from .telemetry import GradientTelemetry, angle_deg, cosine_similarity
 
 __all__ = ["GradientTelemetry", "angle_deg", "cosine_similarity", "plot_angles", "plot_loss", "save_animation"]
-
-
-def __getattr__(name: str):
-    if name in ("plot_angles", "plot_loss", "save_animation"):
-        from . import plots
-
-        return getattr(plots, name)
-    raise AttributeError(f"module 'spgd.diagnostics' has no attribute {name!r}")

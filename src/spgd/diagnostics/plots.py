@@ -12,6 +12,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from ..errors import SpgdError
@@ -30,10 +31,12 @@ ANGLE_CURVES = (
 
 
 def _pyplot():
-    import matplotlib
+    """matplotlib.pyplot on the Agg backend, imported here: pyplot takes about half a second to import, which
+    `import spgd.diagnostics` (and a `spgd` command that makes no plot) should not pay."""
+    import matplotlib  # start-up time: see the docstring
 
     matplotlib.use("Agg", force=False)  # no-op if a non-interactive backend is already chosen
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # start-up time: see the docstring
 
     return plt
 
@@ -73,7 +76,7 @@ def plot_angles(
     `middle` window that `summary()` uses is shaded grey, and its g_l mean/p90 is given in the panel title."""
     _check(telemetries)
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # start-up time: matplotlib only when a plot is made
 
     n = len(telemetries)
     cols = min(n, 4)
@@ -130,7 +133,7 @@ def plot_loss(telemetries: Mapping[str, GradientTelemetry], path: PathLike, titl
             mean, p10, p90 = _band(per_sample)
             ax_alpha.fill_between(steps, p10, p90, color=colour, alpha=0.2, linewidth=0)
             ax_alpha.plot(steps, mean, color=colour, label=method)
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # start-up time: matplotlib only when a plot is made
 
     for ax in (ax_loss, ax_alpha):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -176,8 +179,6 @@ def save_animation(
 ) -> Path:
     """Write frames (each (B, C, H, W) or (C, H, W), uint8 or [-1, 1] float; a batch is laid side by side) as
     a looping GIF with Pillow. `captions` (one per frame, e.g. "k=40 sigma=3.1") are drawn in the corner."""
-    from PIL import Image, ImageDraw
-
     if not frames:
         raise SpgdError("no frames to animate (was frame_every > 0 in the telemetry?)")
     if captions is not None and len(captions) != len(frames):

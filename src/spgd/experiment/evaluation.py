@@ -44,7 +44,7 @@ from ..presets import sampler_settings
 from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..priors.fast import auto_batch_size, describe
-from ..priors.latent import run_sampler  # latent priors run on z and are decoded at the end
+from ..api import run_sampler  # latent priors run on z and are decoded at the end
 from ..samplers import METHODS, make_sampler, setting_names
 from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (

@@ -27,7 +27,7 @@ from .evaluation import (
 )
 from ..samplers.base import RESIDUAL_REASON, infer_x_shape, residual_diverged
 from ..device import resolve_device
-from ..priors.latent import run_sampler  # latent priors run on z and are decoded at the end
+from ..api import run_sampler  # latent priors run on z and are decoded at the end
 from .runs import Console, atomic_write_bytes, atomic_write_json, new_run_dir, provenance
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"  # the bundled photo (spgd/data/)

@@ -11,17 +11,7 @@
 Every network loads local weights only; nothing is downloaded.
 """
 
-from spgd.metrics.lpips import (
-    _ALEX,
-    _ALEX_CHANNELS,
-    _NETS,
-    LPIPS,
-    LPIPS_VARIANTS,
-    LPIPS_WEIGHTS_HELP,
-    _build_features,
-    _slice_index,
-    lpips_or_reason,
-)
+from spgd.metrics.lpips import LPIPS, LPIPS_VARIANTS, LPIPS_WEIGHTS_HELP, lpips_or_reason
 from spgd.metrics.pixel import psnr, ssim
 
 __all__ = ["psnr", "ssim", "LPIPS", "LPIPS_VARIANTS", "lpips_or_reason", "LPIPS_WEIGHTS_HELP"]

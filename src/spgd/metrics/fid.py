@@ -27,6 +27,7 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from spgd.errors import SpgdError
@@ -215,8 +216,6 @@ def list_images(folder: Union[str, Path]) -> list[Path]:
 
 def _load_unit(path: Path) -> Tensor:
     """An image file as (1, 3, H, W) float32 in [0, 1]: 8-bit RGB / 255 (PIL convert('RGB'), as pytorch-fid)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             a = np.asarray(im.convert("RGB"), dtype=np.uint8)

@@ -34,14 +34,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from spgd.errors import SpgdError
 
-__all__ = ["LPIPS", "LPIPS_VARIANTS", "LPIPS_WEIGHTS_HELP", "lpips_or_reason", "weights_help"]
+__all__ = [
+    "BACKBONES", "LPIPS", "LPIPS_VARIANTS", "LPIPS_WEIGHTS_HELP", "Backbone", "build_features", "lpips_or_reason",
+    "slice_numbers", "weights_help",
+]
 
 WeightsArg = Union[str, Path, Sequence[Union[str, Path]], None]
 
@@ -70,10 +73,19 @@ _ALEX = [
 _ALEX_TAPS = (1, 4, 7, 9, 11)
 _ALEX_CHANNELS = (64, 192, 384, 256, 256)
 
-# backbone name -> (layers, tap indices, channels per tap)
-_NETS = {
-    "vgg": (_VGG16, _VGG16_TAPS, _VGG16_CHANNELS),
-    "alex": (_ALEX, _ALEX_TAPS, _ALEX_CHANNELS),
+
+
+class Backbone(NamedTuple):
+    """A torchvision feature stack: its layer list, the indices LPIPS reads, and their channel counts."""
+
+    layers: list[tuple]
+    taps: tuple[int, ...]
+    channels: tuple[int, ...]
+
+
+BACKBONES = {
+    "vgg": Backbone(_VGG16, _VGG16_TAPS, _VGG16_CHANNELS),
+    "alex": Backbone(_ALEX, _ALEX_TAPS, _ALEX_CHANNELS),
 }
 
 _LPIPS_SHIFT = (-0.030, -0.088, -0.188)  # lpips.pretrained_networks ScalingLayer, for [-1, 1] input
@@ -84,7 +96,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class _Variant:
-    backbone: str  # key of _NETS
+    backbone: str  # key of BACKBONES
     label: str  # the column name in every table
     pooling: str  # "max" (lpips package) or "avg" (piq, replace_pooling=True)
     input_norm: str  # "lpips": scaling layer on [-1, 1]; "imagenet": (x01 - mean) / std
@@ -136,7 +148,7 @@ def _check_net(net: str) -> _Variant:
     return LPIPS_VARIANTS[net]
 
 
-def _build_features(spec: list[tuple], pooling: str = "max") -> nn.Sequential:
+def build_features(spec: list[tuple], pooling: str = "max") -> nn.Sequential:
     """A torchvision-compatible `features` stack (parameter names features.N.weight / .bias).
 
     ``pooling="avg"`` turns VGG's 2x2 max-poolings into 2x2 average poolings, as piq's ``replace_pooling``.
@@ -156,9 +168,9 @@ def _build_features(spec: list[tuple], pooling: str = "max") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _slice_index(net: str) -> dict[int, int]:
+def slice_numbers(net: str) -> dict[int, int]:
     """torchvision feature index -> lpips slice number (1-based), from the tap positions."""
-    taps = _NETS[net][1]
+    taps = BACKBONES[net].taps
     out, start = {}, 0
     for k, end in enumerate(taps, start=1):
         for i in range(start, end + 1):
@@ -199,6 +211,28 @@ def _read(paths: list[Path], net: str) -> tuple[dict[str, Tensor], list[Tensor] 
     return state, heads
 
 
+def _map_names(state: dict[str, Tensor], slice_of: dict[int, int]) -> tuple[dict[str, Tensor], bool]:
+    """torchvision (``features.N.*``) and lpips.LPIPS (``net.sliceK.N.*``, ``linL.model.1.*``, ``lins.L.model.1.*``)
+    names -> this module's (``features.N.*``, ``lins.L.*``); and whether the lpips package's heads were there."""
+    mapped: dict[str, Tensor] = {}
+    has_lpips_heads = False
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "features" and len(parts) == 3:
+            mapped[key] = value
+        elif parts[0] == "net" and len(parts) == 4 and parts[1].startswith("slice"):
+            idx = int(parts[2])
+            if slice_of.get(idx) == int(parts[1][5:]):
+                mapped[f"features.{idx}.{parts[3]}"] = value
+        elif len(parts) == 4 and parts[0].startswith("lin") and parts[0][3:].isdigit() and parts[1:3] == ["model", "1"]:
+            mapped[f"lins.{parts[0][3:]}.{parts[3]}"] = value
+            has_lpips_heads = True
+        elif len(parts) == 5 and parts[0] == "lins" and parts[2:4] == ["model", "1"]:
+            mapped[f"lins.{parts[1]}.{parts[4]}"] = value
+            has_lpips_heads = True
+    return mapped, has_lpips_heads
+
+
 class LPIPS(nn.Module):
     """LPIPS of one code base (see the module docstring for the variants), from local weights only.
 
@@ -221,7 +255,7 @@ class LPIPS(nn.Module):
         variant = _check_net(net)
         if weights is None:
             raise SpgdError(f"LPIPS ({net}) needs local weights files; none was given. {weights_help(net)}")
-        spec, taps, chans = _NETS[variant.backbone]
+        spec, taps, chans = BACKBONES[variant.backbone]
         self.net = net
         self.variant = variant
         self.normalize = normalize
@@ -232,7 +266,7 @@ class LPIPS(nn.Module):
             scale = tuple(2 * s for s in _IMAGENET_STD)
         self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1))
-        self.features = _build_features(spec, variant.pooling)
+        self.features = build_features(spec, variant.pooling)
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in chans)
         self._taps = taps
         paths = [weights] if isinstance(weights, (str, Path)) else list(weights)
@@ -247,54 +281,47 @@ class LPIPS(nn.Module):
         return self.variant.label
 
     def _load(self, paths: list[Path]) -> None:
+        """Fill backbone and heads from the weights files; SpgdError for a file of another layout or network."""
         net, v = self.net, self.variant
         state, piq_heads = _read(paths, net)
         names = ", ".join(str(p) for p in paths)
-        slice_of = _slice_index(v.backbone)
-        mapped: dict[str, Tensor] = {}
-        has_lpips_heads = False
-        for key, value in state.items():
-            parts = key.split(".")
-            if parts[0] == "features" and len(parts) == 3:
-                mapped[key] = value
-            elif parts[0] == "net" and len(parts) == 4 and parts[1].startswith("slice"):
-                idx = int(parts[2])
-                if slice_of.get(idx) == int(parts[1][5:]):
-                    mapped[f"features.{idx}.{parts[3]}"] = value
-            elif len(parts) == 4 and parts[0].startswith("lin") and parts[0][3:].isdigit() and parts[1:3] == [
-                "model",
-                "1",
-            ]:
-                mapped[f"lins.{parts[0][3:]}.{parts[3]}"] = value
-                has_lpips_heads = True
-            elif len(parts) == 5 and parts[0] == "lins" and parts[2:4] == ["model", "1"]:
-                mapped[f"lins.{parts[1]}.{parts[4]}"] = value
-                has_lpips_heads = True
-
+        mapped, has_lpips_heads = _map_names(state, slice_numbers(v.backbone))
         if v.heads == "piq":
-            if piq_heads is None:
-                found = " (found the lpips package's lin*.model.1.weight heads, which are for 'vgg')" if (
-                    has_lpips_heads) else ""
-                raise SpgdError(f"LPIPS ({net}): {names} lacks piq's heads file{found}. {weights_help(net)}")
-            if len(piq_heads) != len(self.lins):
-                raise SpgdError(
-                    f"LPIPS ({net}): piq's heads file holds {len(piq_heads)} tensors, expected {len(self.lins)} "
-                    f"(one per layer relu1_2 ... relu5_3). {weights_help(net)}"
-                )
-            for i, (t, lin) in enumerate(zip(piq_heads, self.lins)):
-                if t.numel() != lin.weight.numel():
-                    raise SpgdError(
-                        f"LPIPS ({net}): piq head {i} has {t.numel()} values, expected {lin.weight.numel()} "
-                        f"(shape {tuple(lin.weight.shape)}). {weights_help(net)}"
-                    )
-                mapped[f"lins.{i}.weight"] = t.reshape(lin.weight.shape)
+            mapped.update(self._piq_heads(piq_heads, names, has_lpips_heads))
         elif piq_heads is not None:
             raise SpgdError(
                 f"LPIPS ({net}): one of {names} is a list of tensors, piq's LPIPS heads file, which "
                 f"--lpips-net piq-vgg uses; '{net}' needs the lpips package's heads. {weights_help(net)}"
             )
-
         own = {k: val for k, val in self.state_dict().items() if k not in ("shift", "scale")}
+        self._check_mapped(mapped, own, names)
+        self.load_state_dict({k: mapped[k].float() for k in own} | {"shift": self.shift, "scale": self.scale})
+
+    def _piq_heads(self, heads: list[Tensor] | None, names: str, has_lpips_heads: bool) -> dict[str, Tensor]:
+        """piq's five head tensors as this module's ``lins.L.weight`` entries, checked by count and size."""
+        net = self.net
+        if heads is None:
+            found = " (found the lpips package's lin*.model.1.weight heads, which are for 'vgg')" if (
+                has_lpips_heads) else ""
+            raise SpgdError(f"LPIPS ({net}): {names} lacks piq's heads file{found}. {weights_help(net)}")
+        if len(heads) != len(self.lins):
+            raise SpgdError(
+                f"LPIPS ({net}): piq's heads file holds {len(heads)} tensors, expected {len(self.lins)} "
+                f"(one per layer relu1_2 ... relu5_3). {weights_help(net)}"
+            )
+        out = {}
+        for i, (t, lin) in enumerate(zip(heads, self.lins)):
+            if t.numel() != lin.weight.numel():
+                raise SpgdError(
+                    f"LPIPS ({net}): piq head {i} has {t.numel()} values, expected {lin.weight.numel()} "
+                    f"(shape {tuple(lin.weight.shape)}). {weights_help(net)}"
+                )
+            out[f"lins.{i}.weight"] = t.reshape(lin.weight.shape)
+        return out
+
+    def _check_mapped(self, mapped: dict[str, Tensor], own: dict[str, Tensor], names: str) -> None:
+        """SpgdError unless `mapped` has every tensor of `own` in its shape, with non-negative heads."""
+        net = self.net
         for k, val in own.items():
             if k in mapped and mapped[k].shape != val.shape:
                 raise SpgdError(
@@ -313,7 +340,6 @@ class LPIPS(nn.Module):
                     f"LPIPS ({net}): linear layer lin{i} has negative weights; LPIPS lin weights are "
                     "non-negative, so this is not an LPIPS weights file"
                 )
-        self.load_state_dict({k: mapped[k].float() for k in own} | {"shift": self.shift, "scale": self.scale})
 
     def _features(self, x: Tensor) -> list[Tensor]:
         h = (x - self.shift) / self.scale

@@ -106,6 +106,15 @@ def ssim(
     Returns:
         (B,) float32 tensor.
     """
+    x, ref = _ssim_inputs(x, ref, data_range, kernel_size, downsample)
+    return _ssim_per_image(x, ref, kernel_size, kernel_sigma, k1, k2)
+
+
+def _ssim_inputs(
+    x: Tensor, ref: Tensor, data_range: float, kernel_size: int, downsample: bool
+) -> tuple[Tensor, Tensor]:
+    """Both images checked, divided by ``data_range`` (float32) and, if ``downsample``, average-pooled by
+    f = max(1, round(min(H, W) / 256)); SpgdError when they are smaller than the window."""
     _check_pair(x, ref, data_range, "ssim")
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise SpgdError(f"ssim: kernel_size must be a positive odd number, got {kernel_size}")
@@ -122,7 +131,11 @@ def ssim(
             f"ssim: images of {h}x{w} pixels (after down-sampling by {f}) are smaller than the "
             f"{kernel_size}x{kernel_size} window; use larger images or a smaller kernel_size"
         )
+    return x, ref
 
+
+def _ssim_per_image(x: Tensor, ref: Tensor, kernel_size: int, kernel_sigma: float, k1: float, k2: float) -> Tensor:
+    """The SSIM map of two prepared images (Gaussian window per channel, "valid"), averaged per image: (B,)."""
     c = x.shape[1]
     window = _gaussian_window(kernel_size, kernel_sigma, x.device).expand(c, 1, kernel_size, kernel_size)
 

@@ -15,6 +15,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from ..errors import SpgdError
@@ -237,8 +238,6 @@ def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path], with_sums: bool = 
         if path.suffix.lower() == ".npy":
             kernel = np.load(path, allow_pickle=False)
         else:
-            from PIL import Image
-
             try:
                 with Image.open(path) as im:
                     kernel = np.asarray(im.convert("F"), dtype=np.float64)

@@ -45,6 +45,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ..errors import SpgdError
+from ..operators import TASKS, task_defaults
+from ..samplers import METHODS, setting_names
 
 PRESET_DIR = Path(__file__).resolve().parent
 
@@ -64,16 +66,10 @@ PROTOCOLS = ("spgd", "dps", "daps")
 RESERVED_SAMPLER_KEYS = {"progress": "progress bars follow -q/-v"}
 
 
-def _tasks() -> tuple[str, ...]:
-    from ..operators import TASKS
-
-    return TASKS
-
-
 def preset_path(task: str) -> Path:
     """The TOML file of `task`'s preset."""
-    if task not in _tasks():
-        raise SpgdError(f"unknown task {task!r}; valid tasks: {', '.join(_tasks())}")
+    if task not in TASKS:
+        raise SpgdError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     return PRESET_DIR / f"{task}.toml"
 
 
@@ -117,8 +113,6 @@ def load_preset(task: str, protocol: str = "spgd") -> dict:
 
 def method_defaults(method: str) -> dict[str, Any]:
     """Setting name -> default value of `method`'s sampler class."""
-    from ..samplers import METHODS, setting_names
-
     cls, fixed = METHODS[method]
     names = setting_names(method)
     out: dict[str, Any] = {}
@@ -133,15 +127,7 @@ def method_defaults(method: str) -> dict[str, Any]:
     return {k: out.get(k) for k in names}
 
 
-def _operator_defaults(task: str) -> dict[str, Any]:
-    from ..operators import task_defaults
-
-    return task_defaults(task)
-
-
 def _all_methods(methods: Optional[Sequence[str]]) -> list[str]:
-    from ..samplers import METHODS
-
     if methods is None:
         return list(METHODS)
     for m in methods:
@@ -162,13 +148,11 @@ def sampler_keys(methods: Optional[Sequence[str]] = None) -> list[str]:
 
 def operator_keys(task: str) -> list[str]:
     """Operator parameter names of `task` settable with --set."""
-    return [k for k in _operator_defaults(task) if k not in RESERVED_OPERATOR_KEYS]
+    return [k for k in task_defaults(task) if k not in RESERVED_OPERATOR_KEYS]
 
 
 def uses_spgd_preset(method: str) -> bool:
     """Whether `method` is SPGD or one of its ablations (built on the SPGD class): it takes [sampler]."""
-    from ..samplers import METHODS
-
     return METHODS[_all_methods([method])[0]][0] is METHODS["spgd"][0]
 
 
@@ -253,29 +237,14 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
     `methods` limits the bare sampler names to those of the methods in use (default: every method).
     Raises SpgdError for a malformed override, an unknown key (listing the valid ones) or a wrongly typed value.
     """
-    from ..samplers import METHODS
-
     task = preset["task"]
     out = copy.deepcopy(preset)
-    out.setdefault("methods", {})
-    out.setdefault("all", {})
-    out.setdefault("set", {})
-    op_defaults = _operator_defaults(task)
+    for section in ("methods", "all", "set"):
+        out.setdefault(section, {})
+    op_defaults = task_defaults(task)
     s_names = sampler_keys(methods)
     for item in overrides:
-        if "=" not in item:
-            raise SpgdError(f"--set expects key=value, got {item!r}")
-        key, _, text = item.partition("=")
-        key = key.strip()
-        if not key:
-            raise SpgdError(f"--set expects key=value, got {item!r}")
-        value = parse_value(text)
-        scope, _, name = key.rpartition(".")
-        if scope and scope not in ("operator", "sampler") and scope not in METHODS:
-            raise SpgdError(
-                f"unknown --set scope {scope!r} in {key!r}; use operator.NAME, sampler.NAME, METHOD.NAME "
-                f"(methods: {', '.join(METHODS)}) or a bare name ({_valid_keys_text(task, methods)})"
-            )
+        key, scope, name, value = _split_override(item, task, methods)
         if not scope:
             scope = "sampler" if name in s_names else "operator" if name in op_defaults else ""
         if name in RESERVED_OPERATOR_KEYS and scope == "operator":
@@ -283,33 +252,65 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
         if name in RESERVED_SAMPLER_KEYS and scope != "operator":
             raise SpgdError(f"{key!r} cannot be set with --set: {RESERVED_SAMPLER_KEYS[name]}")
         if scope == "operator":
-            if name not in op_defaults:
-                raise SpgdError(
-                    f"unknown operator parameter {name!r} for task {task!r}; "
-                    f"valid: {', '.join(operator_keys(task)) or '(none)'}"
-                )
-            out["operator"][name] = _coerce(key, value, op_defaults[name])
+            out["operator"][name] = _operator_value(key, name, value, task, op_defaults)
         elif scope == "sampler":
-            if name not in s_names:
-                used = f" of method(s) {', '.join(methods)}" if methods is not None else ""
-                raise SpgdError(f"unknown sampler setting {name!r}; valid settings{used}: {', '.join(s_names)}")
-            default = next(
-                (d[name] for d in (method_defaults(m) for m in _all_methods(methods)) if name in d), None
-            )
-            out["all"][name] = _coerce(key, value, default)
+            out["all"][name] = _sampler_value(key, name, value, methods, s_names)
         elif scope in METHODS:
-            if methods is not None and scope not in methods:  # it would be silently ignored
-                raise SpgdError(
-                    f"--set {key}: method {scope!r} is not run (methods: {', '.join(methods)}); add it to "
-                    "--method or drop the setting"
-                )
-            defaults = method_defaults(scope)
-            if name not in defaults:
-                raise SpgdError(f"unknown setting {name!r} for method {scope!r}; valid: {', '.join(defaults)}")
-            out["set"].setdefault(scope, {})[name] = _coerce(key, value, defaults[name])
+            out["set"].setdefault(scope, {})[name] = _method_value(key, scope, name, value, methods)
         else:
             raise SpgdError(f"unknown setting {key!r}; valid keys are {_valid_keys_text(task, methods)}")
     return out
+
+
+def _split_override(item: str, task: str, methods: Optional[Sequence[str]]) -> tuple[str, str, str, Any]:
+    """``[scope.]name=value`` -> (key, scope or "", name, parsed value); SpgdError if malformed or the scope
+    is none of operator, sampler or a method."""
+    if "=" not in item:
+        raise SpgdError(f"--set expects key=value, got {item!r}")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise SpgdError(f"--set expects key=value, got {item!r}")
+    value = parse_value(text)
+    scope, _, name = key.rpartition(".")
+    if scope and scope not in ("operator", "sampler") and scope not in METHODS:
+        raise SpgdError(
+            f"unknown --set scope {scope!r} in {key!r}; use operator.NAME, sampler.NAME, METHOD.NAME "
+            f"(methods: {', '.join(METHODS)}) or a bare name ({_valid_keys_text(task, methods)})"
+        )
+    return key, scope, name, value
+
+
+def _operator_value(key: str, name: str, value: Any, task: str, op_defaults: dict[str, Any]) -> Any:
+    """`value` for operator parameter `name` of `task`, typed as its default."""
+    if name not in op_defaults:
+        raise SpgdError(
+            f"unknown operator parameter {name!r} for task {task!r}; "
+            f"valid: {', '.join(operator_keys(task)) or '(none)'}"
+        )
+    return _coerce(key, value, op_defaults[name])
+
+
+def _sampler_value(key: str, name: str, value: Any, methods: Optional[Sequence[str]], s_names: list[str]) -> Any:
+    """`value` for the bare sampler setting `name`, typed as the default of the first method that has it."""
+    if name not in s_names:
+        used = f" of method(s) {', '.join(methods)}" if methods is not None else ""
+        raise SpgdError(f"unknown sampler setting {name!r}; valid settings{used}: {', '.join(s_names)}")
+    default = next((d[name] for d in (method_defaults(m) for m in _all_methods(methods)) if name in d), None)
+    return _coerce(key, value, default)
+
+
+def _method_value(key: str, method: str, name: str, value: Any, methods: Optional[Sequence[str]]) -> Any:
+    """`value` for `method`'s setting `name` (METHOD.NAME=value), typed as its default."""
+    if methods is not None and method not in methods:  # it would be silently ignored
+        raise SpgdError(
+            f"--set {key}: method {method!r} is not run (methods: {', '.join(methods)}); add it to "
+            "--method or drop the setting"
+        )
+    defaults = method_defaults(method)
+    if name not in defaults:
+        raise SpgdError(f"unknown setting {name!r} for method {method!r}; valid: {', '.join(defaults)}")
+    return _coerce(key, value, defaults[name])
 
 
 __all__ = [

@@ -9,7 +9,15 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
+from ..errors import SpgdError
+
 SigmaLike = Union[float, Tensor]
+
+# The class a class-conditional network (ADM or diffusers) is conditioned on when none is given. Why class 0:
+# guided-diffusion's class-conditional networks were trained without label dropout, so they have no
+# unconditional mode and some label must be given; the first class is a fixed, reproducible choice with no
+# claim to suit a given image. Pass the class of your image (`class_label=`, `--class-label`).
+DEFAULT_CLASS_LABEL = 0
 
 
 def append_dims(t: Tensor, ndim: int) -> Tensor:
@@ -70,6 +78,4 @@ def as_prior(obj) -> Prior:
         return obj
     if callable(obj):
         return CallablePrior(obj)
-    from ..errors import SpgdError
-
     raise SpgdError(f"a prior must have denoise(x, sigma) or be a callable f(x, sigma), got {type(obj).__name__}")

@@ -29,8 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpgdError
-from .base import Prior
+from ..io import atomic_write
+from .base import DEFAULT_CLASS_LABEL, Prior
+from .diffusers import is_diffusers_folder, load_diffusers_prior
 from .discrete import DiscreteSchedule, DiscreteTimePrior, betas_for
+from .gaussian import GaussianPrior
+from .latent import PREFIX as LATENT_PREFIX
+from .latent import is_latent_folder, load_from_name
 from .precond import VPPrecond
 
 if TYPE_CHECKING:
@@ -41,10 +46,6 @@ FORMAT = "spgd-unet"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 NAMES = ("default", "gaussian", *ARCHITECTURES)
 _PRECOND_KEYS = ("img_channels", "beta_d", "beta_min", "M", "epsilon_t", "scaling", "sigma_data")
-# Why class 0 by default: guided-diffusion's class-conditional networks were trained without label dropout,
-# so they have no unconditional mode and some label must be given; the first class is a fixed, reproducible
-# choice with no claim to suit a given image. Pass the class of your image (`class_label=`, `--class-label`).
-DEFAULT_CLASS_LABEL = 0
 # Prefixes that wrappers put before the ADM parameter names: DataParallel, InverseBench.
 _PREFIXES = ("module.", "model.")
 _SCHEDULE_BUFFERS = ("alphas_cumprod", "betas")  # deepinv-style buffers that define the schedule
@@ -272,10 +273,30 @@ def _load_file(path: str | os.PathLike, class_label: int | None = None) -> Prior
     return adm_prior(model, name, class_label, str(path), _schedule_from_buffers(buffers, path))
 
 
-def _gaussian_prior() -> Prior:
-    from .gaussian import GaussianPrior
-
+def _bundled_prior() -> Prior:
+    """The bundled default prior (`DEFAULT_WEIGHTS`), or the analytic Gaussian prior with a warning while the
+    file is absent."""
+    if DEFAULT_WEIGHTS.is_file():
+        return _load_file(DEFAULT_WEIGHTS)
+    warnings.warn(
+        f"bundled prior weights not found at {DEFAULT_WEIGHTS}; using the analytic Gaussian prior instead",
+        stacklevel=3,  # the caller of load_prior
+    )
     return GaussianPrior.default()
+
+
+def _check_name(name: str, checkpoint: str | os.PathLike | None, class_label: int | None) -> None:
+    """SpgdError for an unknown (non-latent) prior name, or a checkpoint / class label it does not take."""
+    if name in ARCHITECTURES:
+        if checkpoint is None:
+            raise SpgdError(f"prior '{name}' needs checkpoint=PATH (the .pt file of its weights)")
+    elif checkpoint is not None:
+        names = ", ".join(repr(a) for a in ARCHITECTURES)
+        raise SpgdError(f"checkpoint= is only used with {names}, not with '{name}'")
+    elif class_label is not None and name in ("gaussian", "default"):
+        raise SpgdError(f"class_label={class_label} given, but prior '{name}' is not class-conditional")
+    elif name not in ("gaussian", "default") and not Path(name).is_dir() and not _looks_like_path(name):
+        raise SpgdError(f"unknown prior '{name}'; valid names: {', '.join(NAMES)}, or a checkpoint file path")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -312,45 +333,24 @@ def load_prior(
     fast path on any device; a `FastPath` or a dict of its fields = exactly those settings.
     """
     name = os.fspath(name_or_path)
-    from .latent import PREFIX as LATENT_PREFIX, is_latent_folder
-
     if name.startswith(LATENT_PREFIX) or is_latent_folder(name):  # a latent diffusion folder (spgd.priors.latent)
         if checkpoint is not None or class_label is not None:
             raise SpgdError(f"checkpoint= and class_label= are not used with a latent diffusion folder ({name})")
-        from .latent import load_from_name
-
         return load_from_name(name, fast, device)
+    _check_name(name, checkpoint, class_label)
     if name in ARCHITECTURES:
-        if checkpoint is None:
-            raise SpgdError(f"prior '{name}' needs checkpoint=PATH (the .pt file of its weights)")
         model = load_unet_checkpoint(checkpoint, name)
         prior: Prior = adm_prior(model, name, class_label, f"'{name}'")
-    elif checkpoint is not None:
-        names = ", ".join(repr(a) for a in ARCHITECTURES)
-        raise SpgdError(f"checkpoint= is only used with {names}, not with '{name}'")
-    elif class_label is not None and name in ("gaussian", "default"):
-        raise SpgdError(f"class_label={class_label} given, but prior '{name}' is not class-conditional")
     elif name == "gaussian":
-        prior = _gaussian_prior()
+        prior = GaussianPrior.default()
     elif name == "default":
-        if DEFAULT_WEIGHTS.is_file():
-            prior = _load_file(DEFAULT_WEIGHTS)
-        else:
-            warnings.warn(
-                f"bundled prior weights not found at {DEFAULT_WEIGHTS}; using the analytic Gaussian prior instead",
-                stacklevel=2,
-            )
-            prior = _gaussian_prior()
+        prior = _bundled_prior()
     elif Path(name).is_dir():
-        from .diffusers import is_diffusers_folder, load_diffusers_prior
-
         if not is_diffusers_folder(name):
             raise SpgdError(f"{name} is a folder but not a diffusers model folder (no config.json there or in unet/)")
         prior = load_diffusers_prior(name, class_label=class_label)
-    elif _looks_like_path(name):
-        prior = _load_file(name, class_label)
     else:
-        raise SpgdError(f"unknown prior '{name}'; valid names: {', '.join(NAMES)}, or a checkpoint file path")
+        prior = _load_file(name, class_label)
     if device is not None:
         prior = prior.to(device)
     from .fast import apply_fast
@@ -376,6 +376,4 @@ def save_unet(path: str | os.PathLike, model: UNetModel | VPPrecond, **extra: An
         "precond": precond,
         **extra,
     }
-    from ..io import atomic_write
-
     return atomic_write(path, lambda f: torch.save(payload, f))

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpgdError
+from .base import DEFAULT_CLASS_LABEL
 from .discrete import PREDICTIONS, DiscreteSchedule, DiscreteTimePrior
 
 EXTRA_HINT = "pip install 'spgd[diffusers]'"
@@ -43,7 +44,7 @@ _OLD_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": 
 def import_diffusers() -> Any:
     """The diffusers module, or an SpgdError naming the extra to install."""
     try:
-        import diffusers
+        import diffusers  # optional dependency (the diffusers extra)
     except ImportError:
         raise SpgdError(f"loading a diffusers model folder needs the optional diffusers extra: {EXTRA_HINT}") from None
     return diffusers
@@ -59,7 +60,8 @@ class DiffusersFolder:
     scheduler_config: Optional[Path]  # None: no scheduler config found
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object of a config file; SpgdError naming the file when it is unreadable or not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -100,7 +102,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Tensors of a `.safetensors` (safetensors) or `.bin` (torch.load weights_only=True) file."""
     if path.suffix == ".safetensors":
         try:
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # optional dependency (the diffusers extra)
         except ImportError:
             raise SpgdError(f"reading {path.name} needs safetensors: {EXTRA_HINT}") from None
         try:
@@ -128,7 +130,8 @@ def _rename_old_attention(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _fit(model: nn.Module, state_dict: dict[str, Tensor], where: Path) -> None:
+def _check_fit(model: nn.Module, state_dict: dict[str, Tensor], where: Path) -> None:
+    """SpgdError listing the missing, unexpected and misshapen keys unless `state_dict` fits `model` exactly."""
     want = model.state_dict()
     missing = [k for k in want if k not in state_dict]
     unexpected = [k for k in state_dict if k not in want]
@@ -139,10 +142,29 @@ def _fit(model: nn.Module, state_dict: dict[str, Tensor], where: Path) -> None:
         raise SpgdError(f"{where} does not fit the UNet of its config.json: {'; '.join(parts)}")
 
 
+def build_model(cls: Any, config: dict[str, Any], directory: Path, weights: Path) -> nn.Module:
+    """The diffusers model class `cls` built from `config` (`directory`/config.json) without a random init and
+    filled strictly from `weights` (old attention names renamed): float32, frozen, eval mode."""
+    try:
+        with torch.device("meta"):
+            model = cls.from_config(config)
+    except Exception as e:  # noqa: BLE001 - an invalid config
+        raise SpgdError(f"{directory / 'config.json'} is not a valid {cls.__name__} config ({e})") from None
+    state_dict = _rename_old_attention(read_state_dict(weights))
+    _check_fit(model, state_dict, weights)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        # a non-persistent buffer was built on the meta device and is not in the file: build on the CPU instead
+        model = cls.from_config(config)
+        model.load_state_dict(sd, strict=True)
+    return model.float().eval().requires_grad_(False)
+
+
 def build_unet(folder: DiffusersFolder) -> nn.Module:
     """The diffusers UNet2DModel of the folder, weights loaded strictly, float32, frozen, eval mode."""
     diffusers = import_diffusers()
-    config = _read_json(folder.unet_dir / "config.json")
+    config = read_json(folder.unet_dir / "config.json")
     name = config.get("_class_name", "UNet2DModel")
     if name not in SUPPORTED_CLASSES:
         hint = " (a latent/text-conditioned model: not a pixel-space prior)" if "Condition" in name else ""
@@ -152,20 +174,7 @@ def build_unet(folder: DiffusersFolder) -> nn.Module:
             f"{folder.unet_dir} is a score-SDE (Fourier time embedding, sigma-conditioned) model; "
             "only timestep-conditioned (DDPM-family) UNet2DModels are supported"
         )
-    cls = diffusers.UNet2DModel
-    try:
-        with torch.device("meta"):
-            model = cls.from_config(config)
-    except Exception as e:  # noqa: BLE001 - an invalid config
-        raise SpgdError(f"{folder.unet_dir / 'config.json'} is not a valid UNet2DModel config ({e})") from None
-    state_dict = _rename_old_attention(read_state_dict(folder.weights))
-    _fit(model, state_dict, folder.weights)
-    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True, assign=True)
-    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
-        # a non-persistent buffer was built on the meta device and is not in the file: build on the CPU instead
-        model = cls.from_config(config)
-        model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
-    return model.float().eval().requires_grad_(False)
+    return build_model(diffusers.UNet2DModel, config, folder.unet_dir, folder.weights)
 
 
 def scheduler_settings(folder: DiffusersFolder) -> tuple[Tensor, str, str]:
@@ -175,7 +184,7 @@ def scheduler_settings(folder: DiffusersFolder) -> tuple[Tensor, str, str]:
     if folder.scheduler_config is None:
         sched = diffusers.DDPMScheduler()
         return sched.alphas_cumprod, "epsilon", "no scheduler config found: DDPM defaults (linear, 1000 steps)"
-    config = _read_json(folder.scheduler_config)
+    config = read_json(folder.scheduler_config)
     cls = getattr(diffusers, str(config.get("_class_name", "DDPMScheduler")), None)
     if cls is None or not hasattr(cls, "from_config"):
         cls = diffusers.DDPMScheduler
@@ -217,8 +226,6 @@ def load_diffusers_prior(path: str | os.PathLike, class_label: Optional[int] = N
     n_classes = unet.config.get("num_class_embeds")
     if n_classes:
         if class_label is None:
-            from .checkpoint import DEFAULT_CLASS_LABEL
-
             warnings.warn(
                 f"{folder.root} is class-conditional ({n_classes} classes) and no class label was given: using "
                 f"class {DEFAULT_CLASS_LABEL} (pass class_label= / --class-label)",

@@ -1,6 +1,6 @@
 """What a model file or folder is: its format, architecture, size, channels, sigma range, and how to use it.
 
-`describe(path)` loads the model the way `load_prior` does (so what it reports is what a restoration gets)
+`inspect_model(path)` loads the model the way `load_prior` does (so what it reports is what a restoration gets)
 and returns a `ModelInfo`; `ModelInfo.lines()` is what `spgd models PATH` prints.
 """
 
@@ -16,7 +16,13 @@ from typing import Any, Mapping, Optional
 import torch
 
 from ..errors import SpgdError
-from .base import Prior
+from .base import DEFAULT_CLASS_LABEL, Prior
+from .checkpoint import DEFAULT_WEIGHTS, FORMAT, infer_architecture, load_prior, split_buffers
+from .diffusers import locate
+from .discrete import DiscreteTimePrior
+from .latent import PREFIX as LATENT_PREFIX
+from .latent import LatentPrior, LatentUNet
+from .unet import UNetModel
 
 
 @dataclass
@@ -72,8 +78,6 @@ def _peek(path: Path) -> Any:
 
 def _layout(obj: Any) -> tuple[str, list[str]]:
     """(format name, notes) of a torch checkpoint object."""
-    from .checkpoint import FORMAT, split_buffers
-
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         return "spgd-unet (written by spgd train / save_unet)", []
     notes = []
@@ -99,15 +103,8 @@ def _parameters(prior: Prior) -> int:
     return sum(p.numel() for p in prior.parameters())
 
 
-def describe(path: str | os.PathLike) -> ModelInfo:
+def inspect_model(path: str | os.PathLike) -> ModelInfo:
     """Load `path` as `load_prior` does and report what it is (see ModelInfo)."""
-    from .checkpoint import load_prior
-    from .unet import UNetModel
-
-    from .checkpoint import DEFAULT_WEIGHTS
-
-    from .latent import PREFIX as LATENT_PREFIX
-
     text = os.fspath(path)
     p = DEFAULT_WEIGHTS if text == "default" else Path(text[len(LATENT_PREFIX):].split("?")[0]
                                                         if text.startswith(LATENT_PREFIX) else text)
@@ -117,36 +114,40 @@ def describe(path: str | os.PathLike) -> ModelInfo:
         warnings.simplefilter("ignore")  # the default-class-label warning: reported below instead
         prior = load_prior(text if text.startswith(LATENT_PREFIX) else p, fast=False)
     if getattr(prior, "is_latent", False):
-        from .latent import latent_model_info
-
-        return latent_model_info(prior, text)
+        return _latent_info(prior, text)
     net = getattr(prior, "net", None)
-    unet = getattr(net, "unet", None)
-    if unet is not None:  # diffusers
-        from .diffusers import locate
-
-        cfg = unet.config
-        folder = locate(p)
-        blocks = list(cfg.get("down_block_types", []))
-        info = ModelInfo(
-            path=str(path), format="diffusers UNet2DModel " + ("pipeline folder" if folder.unet_dir != p else "folder"),
-            architecture=f"UNet2DModel, widths {tuple(cfg['block_out_channels'])}, {cfg['layers_per_block']} "
-            f"layers per block, {sum('Attn' in b for b in blocks)} of {len(blocks)} levels with attention",
-            parameters=_parameters(prior), resolution=cfg.get("sample_size") if isinstance(cfg.get("sample_size"), int)
-            else None, channels=int(cfg["in_channels"]), sigma_min=prior.sigma_min, sigma_max=prior.sigma_max,
-            size_multiple=2 ** (len(blocks) - 1), prediction=prior.prediction,
-            schedule=f"{prior.schedule.num_timesteps} discrete steps, from {folder.scheduler_config.relative_to(p)}"
-            if folder.scheduler_config else "DDPM defaults (no scheduler config found)",
-            num_classes=cfg.get("num_class_embeds"),
-        )
-        if int(cfg["out_channels"]) == 2 * int(cfg["in_channels"]):
-            info.notes.append("learned-variance output channels are dropped")
-        return info
+    if getattr(net, "unet", None) is not None:
+        return _diffusers_info(prior, str(path), p)
     if not isinstance(net, UNetModel):
         raise SpgdError(f"{p} loads as {type(prior).__name__}, which spgd models cannot describe")
-    fmt, notes = _layout(_peek(p))
-    from .checkpoint import infer_architecture
+    return _adm_info(prior, str(path), p)
 
+
+def _diffusers_info(prior: Prior, path: str, p: Path) -> ModelInfo:
+    """What `spgd models` reports for a diffusers UNet2DModel (or pipeline) folder `p`."""
+    cfg = prior.net.unet.config
+    folder = locate(p)
+    blocks = list(cfg.get("down_block_types", []))
+    info = ModelInfo(
+        path=path, format="diffusers UNet2DModel " + ("pipeline folder" if folder.unet_dir != p else "folder"),
+        architecture=f"UNet2DModel, widths {tuple(cfg['block_out_channels'])}, {cfg['layers_per_block']} "
+        f"layers per block, {sum('Attn' in b for b in blocks)} of {len(blocks)} levels with attention",
+        parameters=_parameters(prior), resolution=cfg.get("sample_size") if isinstance(cfg.get("sample_size"), int)
+        else None, channels=int(cfg["in_channels"]), sigma_min=prior.sigma_min, sigma_max=prior.sigma_max,
+        size_multiple=2 ** (len(blocks) - 1), prediction=prior.prediction,
+        schedule=f"{prior.schedule.num_timesteps} discrete steps, from {folder.scheduler_config.relative_to(p)}"
+        if folder.scheduler_config else "DDPM defaults (no scheduler config found)",
+        num_classes=cfg.get("num_class_embeds"),
+    )
+    if int(cfg["out_channels"]) == 2 * int(cfg["in_channels"]):
+        info.notes.append("learned-variance output channels are dropped")
+    return info
+
+
+def _adm_info(prior: Prior, path: str, p: Path) -> ModelInfo:
+    """What `spgd models` reports for a guided-diffusion (ADM) UNet file `p` (raw state_dict or spgd-unet)."""
+    net = prior.net
+    fmt, notes = _layout(_peek(p))
     try:
         arch = f"guided-diffusion UNet '{infer_architecture(net.state_dict())}'"
     except SpgdError:
@@ -162,12 +163,30 @@ def describe(path: str | os.PathLike) -> ModelInfo:
     if cfg.get("learn_sigma"):
         notes.append("learned-variance output channels are dropped")
     if net.num_classes:
-        from .checkpoint import DEFAULT_CLASS_LABEL
-
         notes.append(f"without --class-label, class {DEFAULT_CLASS_LABEL} is used (the network has no unconditional mode)")
     return ModelInfo(
-        path=str(path), format=fmt, architecture=arch, parameters=_parameters(prior), resolution=cfg["image_size"],
+        path=path, format=fmt, architecture=arch, parameters=_parameters(prior), resolution=cfg["image_size"],
         channels=net.in_channels, sigma_min=prior.sigma_min, sigma_max=prior.sigma_max,
         size_multiple=2**net.num_downsamples, prediction="epsilon", schedule=schedule, num_classes=net.num_classes,
         notes=notes,
+    )
+
+
+def _latent_info(prior: LatentPrior, path: str) -> ModelInfo:
+    """What `spgd models` reports for a latent folder."""
+    lat, codec = prior.latent, prior.codec
+    unet = getattr(lat, "net", None)
+    ucfg = unet.unet.config if isinstance(unet, LatentUNet) else {}
+    size = ucfg.get("sample_size")
+    return ModelInfo(
+        path=path, format="diffusers latent diffusion pipeline folder (unet/ + vae/ + scheduler/)",
+        architecture=f"{type(unet.unet).__name__ if isinstance(unet, LatentUNet) else 'latent prior'}, widths "
+        f"{tuple(ucfg.get('block_out_channels', ()))}; AutoencoderKL factor {codec.factor}, "
+        f"{codec.latent_channels} latent channels, scaling factor {codec.scaling_factor:g}",
+        parameters=sum(p.numel() for p in prior.parameters()),
+        resolution=size * codec.factor if isinstance(size, int) else None, channels=prior.img_channels,
+        sigma_min=prior.sigma_min, sigma_max=prior.sigma_max, size_multiple=2**prior.num_downsamples,
+        prediction=getattr(lat, "prediction", "epsilon"),
+        schedule=f"{lat.schedule.num_timesteps} discrete steps" if isinstance(lat, DiscreteTimePrior) else "",
+        notes=[prior.description, "sampler state: latents; likelihood through the VAE decoder"],
     )

@@ -17,8 +17,8 @@ towards the prompt rather than the measurement; it is offered (`guidance_scale`,
 costs two UNet calls per denoiser call.
 
 The sampler never sees the decoder: `spgd.operators.latent.LatentOperator(op, codec)` makes the likelihood
-||A(decode(D(z; sigma))) - y||^2, and `run_sampler` hands the sampler that operator and the latent shape, then
-decodes the final latent. Which published latent form each method is (see `run_sampler`):
+||A(decode(D(z; sigma))) - y||^2, and `spgd.api.run_sampler` hands the sampler that operator and the latent shape,
+then decodes the final latent. Which published latent form each method is (see `spgd.api.run_sampler`):
 
 - SPGD / spgd-official and its ablations: the loop unchanged, state z, likelihood through D and the decoder;
 - DPS: latent DPS, the DPS update with x0_hat = decode(z0_hat) (the "Latent-DPS" baseline of Rout et al.,
@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -56,10 +55,9 @@ from .base import Prior, SigmaLike
 from .diffusers import (
     WEIGHT_FILES,
     DiffusersFolder,
-    _fit,
-    _read_json,
-    _rename_old_attention,
+    build_model,
     import_diffusers,
+    read_json,
     read_state_dict,
     scheduler_settings,
 )
@@ -177,7 +175,7 @@ class LatentPrior(Prior):
     `decode`/`encode` the codec's; images have `img_channels` channels and sides divisible by
     2**`num_downsamples` (VAE factor times the UNet's down-samplings).
 
-    Samplers run on it through `run_sampler` (or with a `LatentOperator` and the latent shape by hand).
+    Samplers run on it through `spgd.api.run_sampler` (or with a `LatentOperator` and the latent shape by hand).
     """
 
     is_latent = True
@@ -198,7 +196,7 @@ class LatentPrior(Prior):
         if z.ndim == 4 and z.shape[1] != self.latent_channels:
             raise SpgdError(
                 f"a latent prior denoises latents with {self.latent_channels} channels, got shape {tuple(z.shape)}; "
-                "run samplers through spgd.priors.latent.run_sampler (or spgd.restore), which pass latents"
+                "run samplers through spgd.api.run_sampler (or spgd.restore), which pass latents"
             )
         return self.latent.denoise(z, sigma)
 
@@ -294,27 +292,14 @@ def parse_name(name: str) -> tuple[str, dict[str, Any]]:
 def _build(directory: Path, allowed: Sequence[str]) -> nn.Module:
     """The diffusers model of `directory` (config.json + weights), one of `allowed`, weights loaded strictly."""
     diffusers = import_diffusers()
-    config = _read_json(directory / "config.json")
+    config = read_json(directory / "config.json")
     name = str(config.get("_class_name", allowed[0]))
     if name not in allowed:
         raise SpgdError(f"{directory} holds a {name}; supported here: {', '.join(allowed)}")
     weights = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), None)
     if weights is None:
         raise SpgdError(f"{directory} holds no weights: expected one of {', '.join(WEIGHT_FILES)}")
-    cls = getattr(diffusers, name)
-    try:
-        with torch.device("meta"):
-            model = cls.from_config(config)
-    except Exception as e:  # noqa: BLE001 - an invalid config
-        raise SpgdError(f"{directory / 'config.json'} is not a valid {name} config ({e})") from None
-    state_dict = _rename_old_attention(read_state_dict(weights))
-    _fit(model, state_dict, weights)
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
-    model.load_state_dict(sd, strict=True, assign=True)
-    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
-        model = cls.from_config(config)  # a non-persistent buffer built on meta: build on the CPU instead
-        model.load_state_dict(sd, strict=True)
-    return model.float().eval().requires_grad_(False)
+    return build_model(getattr(diffusers, name), config, directory, weights)
 
 
 def read_embedding(path: str | os.PathLike, what: str = "embedding") -> Tensor:
@@ -352,7 +337,7 @@ def compute_empty_embedding(root: Path) -> Tensor:
     if key in _EMBEDDING_CACHE:
         return _EMBEDDING_CACHE[key]
     try:
-        import transformers
+        import transformers  # optional dependency, needed only for a text-conditioned UNet without an embedding
     except ImportError:
         raise SpgdError(
             f"{root}'s UNet is text-conditioned and needs the empty-prompt embedding: put it in {root / EMBEDDING_FILE} "
@@ -386,49 +371,10 @@ def load_latent_prior(
         raise SpgdError(f"{root} is not a latent diffusion folder: it needs unet/config.json and vae/config.json")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     precision = precision or ("bf16" if dev.type == "cuda" else "fp32")
-    if precision not in PRECISIONS:
-        raise SpgdError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    bad = [c for c in checkpointing if c not in CHECKPOINTING]
-    if bad:
-        raise SpgdError(f"checkpointing takes {', '.join(CHECKPOINTING)} (or none / all), got {', '.join(bad)}")
-    if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
-        raise SpgdError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
-    if guidance_scale != 1.0 and prompt_embedding is None:
-        raise SpgdError(
-            f"guidance_scale={guidance_scale} needs a prompt embedding (prompt=FILE): with the empty prompt only, "
-            "both branches are the same and the scale would do nothing"
-        )
-    unet = _build(root / "unet", UNET_CLASSES)
+    _check_options(precision, checkpointing, guidance_scale, prompt_embedding)
+    unet, vae = _build_networks(root)
     cfg = unet.config
-    if cfg.get("addition_embed_type") or cfg.get("class_embed_type") or cfg.get("num_class_embeds"):
-        raise SpgdError(
-            f"{root / 'unet'} needs extra conditioning (addition_embed_type={cfg.get('addition_embed_type')!r}, "
-            f"class_embed_type={cfg.get('class_embed_type')!r}: SDXL-class or class-conditional); supported: "
-            "Stable Diffusion 1.x/2.x-style UNet2DConditionModel and unconditional latent UNet2DModel"
-        )
-    vae = _build(root / "vae", VAE_CLASSES)
-    if int(cfg["in_channels"]) != int(vae.config["latent_channels"]):
-        raise SpgdError(
-            f"{root}: the UNet takes {cfg['in_channels']} channels but the VAE's latents have "
-            f"{vae.config['latent_channels']}"
-        )
-    empty = prompt = None
-    source = "unconditional UNet2DModel"
-    if type(unet).__name__ == "UNet2DConditionModel":
-        if embedding is not None:
-            empty, source = read_embedding(embedding, "empty-prompt embedding"), f"empty-prompt embedding from {embedding}"
-        elif (root / EMBEDDING_FILE).is_file():
-            empty, source = read_embedding(root / EMBEDDING_FILE), f"empty-prompt embedding from {EMBEDDING_FILE}"
-        else:
-            empty, source = compute_empty_embedding(root), "empty-prompt embedding computed with the text encoder"
-        if prompt_embedding is not None:
-            prompt = read_embedding(prompt_embedding, "prompt embedding")
-        width = int(cfg["cross_attention_dim"]) if not isinstance(cfg["cross_attention_dim"], (list, tuple)) else None
-        for name, e in (("empty-prompt", empty), ("prompt", prompt)):
-            if e is not None and width is not None and e.shape[-1] != width:
-                raise SpgdError(f"the {name} embedding has width {e.shape[-1]}, the UNet's cross-attention takes {width}")
-    elif prompt_embedding is not None or embedding is not None:
-        raise SpgdError(f"{root / 'unet'} is an unconditional UNet2DModel: it takes no embedding")
+    empty, prompt, source = _embeddings(root, unet, embedding, prompt_embedding)
     if "unet" in checkpointing:
         unet.enable_gradient_checkpointing()
     codec = LatentCodec(vae, precision)
@@ -448,6 +394,67 @@ def load_latent_prior(
     return prior.to(dev)
 
 
+def _check_options(
+    precision: str, checkpointing: Sequence[str], guidance_scale: float, prompt_embedding: Optional[str | os.PathLike]
+) -> None:
+    """SpgdError for an unknown precision or checkpointing name, or a guidance scale that cannot apply."""
+    if precision not in PRECISIONS:
+        raise SpgdError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    bad = [c for c in checkpointing if c not in CHECKPOINTING]
+    if bad:
+        raise SpgdError(f"checkpointing takes {', '.join(CHECKPOINTING)} (or none / all), got {', '.join(bad)}")
+    if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise SpgdError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
+    if guidance_scale != 1.0 and prompt_embedding is None:
+        raise SpgdError(
+            f"guidance_scale={guidance_scale} needs a prompt embedding (prompt=FILE): with the empty prompt only, "
+            "both branches are the same and the scale would do nothing"
+        )
+
+
+def _build_networks(root: Path) -> tuple[nn.Module, nn.Module]:
+    """(UNet, VAE) of a latent folder; SpgdError for extra conditioning or latent channels that do not match."""
+    unet = _build(root / "unet", UNET_CLASSES)
+    cfg = unet.config
+    if cfg.get("addition_embed_type") or cfg.get("class_embed_type") or cfg.get("num_class_embeds"):
+        raise SpgdError(
+            f"{root / 'unet'} needs extra conditioning (addition_embed_type={cfg.get('addition_embed_type')!r}, "
+            f"class_embed_type={cfg.get('class_embed_type')!r}: SDXL-class or class-conditional); supported: "
+            "Stable Diffusion 1.x/2.x-style UNet2DConditionModel and unconditional latent UNet2DModel"
+        )
+    vae = _build(root / "vae", VAE_CLASSES)
+    if int(cfg["in_channels"]) != int(vae.config["latent_channels"]):
+        raise SpgdError(
+            f"{root}: the UNet takes {cfg['in_channels']} channels but the VAE's latents have "
+            f"{vae.config['latent_channels']}"
+        )
+    return unet, vae
+
+
+def _embeddings(
+    root: Path, unet: nn.Module, embedding: Optional[str | os.PathLike], prompt_embedding: Optional[str | os.PathLike]
+) -> tuple[Optional[Tensor], Optional[Tensor], str]:
+    """(c_empty, c_prompt, where c_empty came from) for `unet`: both None for an unconditional UNet2DModel; c_empty
+    from `embedding`, else DIR/EMBEDDING_FILE, else computed with the text encoder; widths checked."""
+    if type(unet).__name__ != "UNet2DConditionModel":
+        if prompt_embedding is not None or embedding is not None:
+            raise SpgdError(f"{root / 'unet'} is an unconditional UNet2DModel: it takes no embedding")
+        return None, None, "unconditional UNet2DModel"
+    if embedding is not None:
+        empty, source = read_embedding(embedding, "empty-prompt embedding"), f"empty-prompt embedding from {embedding}"
+    elif (root / EMBEDDING_FILE).is_file():
+        empty, source = read_embedding(root / EMBEDDING_FILE), f"empty-prompt embedding from {EMBEDDING_FILE}"
+    else:
+        empty, source = compute_empty_embedding(root), "empty-prompt embedding computed with the text encoder"
+    prompt = read_embedding(prompt_embedding, "prompt embedding") if prompt_embedding is not None else None
+    cfg = unet.config
+    width = int(cfg["cross_attention_dim"]) if not isinstance(cfg["cross_attention_dim"], (list, tuple)) else None
+    for name, e in (("empty-prompt", empty), ("prompt", prompt)):
+        if e is not None and width is not None and e.shape[-1] != width:
+            raise SpgdError(f"the {name} embedding has width {e.shape[-1]}, the UNet's cross-attention takes {width}")
+    return empty, prompt, source
+
+
 def _scheduler_config(root: Path) -> Optional[Path]:
     p = root / "scheduler" / "scheduler_config.json"
     return p if p.is_file() else None
@@ -460,79 +467,3 @@ def load_from_name(name: str, fast: Any = None, device: Optional[str | torch.dev
     if "precision" not in kwargs and isinstance(fast, bool):
         kwargs["precision"] = "bf16" if fast else "fp32"
     return load_latent_prior(path, device=device, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------- running
-
-
-def latent_sampler(sampler: Any, prior: LatentPrior) -> Any:
-    """The sampler as it runs on `prior`'s latents: DPS without the [-1, 1] clip of z0_hat (latents have no such
-    range); an annealing start above the prior's sigma_max lowered to it, with a warning."""
-    import dataclasses
-
-    from ..samplers import DPS
-
-    if isinstance(sampler, DPS):
-        return dataclasses.replace(sampler, clip_denoised=False) if sampler.clip_denoised else sampler
-    top = getattr(sampler, "sigma_max", None)
-    if isinstance(top, float) and dataclasses.is_dataclass(sampler) and top > prior.sigma_max * (1 + 1e-9):
-        warnings.warn(
-            f"sigma_max={top:g} is above this latent prior's largest noise level {prior.sigma_max:.4g}: "
-            f"starting at {prior.sigma_max:.4g} instead (pass --set sigma_max=... to choose)",
-            stacklevel=3,
-        )
-        return dataclasses.replace(sampler, sigma_max=prior.sigma_max)
-    return sampler
-
-
-def run_sampler(sampler: Any, y: Tensor, operator: Any, prior: Any, generator: Any = None,
-                x_shape: Optional[Sequence[int]] = None, **kwargs: Any):
-    """sampler.run(y, operator, prior, ...) for any prior; for a latent prior the run is on z:
-
-        z_hat = sampler.run(y, LatentOperator(operator, codec), prior, x_shape=latent shape), x_hat = decode(z_hat),
-
-    and the Result holds x_hat (`x`, images), z_hat (`latent`) and Stats.decoder_calls (the decodes of the run,
-    the final one included, per image). Diverged samples are 0 in x as in z. A prior-free sampler (classical) and
-    a pixel prior run unchanged. `x_shape` is the image shape (default: the operator's input_shape(y))."""
-    from ..operators.latent import LatentOperator
-    from ..samplers.base import Result, infer_x_shape
-
-    from ..samplers import Classical
-
-    if not getattr(prior, "is_latent", False) or isinstance(sampler, Classical):
-        return sampler.run(y, operator, prior, generator=generator, x_shape=x_shape, **kwargs)
-    image_shape = infer_x_shape(y, operator, x_shape)
-    lat_op = LatentOperator(operator, prior.codec, image_shape)
-    run = latent_sampler(sampler, prior)
-    before = prior.codec.decoder_calls
-    result = run.run(y, lat_op, prior, generator=generator, x_shape=lat_op.input_shape(y), **kwargs)
-    with torch.no_grad():
-        x = prior.decode(result.x)
-    if result.stats.failed and any(result.stats.failed):
-        dead = torch.tensor(result.stats.failed, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
-        x = torch.where(dead, torch.zeros_like(x), x)
-    result.stats.decoder_calls = prior.codec.decoder_calls - before
-    return Result(x=x, stats=result.stats, telemetry=result.telemetry, latent=result.x)
-
-
-def latent_model_info(prior: LatentPrior, path: str) -> Any:
-    """What `spgd models` reports for a latent folder (a ModelInfo)."""
-    from .formats import ModelInfo
-
-    lat, codec = prior.latent, prior.codec
-    unet = getattr(lat, "net", None)
-    ucfg = unet.unet.config if isinstance(unet, LatentUNet) else {}
-    size = ucfg.get("sample_size")
-    info = ModelInfo(
-        path=path, format="diffusers latent diffusion pipeline folder (unet/ + vae/ + scheduler/)",
-        architecture=f"{type(unet.unet).__name__ if isinstance(unet, LatentUNet) else 'latent prior'}, widths "
-        f"{tuple(ucfg.get('block_out_channels', ()))}; AutoencoderKL factor {codec.factor}, "
-        f"{codec.latent_channels} latent channels, scaling factor {codec.scaling_factor:g}",
-        parameters=sum(p.numel() for p in prior.parameters()),
-        resolution=size * codec.factor if isinstance(size, int) else None, channels=prior.img_channels,
-        sigma_min=prior.sigma_min, sigma_max=prior.sigma_max, size_multiple=2**prior.num_downsamples,
-        prediction=getattr(lat, "prediction", "epsilon"),
-        schedule=f"{lat.schedule.num_timesteps} discrete steps" if isinstance(lat, DiscreteTimePrior) else "",
-        notes=[prior.description, "sampler state: latents; likelihood through the VAE decoder"],
-    )
-    return info
