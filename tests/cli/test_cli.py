@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import CLI_TINY, cli_error_line, copy_demo_images, run_cli
 
 from spgd import cli
+from spgd.cli.main import COMMANDS
 from spgd.errors import SpgdError
 from spgd.experiment.evaluation import UNCERTAINTY_VMAX, SampleMoments
 from spgd.metrics import _ALEX, _ALEX_CHANNELS, _build_features
@@ -418,14 +419,32 @@ def test_demo_runs(capsys, tmp_path):
     assert str(run_dir) in stdout and "PSNR" in stdout
 
 
-@pytest.mark.parametrize(
-    "command", ["", "restore", "eval", "demo", "train", "diagnose", "bench", "fid", "sweep", "models"]
-)
+@pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_help(capsys, command):
+    """Every command `spgd --help` lists builds its parser and shows its description, examples and the shared
+    -q/-v (the list comes from spgd.cli.main, so a new command cannot be left out)."""
     code, stdout, err = run(capsys, *([command] if command else []), "--help")
     assert code == 0, err
     assert f"usage: spgd {command}".rstrip() in stdout
     assert "examples:" in stdout
+    if command:
+        assert COMMANDS[command].DESCRIPTION.splitlines()[0] in stdout
+        assert "-q, --quiet" in stdout and "-v, --verbose" in stdout
+
+
+def test_shared_options_have_one_help_text(capsys):
+    """--device, --seed, --out, --set, --prior and -q/-v read the same in every command that has them."""
+    helps = {}
+    for command in COMMANDS:
+        parser = cli.build_parser()._subparsers._group_actions[0].choices[command]
+        for action in parser._actions:
+            for flag in ("--device", "--seed", "--set", "--prior", "--quiet", "--verbose"):
+                if flag in action.option_strings:
+                    helps.setdefault(flag, set()).add(action.help)
+            if "--out" in action.option_strings and command != "train":  # train's names its run folder
+                helps.setdefault("--out", set()).add(action.help)
+    assert set(helps) == {"--device", "--seed", "--set", "--prior", "--quiet", "--verbose", "--out"}
+    assert all(len(texts) == 1 for texts in helps.values()), helps
 
 
 def test_no_arguments_and_python_dash_m():
