@@ -111,8 +111,9 @@ def test_cli_writes_a_run_folder_and_resumes_it(images_dir: Path, tmp_path: Path
 
     code, _, err = run_cli(capsys, "train", images_dir, "--out", run_dir, *tiny)
     cli_error_line(code, err, "already holds a trained prior", "--resume")
-    code, _, err = run_cli(capsys, "train", images_dir, "--out", run_dir, *tiny[:-1], "--steps", "5", "--resume")
+    code, _, err = run_cli(capsys, "train", images_dir, "--out", run_dir, *tiny[:-1], "--steps", "5", "--resume", "-v")
     assert code == 0, err
+    assert f"training checkpoint: {run_dir / TRAINING_STATE}" in err  # -v: the detail lines
     assert torch.load(run_dir / TRAINING_STATE, weights_only=True)["step"] == 5
     assert json.loads((run_dir / "report.json").read_text())["steps"] == 5
 
