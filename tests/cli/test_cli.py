@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import CLI_TINY, cli_error_line, copy_demo_images, run_cli
 
 from spgd import cli
+from spgd.cli.main import COMMANDS
 from spgd.errors import SpgdError
 from spgd.experiment.evaluation import UNCERTAINTY_VMAX, SampleMoments
 from spgd.metrics.lpips import BACKBONES, build_features
@@ -418,14 +419,54 @@ def test_demo_runs(capsys, tmp_path):
     assert str(run_dir) in stdout and "PSNR" in stdout
 
 
-@pytest.mark.parametrize(
-    "command", ["", "restore", "eval", "demo", "train", "diagnose", "bench", "fid", "sweep", "models"]
-)
+@pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_help(capsys, command):
+    """Every command `spgd --help` lists builds its parser and shows its description, examples and the shared
+    -q/-v (the list comes from spgd.cli.main, so a new command cannot be left out)."""
     code, stdout, err = run(capsys, *([command] if command else []), "--help")
     assert code == 0, err
     assert f"usage: spgd {command}".rstrip() in stdout
     assert "examples:" in stdout
+    if command:
+        assert COMMANDS[command].DESCRIPTION.splitlines()[0] in stdout
+        assert "-q, --quiet" in stdout and "-v, --verbose" in stdout
+
+
+class _Declarations:
+    """Stands in for a parser and its groups: records the help text of every option declared on it."""
+
+    def __init__(self):
+        self.helps: dict[str, str] = {}
+
+    def add_argument(self, *names, **kwargs):
+        for name in names:
+            self.helps[name] = kwargs.get("help")
+
+    def add_argument_group(self, *args, **kwargs):
+        return self
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        return self
+
+
+def test_shared_options_have_one_help_text():
+    """--device, --seed, --out, --set, --prior and -q/-v read the same in every command that has them (train's
+    --out names its run folder, a meaning of its own)."""
+    helps: dict[str, set] = {}
+    for name, command in COMMANDS.items():
+        declared = _declared(command)
+        assert "--quiet" in declared and "--verbose" in declared, name
+        for flag in ("--device", "--seed", "--set", "--prior", "--quiet", "--verbose", "--out"):
+            if flag in declared and not (flag == "--out" and name == "train"):
+                helps.setdefault(flag, set()).add(declared[flag])
+    assert set(helps) == {"--device", "--seed", "--set", "--prior", "--quiet", "--verbose", "--out"}
+    assert all(len(texts) == 1 for texts in helps.values()), helps
+
+
+def _declared(command) -> dict:
+    declared = _Declarations()
+    command.add_arguments(declared)
+    return declared.helps
 
 
 def test_no_arguments_and_python_dash_m():

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY_UNET
+from conftest import TINY_UNET, cli_error_line, run_cli
 
 from spgd import load_prior
 from spgd.errors import SpgdError
 from spgd.io import save_image
-from spgd.cli.train import add_arguments as add_train_arguments, run_train
+from spgd.cli.options import TRAINED_WEIGHTS, prior_location
+from spgd.cli.train import TRAINING_STATE, add_arguments as add_train_arguments, run as run_train
 from spgd.training.loop import SIGMA_HI, SIGMA_LO, _noise_levels, random_crops, train_prior
 
 # The shared tiny UNet without attention inside its levels and without learned variance: the default network's
@@ -78,13 +80,54 @@ def test_resume_continues_exactly(images_dir: Path, tmp_path: Path):
 
 def test_cli_runs(images_dir: Path, tmp_path: Path, capsys):
     parser = add_train_arguments(argparse.ArgumentParser(prog="spgd train"))
-    out = tmp_path / "cli.pt"
-    args = parser.parse_args([str(images_dir), "--out", str(out), "--steps", "3", "--crop", "16", "-q",
-                              "--batch-size", "2", "--checkpoint", str(tmp_path / "state.ckpt")])
+    out = tmp_path / "cli"
+    argv = [str(images_dir), "--out", str(out), "--steps", "3", "--crop", "16", "-q", "--batch-size", "2",
+            "--checkpoint", str(tmp_path / "state.ckpt")]
     with pytest.warns(UserWarning):
-        assert run_train(args) == 0
-    assert out.is_file() and (tmp_path / "state.ckpt").is_file()
+        assert run_train(parser.parse_args(argv), ["train", *argv]) == 0
+    assert (out / TRAINED_WEIGHTS).is_file() and (tmp_path / "state.ckpt").is_file()
+    assert not (out / TRAINING_STATE).exists()  # --checkpoint put it elsewhere
     assert "held-out denoising PSNR" in capsys.readouterr().out
+
+
+def test_cli_writes_a_run_folder_and_resumes_it(images_dir: Path, tmp_path: Path, capsys):
+    """`spgd train --out RUN_DIR`: the weights, the checkpoint, settings.json and report.json inside; the
+    weights load by file and by folder; the folder is continued with --resume, never overwritten."""
+    run_dir = tmp_path / "my_prior"
+    tiny = ["--steps", "3", "--crop", "16", "--batch-size", "2", "--channels", "32", "--device", "cpu", "-q"]
+    code, out, err = run_cli(capsys, "train", images_dir, "--out", run_dir, *tiny)
+    assert code == 0, err
+    assert {p.name for p in run_dir.iterdir()} == {TRAINED_WEIGHTS, TRAINING_STATE, "settings.json", "report.json"}
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert {"versions", "command_line", "created", "settings", "data"} <= set(settings)
+    assert settings["command_line"][:2] == ["spgd", "train"] and settings["settings"]["steps"] == 3
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["steps"] == 3 and set(report["psnr_db"]) == {"0.05", "0.1", "0.2", "0.5", "1"}
+    assert f"wrote {run_dir / TRAINED_WEIGHTS}" in out
+    load_prior(run_dir / TRAINED_WEIGHTS)
+    assert prior_location(str(run_dir)) == str(run_dir / TRAINED_WEIGHTS)  # --prior RUN_DIR, --init RUN_DIR
+    code, out, err = run_cli(capsys, "models", run_dir)
+    assert code == 0 and "spgd-unet" in out, err
+
+    code, _, err = run_cli(capsys, "train", images_dir, "--out", run_dir, *tiny)
+    cli_error_line(code, err, "already holds a trained prior", "--resume")
+    code, _, err = run_cli(capsys, "train", images_dir, "--out", run_dir, *tiny[:-1], "--steps", "5", "--resume", "-v")
+    assert code == 0, err
+    assert f"training checkpoint: {run_dir / TRAINING_STATE}" in err  # -v: the detail lines
+    assert torch.load(run_dir / TRAINING_STATE, weights_only=True)["step"] == 5
+    assert json.loads((run_dir / "report.json").read_text())["steps"] == 5
+
+
+def test_cli_out_file_of_earlier_versions_is_a_clear_error(images_dir: Path, tmp_path: Path, capsys):
+    """--out FILE.pt (the form before run folders): an error naming the folder form, before any training; with
+    that run's FILE.pt.ckpt beside it, the message says how to continue it."""
+    old = tmp_path / "my_prior.pt"
+    code, _, err = run_cli(capsys, "train", images_dir, "--out", old, "--steps", "1")
+    cli_error_line(code, err, "--out is now the run folder", TRAINED_WEIGHTS, f"--out {tmp_path / 'my_prior'}")
+    assert not old.exists() and not (tmp_path / "my_prior").exists()
+    (tmp_path / "my_prior.pt.ckpt").write_bytes(b"")
+    code, _, err = run_cli(capsys, "train", images_dir, "--out", old, "--steps", "1")
+    cli_error_line(code, err, f"--resume --checkpoint {old}.ckpt")
 
 
 def test_random_crops_cover_scales_and_sizes():

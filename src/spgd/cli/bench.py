@@ -6,14 +6,28 @@ import argparse
 
 from ..experiment.bench import EXAMPLES, PAPER_STEPS, PAPER_WARMUP, run_bench
 from ..priors.unet import ARCHITECTURES
-
+from .options import OptionContainer, add_device, add_option_groups, add_output, add_seed
 
 HELP = "speed and quality benchmarks"
+DESCRIPTION = """\
+Time SPGD restorations with random-weight networks of the given architectures: the reference execution
+(float32, eager) against the fast path (bf16 autocast, torch.compile, channels-last), per batch size; with
+--check-quality, also the PSNR of each mode's restorations against the ground truth and its difference to the
+reference's."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = EXAMPLES
-    a = parser.add_argument
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `spgd bench`, in two groups: the timing rows and the quality check."""
+    add_option_groups(parser, {"timing": add_timing_options, "quality check": add_quality_options})
+    add_seed(parser)
+    add_device(parser)
+    add_output(parser)
+    return parser
+
+
+def add_timing_options(g: OptionContainer) -> None:
+    """What is timed: architectures, batch sizes, K and N, the fast path's modes and the repeats."""
+    a = g.add_argument
     a("--arch", default="ffhq256", help=f"architectures, comma-separated: {', '.join(ARCHITECTURES)}, or a JSON "
       "file of UNetModel keywords (default: ffhq256)")
     a("--batch-sizes", default="1,8,32,auto", help="comma-separated batch sizes; 'auto' sizes the batch from free "
@@ -30,13 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--channels-last", default="off", help="fast path in channels-last memory format: on, off or on,off "
       "(default: off)")
     a("--size", type=int, default=None, help="image side in pixels (default: the architecture's, 256)")
-    a("--device", default=None, help="cuda, cuda:N or cpu (default: CUDA when available)")
     a("--repeat", type=int, default=1, help="timed restorations per row; the median is reported (default: 1)")
     a("--max-batch", type=int, default=64, help="upper bound for the auto batch size (default: 64)")
     a("--lr", type=float, default=1.0, help="SPGD step size (Gaussian blur preset: 1.0)")
-    a("--seed", type=int, default=0, help="seed of the random weights, images and noise (default: 0)")
     a("--no-reference", action="store_true", help="skip the reference timing rows (no speed-up column then; "
       "--check-quality still restores with the reference)")
+
+
+def add_quality_options(g: OptionContainer) -> None:
+    """--check-quality: which priors, images and steps the fast path is compared on."""
+    a = g.add_argument
     a("--check-quality", action="store_true", help="also compare the restorations of the reference and the fast "
       "modes against the ground truth (PSNR difference)")
     a("--quality-prior", default="default,gaussian", help="priors for --check-quality: load_prior names or files, "
@@ -47,8 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--quality-steps", type=int, default=None, help="K of the quality check's restorations (default: --steps; "
       "N is --warmup-steps)")
     a("--quality-only", action="store_true", help="only the --check-quality comparison, no timing rows")
-    a("--out", default="runs", help="parent folder of the new run folder (default: runs/)")
-    a("-q", "--quiet", action="store_true", help="print only the table")
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:

@@ -11,88 +11,105 @@ from ..experiment.distributed import Job, rank_device, run_eval
 from ..experiment.evaluation import EvalConfig, format_table
 from ..experiment.runs import Console, read_json
 from .options import (
-    EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK, METHODS_TEXT, TASKS_TEXT, add_device, add_output, add_prior,
-    add_settings, apply_no_fast, console, explicit_options, parse_batch_size, parse_methods, parse_size, task_preset,
+    EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK, TASKS_TEXT, OptionContainer, add_device, add_methods,
+    add_network_options, add_option_groups, add_output, add_prior, add_seed, add_settings, apply_no_fast, console,
+    explicit_options, parse_batch_size, parse_methods, parse_size, task_preset,
 )
 
 HELP = "degrade a folder of clean images, restore, score and report"
+DESCRIPTION = """\
+For each clean image of IMAGES_DIR (sorted; image i uses seed + i, so results do not depend on batch size
+or order): degrade it with TASK's operator (its preset, plus --set), restore it with each method, and score it
+(PSNR, SSIM; LPIPS with --lpips-weights; FID and KID with --fid-weights). Writes into a new run folder:
+settings.json, restored/, measurement/, random_parts/, records/ (one JSON per image), metrics.csv,
+metrics.json and grid.png. Per-image results are kept as each batch finishes; an interrupted run continues
+with --resume RUN_DIR."""
+EXAMPLES = """\
+examples:
+  spgd eval faces/ --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt --batch-size auto
+  spgd eval faces/ --task super_resolution --method spgd,spgd-official --limit 10 --samples 3
+  spgd eval faces/ --task motion_blur --method spgd,dps,daps --protocol daps   # DAPS paper's noise 0.05
+  spgd eval faces/ --task inpainting_random --prior gaussian --set steps=50 --set lr=2.5 --resize
+  spgd eval faces/ --task motion_blur --lpips-net vgg --lpips-weights vgg16-397923af.pth --lpips-weights vgg.pth
+  spgd eval faces/ --task gaussian_blur --lpips-net piq-vgg --lpips-weights vgg16-397923af.pth \\
+      --lpips-weights lpips_weights.pt --fid-weights pt_inception-2015-12-05-6726825d.pth   # SPGD/DAPS numbers
+  spgd eval --resume runs/20250101T120000Z-eval-gaussian_blur   # finish an interrupted run
+  torchrun --nproc-per-node 8 -m spgd eval faces/ --task gaussian_blur ...   # one process per GPU
+exit status: 0 ok, 1 some images diverged, 2 bad input, 130 interrupted."""
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of `spgd eval`."""
-    p.description = (
-        "For each clean image of IMAGES_DIR (sorted; image i uses seed + i, so results do not depend "
-        "on batch size or order): degrade it with TASK's operator (its preset, plus --set), restore it with each "
-        "method, and score it (PSNR, SSIM; LPIPS with --lpips-weights; FID and KID with --fid-weights). Writes into a new run folder: "
-        "settings.json, restored/, measurement/, random_parts/, records/ (one JSON per image), metrics.csv, "
-        "metrics.json and grid.png. Per-image results are kept as each batch finishes; an interrupted run "
-        "continues with --resume RUN_DIR."
-    )
-    p.epilog = (
-        "examples:\n"
-        "  spgd eval faces/ --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt --batch-size auto\n"
-        "  spgd eval faces/ --task super_resolution --method spgd,spgd-official --limit 10 --samples 3\n"
-        "  spgd eval faces/ --task motion_blur --method spgd,dps,daps --protocol daps   # DAPS paper's noise 0.05\n"
-        "  spgd eval faces/ --task inpainting_random --prior gaussian --set steps=50 --set lr=2.5 --resize\n"
-        "  spgd eval faces/ --task motion_blur --lpips-net vgg --lpips-weights vgg16-397923af.pth "
-        "--lpips-weights vgg.pth\n"
-        "  spgd eval faces/ --task gaussian_blur --lpips-net piq-vgg --lpips-weights vgg16-397923af.pth "
-        "--lpips-weights lpips_weights.pt --fid-weights pt_inception-2015-12-05-6726825d.pth   # SPGD/DAPS numbers\n"
-        "  spgd eval --resume runs/20250101T120000Z-eval-gaussian_blur   # finish an interrupted run\n"
-        "  torchrun --nproc-per-node 8 -m spgd eval faces/ --task gaussian_blur ...   # one process per GPU\n"
-        "exit status: 0 ok, 1 some images diverged, 2 bad input, 130 interrupted."
-    )
-    p.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", default=None,
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `spgd eval`, in groups: the data, the restoration, the scores, the run."""
+    groups = {"data": add_data_options, "restoration": add_restoration_options, "scores": add_score_options,
+              "run": add_run_options}
+    return add_option_groups(p, groups)
+
+
+def add_data_options(g: OptionContainer) -> None:
+    """The images, the degradation and its measurement protocol."""
+    g.add_argument("images_dir", metavar="IMAGES_DIR", nargs="?", default=None,
                    help="folder of clean images (png, jpg, bmp, tif, webp); optional with --resume")
-    p.add_argument("--task", metavar="T", default=None, help=f"the degradation: {TASKS_TEXT}")
-    p.add_argument("--kernel", metavar="FILE",
+    g.add_argument("--task", metavar="T", default=None, help=f"the degradation: {TASKS_TEXT}")
+    g.add_argument("--kernel", metavar="FILE",
                    help="use this blur kernel (gaussian/motion blur) instead of the preset's")
-    p.add_argument("--mask", metavar="FILE", help="use this inpainting mask for every image instead of random ones")
-    add_prior(p)
-    p.add_argument("--method", metavar="M[,M...]", default="spgd",
-                   help=f"method(s), comma-separated: {METHODS_TEXT} (default: spgd)")
-    p.add_argument("--protocol", choices=("spgd", "dps", "daps"), default="spgd",
+    g.add_argument("--mask", metavar="FILE", help="use this inpainting mask for every image instead of random ones")
+    g.add_argument("--protocol", choices=("spgd", "dps", "daps"), default="spgd",
                    help="whose measurement protocol: spgd (the SPGD configs' noise: 0.01 for SR, random "
                    "inpainting, Gaussian and motion blur, 0.05 otherwise), dps or daps (noise 0.05 on every task, "
                    "70 %% random inpainting; see the presets' [protocols.*]). Every method keeps its released "
                    "per-task settings (default: spgd)")
-    p.add_argument("--samples", type=int, default=1, metavar="S",
+    g.add_argument("--size", type=parse_size, default=None, metavar="N|HxW",
+                   help="image size to restore at (default: the prior's, else the first image's)")
+    g.add_argument("--resize", action="store_true",
+                   help="center-crop and resize images that are not the size (default: such an image is an error)")
+    g.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+
+
+def add_restoration_options(g: OptionContainer) -> None:
+    """The prior, the methods and their settings, the samples, the batch, the device and the seed."""
+    add_prior(g)
+    add_network_options(g)
+    add_methods(g, default="spgd", dest="method")
+    add_settings(g)
+    g.add_argument("--samples", type=int, default=1, metavar="S",
                    help="restorations per image with different seeds; metrics are their mean. With S >= 2 "
                    "also the mean of the samples (mean/NAME.png, scored as 'mean of samples') and the "
                    "per-pixel standard deviation over them (uncertainty/NAME.png, a heat map) (default: 1)")
-    p.add_argument("--batch-size", type=parse_batch_size, default=1, metavar="B",
+    g.add_argument("--batch-size", type=parse_batch_size, default=1, metavar="B",
                    help="images per batch, or 'auto': the largest that fits the free GPU memory (4 on a CPU) "
                    "(default: 1)")
-    add_device(p)
-    p.add_argument("--seed", type=int, default=0, help="base seed: image i uses seed + i (default: 0)")
-    add_settings(p)
-    p.add_argument("--size", type=parse_size, default=None, metavar="N|HxW",
-                   help="image size to restore at (default: the prior's, else the first image's)")
-    p.add_argument("--resize", action="store_true",
-                   help="center-crop and resize images that are not the size (default: such an image is an error)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    p.add_argument("--lpips-weights", action="append", default=[], metavar="FILE",
+    add_device(g)
+    add_seed(g)
+
+
+def add_score_options(g: OptionContainer) -> None:
+    """LPIPS and FID/KID, from local weights files."""
+    g.add_argument("--lpips-weights", action="append", default=[], metavar="FILE",
                    help="local LPIPS weights files, repeat the flag: the torchvision backbone (vgg16-397923af.pth "
                    "or alexnet-owt-7be5be79.pth) and the variant's heads; without it LPIPS is not computed")
-    p.add_argument("--lpips-net", choices=("alex", "vgg", "piq-vgg"), default="vgg",
+    g.add_argument("--lpips-net", choices=("alex", "vgg", "piq-vgg"), default="vgg",
                    help="LPIPS variant, by the code base whose number it gives: alex = lpips package AlexNet "
                    "(column lpips-alex, DPS-family tables; heads lpips/weights/v0.1/alex.pth), vgg = lpips "
                    "package VGG (lpips-vgg, DPS's evaluation script; heads v0.1/vgg.pth), piq-vgg = "
                    "piq.LPIPS(replace_pooling=True) (piq-lpips-vgg, the SPGD and DAPS code; heads piq's "
                    "lpips_weights.pt) (default: vgg)")
-    p.add_argument("--fid-weights", default=None, metavar="FILE",
+    g.add_argument("--fid-weights", default=None, metavar="FILE",
                    help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid/torch-fidelity): adds FID and KID of "
                    "each method's restorations against the clean images (whole-set scores, as DAPS reports) "
                    "to metrics.json and the table")
-    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+
+
+def add_run_options(g: OptionContainer) -> None:
+    """--resume, the torchrun settings, --out and -q/-v."""
+    g.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue this run folder: same settings, only the images without a result")
-    p.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
+    g.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
                    help="under torchrun: torch.distributed backend; auto = nccl on GPUs, gloo on CPUs "
                    "(default: %(default)s)")
-    p.add_argument("--dist-timeout", type=float, default=30.0, metavar="MIN",
+    g.add_argument("--dist-timeout", type=float, default=30.0, metavar="MIN",
                    help="under torchrun: minutes a process waits for the others (at start-up and for the final "
                    "merge) before giving up (default: %(default)s)")
-    add_output(p)
+    add_output(g)
 
 
 # eval options that define the experiment: taken from settings.json on --resume when not given

@@ -6,18 +6,17 @@ import argparse
 
 from ..experiment.fid import EXAMPLES, run_fid
 from ..metrics.inception import RESIZE_MODES
-
+from .options import add_device, add_verbosity
 
 HELP = "FID and KID of two image folders (local weights)"
+DESCRIPTION = """\
+FID (pytorch-fid's Inception-v3 features, Fréchet distance in float64) and KID (unbiased, polynomial kernel)
+between two sets of images: SET_A and SET_B are folders of images or .npz statistics files. With one folder
+and --save-stats, only its statistics are computed and cached (as EDM's `fid.py ref`)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.description = (
-        "FID (pytorch-fid's Inception-v3 features, Fréchet distance in float64) and KID (unbiased, polynomial "
-        "kernel) between two sets of images: SET_A and SET_B are folders of images or .npz statistics files. "
-        "With one folder and --save-stats, only its statistics are computed and cached (as EDM's `fid.py ref`)."
-    )
-    parser.epilog = EXAMPLES
+    """The options of `spgd fid`."""
     parser.add_argument("sets", nargs="+", metavar="SET", help="SET_A [SET_B]: folders of images or .npz files")
     parser.add_argument("--fid-weights", required=True, metavar="FILE",
                         help="pt_inception-2015-12-05-6726825d.pth, the Inception weights of pytorch-fid and "
@@ -27,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--save-stats", metavar="OUT.npz", default=None,
                         help="write the statistics (and features) of the last folder given, for later runs")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per batch (default: 16)")
-    parser.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:N (default: cuda if available)")
+    add_device(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_verbosity(parser)
     return parser
 
 

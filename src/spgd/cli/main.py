@@ -1,6 +1,7 @@
 """The `spgd` command: one module per command (spgd.cli.restore, .evaluate, .demo, .train, .diagnose, .bench,
-.fid, .sweep, .models), each with HELP, `add_arguments(parser)` and `run(args, argv)`; the options they share are in
-spgd.cli.options. The work is in the experiment layer (spgd.experiment) and the library.
+.fid, .sweep, .models), each with HELP (its line in `spgd --help`), DESCRIPTION and EXAMPLES (its `--help` text),
+`add_arguments(parser)` and `run(args, argv)`; the options they share are declared once in spgd.cli.options.
+The work is in the experiment layer (spgd.experiment) and the library.
 
 Exit codes: 0 success; 1 some images failed (diverged); 2 bad input or another error (one line
 ``spgd: error: ...`` on stderr, a traceback only with -v or SPGD_DEBUG=1); 130 interrupted.
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.HELP, description=command.HELP,
+        p = sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION, epilog=command.EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         command.add_arguments(p)
     return parser

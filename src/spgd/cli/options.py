@@ -1,12 +1,13 @@
 """The options several commands share, declared once with their help and default, and the helpers that read
-them: the parser class (one-line errors), exit statuses, --prior/--checkpoint/--class-label/--no-fast, --set,
+them: the parser class (one-line errors), exit statuses, --prior/--checkpoint, --class-label/--no-fast, --set,
 --device, --seed, --out, -q/-v, --size and method lists."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Callable, Iterable, Optional
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Protocol
 
 from ..experiment.runs import Console
 from ..operators import TASKS
@@ -16,7 +17,17 @@ from ..samplers import METHODS, parse_methods  # noqa: F401 - parse_methods: the
 EXIT_OK, EXIT_FAILED_IMAGES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 TASKS_TEXT = ", ".join(TASKS)
+TRAINED_WEIGHTS = "prior.pt"  # the weights file in the run folder of `spgd train`
+WEIGHTS_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
 METHODS_TEXT = ", ".join(METHODS)
+
+
+class OptionContainer(Protocol):
+    """A parser or one of its argument groups: what the add_* functions declare their options on."""
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action: ...
+
+    def add_mutually_exclusive_group(self, *, required: bool = False) -> Any: ...
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,28 +84,83 @@ def parse_batch_size(text: str) -> "int | str":
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
 
 
-def add_output(p: argparse.ArgumentParser, out: bool = True) -> None:
-    """--out DIR (a new run folder per call goes there), -q/--quiet and -v/--verbose."""
-    if out:
-        p.add_argument("--out", metavar="DIR", default="runs",
-                       help="folder that receives a new run folder per call (default: %(default)s)")
+def add_option_groups(parser: argparse.ArgumentParser,
+                      groups: dict[str, Callable[[OptionContainer], None]]) -> argparse.ArgumentParser:
+    """Declare each group's options under its title (`--help` lists them so); returns `parser`."""
+    for title, add_options in groups.items():
+        add_options(parser.add_argument_group(title))
+    return parser
+
+
+def add_verbosity(p: OptionContainer) -> None:
+    """-q/--quiet and -v/--verbose (every command)."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
-    g.add_argument("-v", "--verbose", action="store_true", help="more detail (and tracebacks on errors)")
+    g.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars or status lines: only the results and warnings")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="more detail (the command's detail lines, where it has them) and the traceback of an error")
 
 
-def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", metavar="D", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+def add_output(p: OptionContainer) -> None:
+    """--out DIR (a new run folder per call goes there), -q/--quiet and -v/--verbose."""
+    p.add_argument("--out", metavar="DIR", default="runs",
+                   help="folder that receives a new run folder per call (default: %(default)s)")
+    add_verbosity(p)
 
 
-def add_prior(p: argparse.ArgumentParser) -> None:
-    """--prior, --checkpoint, --class-label and --no-fast."""
-    p.add_argument("--prior", metavar="P", default="default",
+def add_run_folder_output(p: OptionContainer) -> None:
+    """--out RUN_DIR for a command whose run folder the user names (spgd train: --resume continues it, --prior
+    finds the weights in it), -q/--quiet and -v/--verbose."""
+    p.add_argument("--out", metavar="RUN_DIR", required=True, type=run_folder,
+                   help=f"the run folder (created if new): the weights go to RUN_DIR/{TRAINED_WEIGHTS}, beside "
+                   "the training checkpoint, settings.json and report.json")
+    add_verbosity(p)
+
+
+def run_folder(text: str) -> str:
+    """--out RUN_DIR of spgd train: a folder, not a weights file (the form --out FILE of earlier versions)."""
+    path = Path(text)
+    if path.suffix.lower() in WEIGHTS_SUFFIXES or path.is_file():
+        folder = path.with_suffix("") if path.suffix.lower() in WEIGHTS_SUFFIXES else path.with_name(path.name + "-run")
+        earlier = Path(text + ".ckpt")  # the checkpoint an earlier `--out FILE` run wrote beside its file
+        resume = f"; to continue that run: --out {folder} --resume --checkpoint {earlier}" if earlier.is_file() else ""
+        raise argparse.ArgumentTypeError(
+            f"--out is now the run folder of spgd train (the weights go to RUN_DIR/{TRAINED_WEIGHTS}), not a weights "
+            f"file: got {text!r}; use e.g. --out {folder} and then --prior {folder}{resume}"
+        )
+    return text
+
+
+def add_device(p: OptionContainer) -> None:
+    p.add_argument("--device", metavar="D", default=None,
+                   help="cpu, cuda, cuda:N or auto (default: auto, CUDA when available)")
+
+
+def add_seed(p: OptionContainer) -> None:
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed: every random draw of the run derives from it, so the same command gives the "
+                   "same result (default: %(default)s)")
+
+
+def prior_location(text: str) -> str:
+    """--prior/--init: a name, a model file or folder; the run folder of `spgd train` means the weights in it."""
+    weights = Path(text) / TRAINED_WEIGHTS
+    return str(weights) if weights.is_file() else text
+
+
+def add_prior(p: OptionContainer) -> None:
+    """--prior and --checkpoint."""
+    p.add_argument("--prior", metavar="P", default="default", type=prior_location,
                    help="'default' (bundled), 'gaussian' (analytic), 'ffhq256' or 'imagenet256' (with --checkpoint), "
                    "a checkpoint file (guided-diffusion/DPS, class-conditional included, deepinv, InverseBench, "
-                   "`spgd train`) or a diffusers model folder; see `spgd models PATH` (default: default)")
+                   "`spgd train`), the run folder of `spgd train` or a diffusers model folder; see `spgd models PATH` "
+                   "(default: %(default)s)")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
                    help="the .pt weights for --prior ffhq256 / imagenet256 (e.g. ffhq_10m.pt)")
+
+
+def add_network_options(p: OptionContainer) -> None:
+    """--class-label and --no-fast: how the prior's network runs."""
     p.add_argument("--class-label", type=int, default=None, metavar="N",
                    help="class-conditional priors (guided-diffusion 64x64/128x128/256x256/512x512_diffusion.pt): the "
                    "ImageNet class to condition on; these networks have no unconditional mode, so without it class 0 "
@@ -104,11 +170,19 @@ def add_prior(p: argparse.ArgumentParser) -> None:
                    "torch.compile, channels-last - is on by default on CUDA; same as SPGD_FAST=0)")
 
 
-def add_settings(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a preset value, repeatable: sampler settings (steps, warmup_steps, lr, lr_min_ratio, "
-                   "beta, sigma_max, sigma_min, cosine, fresh_denoise, ...), operator parameters (noise_sigma, "
-                   "kernel_size, ...), or explicitly operator.NAME / METHOD.NAME")
+def add_methods(p: OptionContainer, default: str, dest: str = "methods", several: bool = True) -> None:
+    """--method/--methods (the same option): one method, or a comma-separated list when `several`."""
+    text = f"method(s), comma-separated: {METHODS_TEXT}" if several else f"one of {METHODS_TEXT}"
+    p.add_argument("--method", "--methods", dest=dest, metavar="M[,M...]" if several else "M", default=default,
+                   help=f"{text} (default: %(default)s)")
+
+
+def add_settings(p: OptionContainer, dest: str = "set") -> None:
+    p.add_argument("--set", dest=dest, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value, repeatable: sampler settings for every method (steps, "
+                   "warmup_steps, lr, lr_min_ratio, beta, sigma_max, sigma_min, cosine, fresh_denoise, ...), one "
+                   "method's (METHOD.NAME, e.g. spgd.beta=0.5), operator parameters (noise_sigma, kernel_size, ... "
+                   "or operator.NAME); an ablation's defining setting is kept")
 
 
 def apply_no_fast(args: argparse.Namespace) -> None:

@@ -7,39 +7,39 @@ import argparse
 from ..errors import SpgdError
 from ..experiment.restore import restore_file
 from .options import (
-    EXIT_FAILED_IMAGES, EXIT_OK, METHODS_TEXT, TASKS_TEXT, add_device, add_output, add_prior, add_settings,
-    apply_no_fast, console, parse_methods, task_preset,
+    EXIT_FAILED_IMAGES, EXIT_OK, TASKS_TEXT, add_device, add_methods, add_network_options, add_output, add_prior,
+    add_seed, add_settings, apply_no_fast, console, parse_methods, task_preset,
 )
 
 HELP = "restore one measured image with a known degradation"
+DESCRIPTION = """\
+Restore a real measurement MEASUREMENT (an image, read as [-1, 1]; or raw values in .npy/.pt) degraded by
+TASK's operator with its preset settings. Writes restored.png, measurement.png and settings.json into a new
+run folder."""
+EXAMPLES = """\
+examples:
+  spgd restore blurry.png --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt
+  spgd restore shaky.png --task motion_blur --kernel kernel.npy --prior gaussian
+  spgd restore holes.png --task inpainting_random --mask mask.png --set lr=2
+  spgd restore holes.png --task inpainting_random --mask mask.png --samples 8   # + mean, uncertainty
+  spgd restore small.png --task super_resolution --set scale=4   # output: 4x the input size
+  spgd restore odd-size.png --task gaussian_blur --pad   # 250x250: restored padded, cropped back
+notes: --kernel (.npy, .png or a random_parts/*.pt of `spgd eval`) is the blur of gaussian_blur/motion_blur;
+  --mask (.png white = kept, .npy or .pt; 1 = kept) is required for the inpainting tasks."""
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `spgd restore`."""
-    p.description = (
-        "Restore a real measurement MEASUREMENT (an image, read as [-1, 1]; or raw values in .npy/.pt) "
-        "degraded by TASK's operator with its preset settings. Writes restored.png, measurement.png and "
-        "settings.json into a new run folder."
-    )
-    p.epilog = (
-        "examples:\n"
-        "  spgd restore blurry.png --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt\n"
-        "  spgd restore shaky.png --task motion_blur --kernel kernel.npy --prior gaussian\n"
-        "  spgd restore holes.png --task inpainting_random --mask mask.png --set lr=2\n"
-        "  spgd restore holes.png --task inpainting_random --mask mask.png --samples 8   # + mean, uncertainty\n"
-        "  spgd restore small.png --task super_resolution --set scale=4   # output: 4x the input size\n"
-        "  spgd restore odd-size.png --task gaussian_blur --pad   # 250x250: restored padded, cropped back\n"
-        "notes: --kernel (.npy, .png or a random_parts/*.pt of `spgd eval`) is the blur of gaussian_blur/motion_blur;\n"
-        "  --mask (.png white = kept, .npy or .pt; 1 = kept) is required for the inpainting tasks."
-    )
     p.add_argument("measurement", metavar="MEASUREMENT", help="the degraded image (png, jpg, ...) or a .npy/.pt tensor")
     p.add_argument("--task", required=True, metavar="T", help=f"the degradation: {TASKS_TEXT}")
     p.add_argument("--kernel", metavar="FILE", help="blur kernel file (.npy, image, or .pt) for gaussian/motion blur")
     p.add_argument("--mask", metavar="FILE", help="inpainting mask file (image: white = kept; .npy/.pt: 1 = kept)")
     add_prior(p)
-    p.add_argument("--method", metavar="M", default="spgd", help=f"one of {METHODS_TEXT} (default: spgd)")
+    add_network_options(p)
+    add_methods(p, default="spgd", dest="method", several=False)
     add_settings(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's initial noise (default: 0)")
+    add_seed(p)
+    add_device(p)
     p.add_argument("--samples", type=int, default=1, metavar="S",
                    help="restore S times in one batch (seeds seed..seed+S-1) and also write the mean of the "
                    "samples (restored-mean.png) and their per-pixel standard deviation (uncertainty.png) "
@@ -47,8 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pad", action="store_true",
                    help="when the prior's network cannot take the image's size (sides not a multiple of 8, ...), "
                    "restore an edge-padded image (a mask padded as missing pixels) and crop the result back")
-    add_device(p)
     add_output(p)
+    return p
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise SpgdError("spgd restore takes one --method; use spgd eval to compare methods")
     overrides = args.set or []
     preset = task_preset(args.task, overrides, methods)
+    con.detail(f"{args.task} preset with --set: {preset}")
     _, failed = restore_file(
         args.measurement, task=args.task, preset=preset, overrides=overrides, method=methods[0],
         prior_name=args.prior, checkpoint=args.checkpoint, kernel=args.kernel, mask=args.mask,

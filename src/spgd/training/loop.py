@@ -1,4 +1,4 @@
-"""Training a small ADM UNet prior on a folder of images: `spgd train IMAGES_DIR --out FILE`.
+"""Training a small ADM UNet prior on a folder of images (`spgd train IMAGES_DIR --out RUN_DIR` on the command line).
 
 The network is the guided-diffusion UNet (`spgd.priors.UNetModel`), trained as the network F inside the
 preconditioning, so that the denoiser it learns is exactly what `VPPrecond` computes at load time:
@@ -27,27 +27,30 @@ References:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import platform
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..errors import SpgdError
 from ..device import resolve_device
 from ..io import atomic_write, list_images, load_image, load_torch_file, to_unit
 from ..metrics import psnr
-from ..priors import GaussianPrior, UNetModel, VPPrecond, save_unet
+from ..priors import GaussianPrior, UNetModel, VPPrecond, load_prior, save_unet
 from ..priors.unet import count_parameters
 
-__all__ = ["DEFAULT_CONFIG", "REPORT_SIGMAS", "add_train_arguments", "denoising_report", "run_train", "train_prior"]
+__all__ = ["DEFAULT_CONFIG", "REPORT_SIGMAS", "denoising_report", "format_report", "random_crops", "train_prior"]
 
 # A small, fully convolutional ADM UNet (~1.9M parameters, 7.4 MB in float32). No attention inside the levels:
 # only the middle block's (it is always there) sees the whole feature map, at 1/8 of the input size.
@@ -85,10 +88,10 @@ def _load_folder(images_dir: str | os.PathLike) -> list[tuple[str, Tensor]]:
         try:
             x, _ = load_image(path)
         except SpgdError as e:
-            warnings.warn(f"skipping {path.name}: {e}", stacklevel=3)
+            warnings.warn(f"skipping {path.name}: {e}", stacklevel=4)
             continue
         if min(x.shape[-2:]) < 8:
-            warnings.warn(f"skipping {path.name}: {x.shape[-1]}x{x.shape[-2]} is too small", stacklevel=3)
+            warnings.warn(f"skipping {path.name}: {x.shape[-1]}x{x.shape[-2]} is too small", stacklevel=4)
             continue
         images.append((path.name, x[0]))
     if not images:
@@ -212,8 +215,6 @@ def _noise_levels(n: int, p_mean: float, p_std: float, uniform_fraction: float, 
 
 def _load_init(path: str | os.PathLike) -> VPPrecond:
     """The UNet prior of an spgd-unet weights file (e.g. the bundled default), to fine-tune from."""
-    from ..priors import load_prior
-
     prior = load_prior(str(path), device="cpu")
     net = getattr(prior, "net", None)
     if not isinstance(net, UNetModel):
@@ -287,7 +288,8 @@ def _hardware(device: torch.device) -> str:
 
 
 def _check_settings(steps: int, batch_size: int, crop: int, lr: float, ema_decay: float, factor: int,
-                    checkpoint_every: int, holdout_fraction: float) -> None:
+                    checkpoint_every: int, holdout_fraction: float, uniform_fraction: float, p_std: float,
+                    max_minutes: Optional[float], precision: str, save_dtype: str) -> None:
     if steps < 1:
         raise SpgdError(f"--steps must be >= 1, got {steps}")
     if batch_size < 1:
@@ -303,9 +305,231 @@ def _check_settings(steps: int, batch_size: int, crop: int, lr: float, ema_decay
         raise SpgdError(f"--checkpoint-every must be >= 0 (0: only at the end), got {checkpoint_every}")
     if not (0 <= holdout_fraction < 1):
         raise SpgdError(f"hold-out fraction must be in [0, 1), got {holdout_fraction}")
+    if not 0.0 <= uniform_fraction <= 1.0:
+        raise SpgdError(f"--uniform-fraction must be in [0, 1], got {uniform_fraction}")
+    if not p_std > 0:
+        raise SpgdError(f"--p-std must be > 0, got {p_std}")
+    if max_minutes is not None and max_minutes <= 0:
+        raise SpgdError(f"--max-minutes must be > 0, got {max_minutes}")
+    if precision not in ("fp32", "bf16"):
+        raise SpgdError(f"--precision must be fp32 or bf16, got {precision!r}")
+    if save_dtype not in SAVE_DTYPES:
+        raise SpgdError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got {save_dtype!r}")
 
 
 # ---------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class _Network:
+    """What the network is: its UNetModel keywords, its starting weights (--init) and the output scaling."""
+
+    config: dict[str, Any]
+    init_state: Optional[dict[str, Tensor]]
+    scaling: str
+    sigma_data: float
+
+
+@dataclass
+class _Data:
+    """The training and held-out images, the record of the split, and every file name read."""
+
+    train: list[Tensor]
+    held_out: list[Tensor]
+    split: dict[str, Any]
+    files: list[str]
+
+
+@dataclass
+class _State:
+    """Everything a checkpoint holds: the network, its EMA, the optimizer, the generator, the step and time."""
+
+    net: UNetModel
+    ema: UNetModel
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    step: int = 0
+    elapsed: float = 0.0
+
+
+def _resolve_network(
+    config: Optional[Mapping[str, Any]], init: str | os.PathLike | None, resume: bool, scaling: Optional[str],
+    sigma_data: Optional[float],
+) -> _Network:
+    """The network config and scaling: an --init file's (its config wins), else `config` (DEFAULT_CONFIG)."""
+    init_state = None
+    if init is not None:
+        if resume:
+            raise SpgdError("--init and --resume exclude each other: a resumed run continues its own weights")
+        init_prior = _load_init(init)
+        config, init_state = dict(init_prior.net.config), init_prior.net.state_dict()
+        scaling = init_prior.scaling if scaling is None else scaling
+        sigma_data = init_prior.sigma_data if sigma_data is None else sigma_data
+    return _Network(config=dict(DEFAULT_CONFIG if config is None else config), init_state=init_state,
+                    scaling="edm" if scaling is None else scaling,
+                    sigma_data=0.5 if sigma_data is None else sigma_data)
+
+
+def _downsampling_factor(config: Mapping[str, Any]) -> int:
+    """2 ** (the network's down-samplings): crops must be a multiple of it."""
+    try:
+        with torch.device("meta"):
+            return 2 ** UNetModel(**config).num_downsamples
+    except (TypeError, ValueError) as e:
+        raise SpgdError(f"invalid UNet config: {e}") from None
+
+
+def _load_data(images_dir: str | os.PathLike, image_channels: Optional[int], config: dict[str, Any],
+               holdout_fraction: float, crop: int, seed: int) -> tuple[_Data, int]:
+    """The folder's images (grayscale for a 1-channel network, whose channels it sets in `config`), split into
+    training and held-out images; returns them and the number of image channels."""
+    images = _load_folder(images_dir)
+    channels = _image_channels(images, image_channels, config)
+    config["in_channels"] = channels
+    if channels == 1:
+        images = [(name, _to_gray(x, name)) for name, x in images]
+    split_gen = torch.Generator().manual_seed(seed + 1)
+    train, held_out, split = _split(images, holdout_fraction, crop, split_gen)
+    return _Data(train=train, held_out=held_out, split=split, files=[n for n, _ in images]), channels
+
+
+def _create_state(network: _Network, device: torch.device, seed: int, lr: float, precision: str,
+                  image_channels: int) -> tuple[VPPrecond, _State]:
+    """The seeded network (or the --init weights) on `device` inside its preconditioning, trainable, with its
+    EMA copy, Adam and the generator of every random draw."""
+    torch.manual_seed(seed)
+    net = UNetModel(**network.config)
+    if network.init_state is not None:
+        net.load_state_dict(network.init_state)
+    net = net.to(device)
+    # freezes net; we unfreeze it: the same D is trained that loads later (bf16: autocast inside run_net)
+    precond = VPPrecond(net, precision=precision, **_scaling_keywords(network, image_channels))
+    net.requires_grad_(True)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    return precond, _State(net=net, ema=ema, opt=opt, gen=torch.Generator().manual_seed(seed))
+
+
+def _scaling_keywords(network: _Network, image_channels: int) -> dict[str, Any]:
+    """VPPrecond's keywords beside the network: the trained one and the saved one are the same denoiser."""
+    return dict(scaling=network.scaling, sigma_data=network.sigma_data, img_channels=image_channels)
+
+
+def _resume_state(state: _State, path: Path, split: Mapping[str, Any]) -> None:
+    """Load weights, EMA, optimizer, generator, step and time from the training checkpoint at `path`."""
+    saved = _load_state(path)
+    if saved["config"] != state.net.config:
+        raise SpgdError(f"cannot resume: {path} holds a different network config ({saved['config']})")
+    if saved["data"]["train"] != split["train"]:
+        warnings.warn(f"resuming with different training images than {path} was trained on", stacklevel=3)
+    state.net.load_state_dict(saved["model"])
+    state.ema.load_state_dict(saved["ema"])
+    state.opt.load_state_dict(saved["optimizer"])
+    state.gen.set_state(saved["rng"])
+    state.step, state.elapsed = int(saved["step"]), float(saved["elapsed"])
+
+
+def _train_step(state: _State, precond: VPPrecond, data: _Data, settings: Mapping[str, Any],
+                device: torch.device) -> float:
+    """One optimizer step and the EMA update; returns the loss. Crops, noise levels and noise come from the
+    seeded generator (on the CPU, so any device agrees)."""
+    batch_size, gen = settings["batch_size"], state.gen
+    x0 = random_crops(data.train, batch_size, settings["crop"], gen)
+    sigma = _noise_levels(batch_size, settings["p_mean"], settings["p_std"], settings["uniform_fraction"], gen)
+    sigma = sigma.clamp(precond.sigma_min, precond.sigma_max)
+    noise = torch.randn(x0.shape, generator=gen)
+    x0, sigma, noise = x0.to(device), sigma.to(device), noise.to(device)
+    denoised = precond.denoise(x0 + sigma[:, None, None, None] * noise, sigma)
+    # EDM's weighting lambda = 1 / c_out^2: the network's own output error, equal weight at every sigma
+    c_out = precond.scalings(sigma)[1][:, None, None, None]
+    loss = ((denoised - x0) / c_out).square().mean()
+    if not torch.isfinite(loss):
+        raise SpgdError(f"training diverged at step {state.step + 1} (loss {loss.item()}); lower --lr")
+    for group in state.opt.param_groups:
+        group["lr"] = settings["lr"] * min(1.0, (state.step + 1) / LR_WARMUP)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    state.opt.step()
+    state.step += 1
+    decay = min(settings["ema_decay"], state.step / (state.step + EMA_WARMUP - 1))
+    with torch.no_grad():
+        for p_ema, p in zip(state.ema.parameters(), state.net.parameters()):
+            p_ema.lerp_(p, 1 - decay)
+    return loss.item()
+
+
+def _train_loop(state: _State, precond: VPPrecond, data: _Data, settings: Mapping[str, Any],
+                device: torch.device, checkpoint_every: int, progress: bool,
+                save: Callable[[], Any]) -> None:
+    """Steps until settings["steps"] or the --max-minutes budget, with a progress bar and a checkpoint (`save`)
+    every `checkpoint_every` steps before the last."""
+    steps, max_minutes = settings["steps"], settings["max_minutes"]
+    bar = None
+    if progress:
+        bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    smoothed = None
+    t_start = time.perf_counter() - state.elapsed
+    deadline = math.inf if max_minutes is None else state.elapsed + 60 * max_minutes
+    while state.step < steps and state.elapsed < deadline:
+        value = _train_step(state, precond, data, settings, device)
+        state.elapsed = time.perf_counter() - t_start
+        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{smoothed:.4f}")
+        if checkpoint_every and state.step % checkpoint_every == 0 and state.step < steps:
+            save()
+    if bar is not None:
+        bar.close()
+
+
+def _write_outputs(state: _State, network: _Network, data: _Data, settings: Mapping[str, Any],
+                   images_dir: str | os.PathLike, command: Optional[str], device: torch.device, out: Path,
+                   ckpt_path: Path, final: bool = False, report: Optional[dict] = None) -> dict[str, Any]:
+    """Write the training checkpoint and the weights file: the EMA network, stored as settings["save_dtype"],
+    with the "training" metadata (returned)."""
+    meta = _metadata(state, data, settings, images_dir, command, device, final, report)
+    _atomic_save(
+        {"format": STATE_FORMAT, "config": state.net.config, "step": state.step, "elapsed": state.elapsed,
+         "model": state.net.state_dict(), "ema": state.ema.state_dict(), "optimizer": state.opt.state_dict(),
+         "rng": state.gen.get_state(), "settings": settings, "data": data.split},
+        ckpt_path,
+    )
+    saved = copy.deepcopy(state.ema).cpu().to(SAVE_DTYPES[settings["save_dtype"]])
+    save_unet(out, VPPrecond(saved, **_scaling_keywords(network, settings["image_channels"])), training=meta)
+    return meta
+
+
+def _metadata(state: _State, data: _Data, settings: Mapping[str, Any], images_dir: str | os.PathLike,
+              command: Optional[str], device: torch.device, final: bool,
+              report: Optional[dict] = None) -> dict[str, Any]:
+    """The weights file's "training" entry: how it was made, how far it got and (at the end) its report."""
+    return {
+        "command": command,
+        "settings": settings,
+        "steps": state.step,
+        "finished": final,
+        "wall_time_s": round(state.elapsed, 1),
+        "hardware": _hardware(device),
+        "torch": str(torch.__version__),
+        "parameters": count_parameters(state.net.config),
+        "data": {"folder": str(Path(images_dir).resolve()), "files": data.files, "split": data.split},
+        "report": report,
+    }
+
+
+def _held_out_report(state: _State, network: _Network, data: _Data, image_channels: int, crop: int,
+                     batch_size: int, seed: int, device: torch.device) -> dict[str, Any]:
+    """The EMA network against the noisy input and the analytic Gaussian prior, on fixed held-out crops."""
+    eval_gen = torch.Generator().manual_seed(seed + 2)
+    crops = random_crops(data.held_out, EVAL_CROPS, crop, eval_gen, flip=False)
+    trained = VPPrecond(copy.deepcopy(state.ema), **_scaling_keywords(network, image_channels)).to(device)
+    gaussian = GaussianPrior.default() if image_channels == 3 else GaussianPrior.gray()
+    report = denoising_report(
+        {"trained": trained.denoise, "gaussian": gaussian.to(device).denoise},
+        crops, seed=seed + 3, batch_size=max(batch_size, 8), device=device,
+    )
+    return {"held_out": data.split["kind"], "crop": crop, "crops": EVAL_CROPS, "psnr_db": report}
 
 
 def train_prior(
@@ -333,180 +557,38 @@ def train_prior(
     scaling: Optional[str] = None,  # output scaling (spgd.priors.VPPrecond): "edm"/"eps"; None: init's, else edm
     sigma_data: Optional[float] = None,  # EDM scaling's data std; None: init's, else 0.5 (1.0 gives the eps c_in)
     command: Optional[str] = None,  # the command line, recorded in the file's metadata
-    precision: str = "fp32",  # "bf16": the network's forward under bf16 autocast (loss, Adam, EMA stay float32)
-    save_dtype: str = "fp32",  # "fp16": the weights file stores the EMA weights in half precision (half the size)
+    precision: str = "fp32",  # "bf16": the network's forward and backward under bf16 autocast (the rest float32)
+    save_dtype: str = "fp32",  # "fp16": the weights file stores the EMA weights in half (the checkpoint: float32)
     image_channels: Optional[int] = None,  # 1 (grayscale) or 3 (RGB); None: config's/init's, else from the data
 ) -> dict[str, Any]:
-    """Train a UNet denoiser prior on the images of `images_dir` and write its EMA weights to `out`.
+    """Train a UNet denoiser prior on the images of `images_dir` and write its EMA weights to `out`; returns the
+    "training" metadata dict (its "report" holds the held-out denoising PSNRs).
 
     The file is in the spgd-unet format (`spgd.priors.save_unet`) with a "training" entry (settings, command,
-    steps, wall time, hardware, data, held-out report) and loads with `spgd.load_prior(out)`.
-
-    `precision="bf16"` runs the network (forward and backward) under bf16 autocast, as the fast path does at
-    sampling time; parameters, optimizer state, EMA, loss and the held-out report stay float32.
-    `save_dtype="fp16"` stores the saved EMA weights in float16 (loading casts them back to float32); the
-    training checkpoint keeps float32.
-
-    `max_minutes` bounds this call's training time: the run then ends early (fewer than `steps` steps) with its
-    report and output as usual; `resume=True` with a larger budget continues it.
-
-    Returns the "training" metadata dict (its "report" holds the held-out denoising PSNRs).
+    steps, wall time, hardware, data, held-out report) and loads with `spgd.load_prior(out)`. A run stopped by
+    `max_minutes` ends with its report and output as usual; `resume=True` with a larger budget continues it.
 
     Raises:
         SpgdError: missing or empty folder, no readable image, bad settings, unusable checkpoint.
     """
-    init_state = None
-    if init is not None:
-        if resume:
-            raise SpgdError("--init and --resume exclude each other: a resumed run continues its own weights")
-        init_prior = _load_init(init)
-        config, init_state = dict(init_prior.net.config), init_prior.net.state_dict()
-        scaling = init_prior.scaling if scaling is None else scaling
-        sigma_data = init_prior.sigma_data if sigma_data is None else sigma_data
-    scaling = "edm" if scaling is None else scaling
-    sigma_data = 0.5 if sigma_data is None else sigma_data
-    config = dict(DEFAULT_CONFIG if config is None else config)
-    if not 0.0 <= uniform_fraction <= 1.0:
-        raise SpgdError(f"--uniform-fraction must be in [0, 1], got {uniform_fraction}")
-    if not p_std > 0:
-        raise SpgdError(f"--p-std must be > 0, got {p_std}")
-    try:
-        with torch.device("meta"):
-            factor = 2 ** UNetModel(**config).num_downsamples
-    except (TypeError, ValueError) as e:
-        raise SpgdError(f"invalid UNet config: {e}") from None
-    _check_settings(steps, batch_size, crop, lr, ema_decay, factor, checkpoint_every, holdout_fraction)
-    if max_minutes is not None and max_minutes <= 0:
-        raise SpgdError(f"--max-minutes must be > 0, got {max_minutes}")
-    if precision not in ("fp32", "bf16"):
-        raise SpgdError(f"--precision must be fp32 or bf16, got {precision!r}")
-    if save_dtype not in SAVE_DTYPES:
-        raise SpgdError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got {save_dtype!r}")
-    dev = resolve_device(device)
-    out = Path(out)
+    network = _resolve_network(config, init, resume, scaling, sigma_data)
+    _check_settings(steps, batch_size, crop, lr, ema_decay, _downsampling_factor(network.config), checkpoint_every,
+                    holdout_fraction, uniform_fraction, p_std, max_minutes, precision, save_dtype)
+    dev, out = resolve_device(device), Path(out)
     ckpt_path = Path(checkpoint) if checkpoint is not None else out.with_name(out.name + ".ckpt")
     settings = dict(steps=steps, max_minutes=max_minutes, batch_size=batch_size, crop=crop, lr=lr,
                     ema_decay=ema_decay, seed=seed, holdout_fraction=holdout_fraction, lr_warmup=LR_WARMUP,
                     p_mean=p_mean, p_std=p_std, uniform_fraction=uniform_fraction,
-                    uniform_range=[SIGMA_LO, SIGMA_HI], scaling=scaling, sigma_data=sigma_data,
+                    uniform_range=[SIGMA_LO, SIGMA_HI], scaling=network.scaling, sigma_data=network.sigma_data,
                     init=None if init is None else Path(init).name,
                     loss="EDM loss, lambda = 1/c_out^2 (the network output's MSE)", min_scale=0.5, flip=True,
                     precision=precision, save_dtype=save_dtype)
-
-    images = _load_folder(images_dir)
-    image_channels = _image_channels(images, image_channels, config)
-    config["in_channels"] = image_channels
-    if image_channels == 1:
-        images = [(name, _to_gray(x, name)) for name, x in images]
-    settings["image_channels"] = image_channels
-    split_gen = torch.Generator().manual_seed(seed + 1)
-    train_images, held_images, split = _split(images, holdout_fraction, crop, split_gen)
-
-    torch.manual_seed(seed)
-    net = UNetModel(**config)
-    if init_state is not None:
-        net.load_state_dict(init_state)
-    net = net.to(dev)
-    scaling_kw = dict(scaling=scaling, sigma_data=sigma_data, img_channels=image_channels)
-    # freezes net; we unfreeze it: the same D is trained that loads later (bf16: autocast inside run_net)
-    precond = VPPrecond(net, precision=precision, **scaling_kw)
-    net.requires_grad_(True)
-    ema = copy.deepcopy(net).requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    step, elapsed = 0, 0.0
+    data, channels = _load_data(images_dir, image_channels, network.config, holdout_fraction, crop, seed)
+    settings["image_channels"] = channels
+    precond, state = _create_state(network, dev, seed, lr, precision, channels)
     if resume:
-        state = _load_state(ckpt_path)
-        if state["config"] != net.config:
-            raise SpgdError(f"cannot resume: {ckpt_path} holds a different network config ({state['config']})")
-        if state["data"]["train"] != split["train"]:
-            warnings.warn(f"resuming with different training images than {ckpt_path} was trained on", stacklevel=2)
-        net.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["rng"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-
-    def snapshot(final: bool, report: Optional[dict] = None) -> dict[str, Any]:
-        meta = {
-            "command": command,
-            "settings": settings,
-            "steps": step,
-            "finished": final,
-            "wall_time_s": round(elapsed, 1),
-            "hardware": _hardware(dev),
-            "torch": str(torch.__version__),
-            "parameters": count_parameters(net.config),
-            "data": {"folder": str(Path(images_dir).resolve()), "files": [n for n, _ in images], "split": split},
-            "report": report,
-        }
-        _atomic_save(
-            {"format": STATE_FORMAT, "config": net.config, "step": step, "elapsed": elapsed,
-             "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-             "rng": gen.get_state(), "settings": settings, "data": split},
-            ckpt_path,
-        )
-        saved = copy.deepcopy(ema).cpu().to(SAVE_DTYPES[save_dtype])
-        save_unet(out, VPPrecond(saved, **scaling_kw), training=meta)
-        return meta
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
-    smoothed = None
-    t_start = time.perf_counter() - elapsed
-    deadline = math.inf if max_minutes is None else elapsed + 60 * max_minutes
-    while step < steps and elapsed < deadline:
-        # One step: crops, noise levels and noise from the seeded generator (on the CPU, so any device agrees).
-        x0 = random_crops(train_images, batch_size, crop, gen)
-        sigma = _noise_levels(batch_size, p_mean, p_std, uniform_fraction, gen)
-        sigma = sigma.clamp(precond.sigma_min, precond.sigma_max)
-        noise = torch.randn(x0.shape, generator=gen)
-        x0, sigma, noise = x0.to(dev), sigma.to(dev), noise.to(dev)
-        denoised = precond.denoise(x0 + sigma[:, None, None, None] * noise, sigma)
-        # EDM's weighting lambda = 1 / c_out^2: the network's own output error, equal weight at every sigma
-        c_out = precond.scalings(sigma)[1][:, None, None, None]
-        loss = ((denoised - x0) / c_out).square().mean()
-        if not torch.isfinite(loss):
-            raise SpgdError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / LR_WARMUP)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        decay = min(ema_decay, step / (step + EMA_WARMUP - 1))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), net.parameters()):
-                p_ema.lerp_(p, 1 - decay)
-        elapsed = time.perf_counter() - t_start
-        value = loss.item()
-        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{smoothed:.4f}")
-        if checkpoint_every and step % checkpoint_every == 0 and step < steps:
-            snapshot(final=False)
-    if bar is not None:
-        bar.close()
-
-    # Held-out report: the EMA network vs the noisy input and the analytic Gaussian prior, on fixed crops.
-    eval_gen = torch.Generator().manual_seed(seed + 2)
-    crops = random_crops(held_images, EVAL_CROPS, crop, eval_gen, flip=False)
-    trained = VPPrecond(copy.deepcopy(ema), **scaling_kw).to(dev)
-    report = denoising_report(
-        {"trained": trained.denoise,
-         "gaussian": (GaussianPrior.default() if image_channels == 3 else GaussianPrior.gray()).to(dev).denoise},
-        crops, seed=seed + 3, batch_size=max(batch_size, 8), device=dev,
-    )
-    return snapshot(final=True, report={"held_out": split["kind"], "crop": crop, "crops": EVAL_CROPS,
-                                         "psnr_db": report})
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-
-
-
+        _resume_state(state, ckpt_path, data.split)
+    save = functools.partial(_write_outputs, state, network, data, settings, images_dir, command, dev, out, ckpt_path)
+    _train_loop(state, precond, data, settings, dev, checkpoint_every, progress, save)
+    report = _held_out_report(state, network, data, channels, crop, batch_size, seed, dev)
+    return save(final=True, report=report)
