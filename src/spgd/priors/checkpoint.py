@@ -23,7 +23,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -31,10 +31,8 @@ from torch import Tensor, nn
 from ..errors import SpgdError
 from .base import Prior
 from .discrete import DiscreteSchedule, DiscreteTimePrior, betas_for
+from .execution import FastPath, apply_fast
 from .precond import VPPrecond
-
-if TYPE_CHECKING:
-    from .fast import FastPath
 from .unet import ARCHITECTURES, SCHEDULES, UNetModel
 
 FORMAT = "spgd-unet"
@@ -306,7 +304,7 @@ def load_prior(
     `class_label` (class-conditional networks only): the class every denoiser call is conditioned on;
     default DEFAULT_CLASS_LABEL (0) with a warning, since these networks have no unconditional mode.
 
-    `fast` (network priors only; see `spgd.priors.fast`): None (default) = the fast path on a CUDA device
+    `fast` (network priors only; see `spgd.priors.execution`): None (default) = the fast path on a CUDA device
     (bf16 autocast for the network call, torch.compile with an eager fallback; sampler state and likelihood
     stay float32) and the plain float32 eager network elsewhere; False = always float32 eager; True = the
     fast path on any device; a `FastPath` or a dict of its fields = exactly those settings.
@@ -353,8 +351,6 @@ def load_prior(
         raise SpgdError(f"unknown prior '{name}'; valid names: {', '.join(NAMES)}, or a checkpoint file path")
     if device is not None:
         prior = prior.to(device)
-    from .fast import apply_fast
-
     return apply_fast(prior, fast, device)
 
 

@@ -236,7 +236,7 @@ class LatentPrior(Prior):
 
     def step_peak_bytes(self, batch: int, image_shape: Sequence[int], dev: torch.device, sigma: float) -> int:
         """Extra peak CUDA bytes of one likelihood step on images (C, H, W): forward + VJP through the UNet and
-        the decoder (what `spgd.priors.fast.auto_batch_size` extrapolates from)."""
+        the decoder (what `spgd.priors.execution.auto_batch_size` extrapolates from)."""
         z = torch.randn(self.latent_shape((batch, *image_shape)), device=dev)
         torch.cuda.synchronize(dev)
         base = torch.cuda.memory_allocated(dev)

@@ -408,7 +408,7 @@ def train_prior(
         net.load_state_dict(init_state)
     net = net.to(dev)
     scaling_kw = dict(scaling=scaling, sigma_data=sigma_data, img_channels=image_channels)
-    # freezes net; we unfreeze it: the same D is trained that loads later (bf16: autocast inside run_net)
+    # freezes net; we unfreeze it: the same D is trained that loads later (bf16: autocast inside its NetworkRunner)
     precond = VPPrecond(net, precision=precision, **scaling_kw)
     net.requires_grad_(True)
     ema = copy.deepcopy(net).requires_grad_(False)
@@ -465,10 +465,7 @@ def train_prior(
         sigma = sigma.clamp(precond.sigma_min, precond.sigma_max)
         noise = torch.randn(x0.shape, generator=gen)
         x0, sigma, noise = x0.to(dev), sigma.to(dev), noise.to(dev)
-        denoised = precond.denoise(x0 + sigma[:, None, None, None] * noise, sigma)
-        # EDM's weighting lambda = 1 / c_out^2: the network's own output error, equal weight at every sigma
-        c_out = precond.scalings(sigma)[1][:, None, None, None]
-        loss = ((denoised - x0) / c_out).square().mean()
+        loss = precond.loss(x0, sigma, noise)  # EDM's, lambda = 1 / c_out^2
         if not torch.isfinite(loss):
             raise SpgdError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
         for group in opt.param_groups:
