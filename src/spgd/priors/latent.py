@@ -41,7 +41,6 @@ the UNet and the decoder under bfloat16 autocast (the sampler's state and the li
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
@@ -64,9 +63,9 @@ from .diffusers import (
     scheduler_settings,
 )
 from .discrete import DiscreteSchedule, DiscreteTimePrior
+from .execution import PRECISIONS, autocast
 
 PREFIX = "sd:"
-PRECISIONS = ("fp32", "bf16")
 CHECKPOINTING = ("unet", "vae")
 UNET_CLASSES = ("UNet2DConditionModel", "UNet2DModel")
 VAE_CLASSES = ("AutoencoderKL",)
@@ -80,12 +79,6 @@ NAME_OPTIONS = {
     "prompt": "prompt_embedding",
 }
 _EMBEDDING_CACHE: dict[str, Tensor] = {}  # resolved folder -> empty-prompt embedding computed with transformers
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class LatentCodec(nn.Module):
@@ -115,13 +108,13 @@ class LatentCodec(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """The image (B, C, f h, f w) of latents z (B, c, h, w); differentiable in z."""
         self.decoder_calls += 1
-        with _autocast(self.precision, z.device):
+        with autocast(z.device, self.precision):
             x = self.vae.decode((z / self.scaling_factor + self.shift_factor).to(torch.float32)).sample
         return x.to(z.dtype)
 
     def encode(self, x: Tensor) -> Tensor:
         """The latent (mean of the posterior, scaled) of images x in [-1, 1]."""
-        with _autocast(self.precision, x.device):
+        with autocast(x.device, self.precision):
             mean = self.vae.encode(x.to(torch.float32)).latent_dist.mean
         return ((mean.float() - self.shift_factor) * self.scaling_factor).to(x.dtype)
 
@@ -160,7 +153,7 @@ class LatentUNet(nn.Module):
         return self.unet(z_t, t, encoder_hidden_states=ctx, return_dict=False)[0]
 
     def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
-        with _autocast(self.precision, z_t.device):
+        with autocast(z_t.device, self.precision):
             if self.prompt is None:
                 out = self._call(z_t, t, self.empty)
             elif self.guidance_scale == 1.0:

@@ -11,7 +11,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +51,7 @@ class VPPrecond(Prior):
         epsilon_t: float = 1e-5,  # smallest t, fixing sigma_min
         scaling: str = "eps",  # "eps": D = x - sigma F (guided-diffusion/DPS checkpoints); "edm": see above
         sigma_data: float = 0.5,  # EDM's data standard deviation (scaling="edm" only)
-        **execution,  # precision, channels_last, compile, compile_mode, param_grads: see `configure`
+        **execution: Any,  # precision, channels_last, compile, compile_mode, param_grads: see `configure`
     ):
         super().__init__()
         if scaling not in SCALINGS:
