@@ -1,8 +1,9 @@
 """How a network prior's network is run, and how large a batch fits: the execution apart from the maths.
 
-`VPPrecond` computes its coefficients and hands `F(x_in, c_noise)` to a `NetworkRunner`, which runs the
-network with frozen weights (no parameter gradients) and attention through `scaled_dot_product_attention`
-(PyTorch picks its flash / memory-efficient kernels). The runner's settings change nothing beyond rounding:
+`VPPrecond` computes its coefficients and hands `F(x_in, c_noise)` to a `NetworkRunner`. The network's weights
+are frozen (no parameter gradients) outside the reference mode, and its attention runs through
+`scaled_dot_product_attention` (PyTorch picks its flash / memory-efficient kernels). The runner's settings
+change nothing beyond rounding:
 
 - bf16 autocast (`precision="bf16"`): the network call alone, convolutions and attention in bfloat16,
   GroupNorm and the output in float32; the sampler state, the likelihood and its gradient stay float32;
