@@ -32,8 +32,7 @@ from spgd.errors import SpgdError
 from spgd.io import save_image, to_unit
 from spgd.metrics import psnr
 from spgd.priors import VPPrecond
-from spgd.priors.fast import FastPath, auto_batch_size, resolve_fast
-from spgd.priors.precond import GRAPH_MAX_BATCH
+from spgd.priors.execution import GRAPH_MAX_BATCH, FastPath, auto_batch_size, resolve_fast
 from spgd.samplers.base import CostMeter, likelihood_grad
 from spgd.samplers.spgd import SPGD
 
@@ -150,7 +149,7 @@ def test_cuda_graphs_at_batch_1_match_eager_and_keep_earlier_outputs():
         reset_compiler()
         counters.clear()
         prior.configure(compile=True, compile_mode=mode)
-        assert prior.compile_mode_for(x1) == "reduce-overhead"
+        assert prior.runner.compile_mode_for(x1) == "reduce-overhead"
         try:
             with torch.no_grad():
                 for _ in range(3):  # cudagraph trees record after warm-up runs, then replay
@@ -166,7 +165,7 @@ def test_cuda_graphs_at_batch_1_match_eager_and_keep_earlier_outputs():
         for g in grads:
             torch.testing.assert_close(g, ref_grad, rtol=1e-3, atol=1e-4)
     prior.configure(compile_mode="auto")
-    assert prior.compile_mode_for(torch.zeros(GRAPH_MAX_BATCH + 1, 3, 16, 16, device=DEV)) is None
+    assert prior.runner.compile_mode_for(torch.zeros(GRAPH_MAX_BATCH + 1, 3, 16, 16, device=DEV)) is None
 
 
 def test_spgd_with_cuda_graphs_gives_the_same_restoration():
@@ -187,11 +186,11 @@ def test_spgd_with_cuda_graphs_gives_the_same_restoration():
 
 
 def test_auto_batch_size_is_measured_on_the_device():
-    from spgd.priors.fast import _step_peak_bytes
+    from spgd.priors.execution import step_peak_bytes
 
     prior = tiny_prior().configure(precision="bf16")
     shape = (3, 64, 64)
-    p1, p2, p8 = (_step_peak_bytes(prior, b, shape, DEV, 1.0) for b in (1, 2, 8))
+    p1, p2, p8 = (step_peak_bytes(prior, b, shape, DEV, 1.0) for b in (1, 2, 8))
     per_image, fixed = p2 - p1, p1 - (p2 - p1)
     assert per_image > 0
     predicted = fixed + 8 * per_image
@@ -205,7 +204,7 @@ def test_auto_batch_size_is_measured_on_the_device():
     assert auto_batch_size(prior, shape, DEV, max_batch=5) == 5
     torch.cuda.reset_peak_memory_stats(DEV)
     base = torch.cuda.memory_allocated(DEV)
-    _step_peak_bytes(prior, min(big, 256), shape, DEV, 1.0)  # the planned batch runs
+    step_peak_bytes(prior, min(big, 256), shape, DEV, 1.0)  # the planned batch runs
     assert torch.cuda.max_memory_allocated(DEV) - base <= 0.85 * free
 
 

@@ -18,7 +18,7 @@ from spgd.errors import SpgdError
 from spgd.io import to_unit
 from spgd.metrics import psnr
 from spgd.priors import VPPrecond
-from spgd.priors.fast import CPU_BATCH_SIZE, EAGER_FP32, FastPath, apply_fast, auto_batch_size, reference, resolve_fast
+from spgd.priors.execution import CPU_BATCH_SIZE, EAGER_FP32, FastPath, auto_batch_size, resolve_fast
 from spgd.samplers.base import CostMeter, likelihood_grad
 from spgd.samplers.spgd import SPGD
 
@@ -120,22 +120,6 @@ def test_analytic_prior_unaffected_by_fast_flag():
     assert torch.equal(a, b)
 
 
-def test_reference_mode_computes_parameter_gradients():
-    prior = tiny_prior()
-    op = spgd.make_operator("gaussian_blur", kernel_size=5, std=1.0)
-    x = torch.randn(2, 3, 16, 16)
-    y = op.forward(torch.zeros_like(x))
-    param = next(prior.net.parameters())
-    _, g_fast, _ = likelihood_grad(prior, op, x, 2.0, y, CostMeter(x.device, 2))
-    assert param.grad is None and not param.requires_grad
-    reference(prior)
-    _, g_ref, _ = likelihood_grad(prior, op, x, 2.0, y, CostMeter(x.device, 2))
-    assert param.grad is not None and param.grad.abs().sum() > 0
-    torch.testing.assert_close(g_ref, g_fast)  # same x-gradient, more work
-    apply_fast(prior, False)
-    assert not param.requires_grad
-
-
 def test_auto_batch_size_on_cpu():
     prior = tiny_prior()
     assert auto_batch_size(prior, (3, 16, 16), "cpu") == CPU_BATCH_SIZE == 4
@@ -222,15 +206,15 @@ def test_compile_mode_auto_graphs_small_cuda_batches_only(monkeypatch):
 
     import torch._dynamo
 
-    from spgd.priors.precond import GRAPH_MAX_BATCH
+    from spgd.priors.execution import GRAPH_MAX_BATCH
 
     prior = tiny_prior().configure(compile=True, compile_mode="auto")
     cuda = torch.device("cuda")  # a device object only: nothing runs on it
-    assert prior.compile_mode_for(SimpleNamespace(device=cuda, shape=(1, 3, 16, 16))) == "reduce-overhead"
-    assert prior.compile_mode_for(SimpleNamespace(device=cuda, shape=(GRAPH_MAX_BATCH, 3, 16, 16))) == "reduce-overhead"
-    assert prior.compile_mode_for(SimpleNamespace(device=cuda, shape=(GRAPH_MAX_BATCH + 1, 3, 16, 16))) is None
-    assert prior.compile_mode_for(torch.zeros(1, 3, 16, 16)) is None
-    assert prior.configure(compile_mode="reduce-overhead").compile_mode_for(torch.zeros(8, 3, 16, 16)) == "reduce-overhead"
+    assert prior.runner.compile_mode_for(SimpleNamespace(device=cuda, shape=(1, 3, 16, 16))) == "reduce-overhead"
+    assert prior.runner.compile_mode_for(SimpleNamespace(device=cuda, shape=(GRAPH_MAX_BATCH, 3, 16, 16))) == "reduce-overhead"
+    assert prior.runner.compile_mode_for(SimpleNamespace(device=cuda, shape=(GRAPH_MAX_BATCH + 1, 3, 16, 16))) is None
+    assert prior.runner.compile_mode_for(torch.zeros(1, 3, 16, 16)) is None
+    assert prior.configure(compile_mode="reduce-overhead").runner.compile_mode_for(torch.zeros(8, 3, 16, 16)) == "reduce-overhead"
     prior.configure(compile_mode="auto")
 
     calls = []
@@ -241,11 +225,11 @@ def test_compile_mode_auto_graphs_small_cuda_batches_only(monkeypatch):
         return real(model, backend="aot_eager", dynamic=kwargs.get("dynamic"))
 
     x = torch.randn(1, 3, 16, 16)
-    expected = prior.run_net(x, torch.full((1,), 10.0), eager=True)
+    expected = prior.runner(x, torch.full((1,), 10.0), eager=True)
     monkeypatch.setattr(torch, "compile", recording)
     try:
-        out = prior.run_net(x, torch.full((1,), 10.0))
-        prior.run_net(x, torch.full((1,), 10.0))  # cached: no second compile
+        out = prior.runner(x, torch.full((1,), 10.0))
+        prior.runner(x, torch.full((1,), 10.0))  # cached: no second compile
     finally:
         torch._dynamo.reset()
     assert calls == [None]

@@ -186,7 +186,7 @@ def add_settings(p: OptionContainer, dest: str = "set") -> None:
 
 
 def apply_no_fast(args: argparse.Namespace) -> None:
-    """--no-fast: every prior this process loads runs float32 eager (spgd.priors.fast reads SPGD_FAST)."""
+    """--no-fast: every prior this process loads runs float32 eager (spgd.priors.execution reads SPGD_FAST)."""
     if getattr(args, "no_fast", False):
         os.environ["SPGD_FAST"] = "0"
 

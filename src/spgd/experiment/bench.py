@@ -34,8 +34,8 @@ import torch
 from torch import Tensor
 
 from ..errors import SpgdError
-from ..priors.fast import FastPath, auto_batch_size, describe, reference
-from ..priors.precond import COMPILE_MODES, VPPrecond
+from ..priors.execution import COMPILE_MODES, FastPath, auto_batch_size, execution_label, reference
+from ..priors.precond import VPPrecond
 from ..priors.unet import ARCHITECTURES, UNetModel
 from .restore import DEMO_IMAGE
 from ..device import resolve_device
@@ -174,11 +174,7 @@ def count_flops(config: dict, image_shape: Sequence[int], param_grads: bool = Fa
     with FlopCounterMode(display=False) as vjp:
         with torch.enable_grad():
             xg = x.clone().requires_grad_(True)
-            out = prior.denoise(xg, 1.0).square().sum()
-            if param_grads:
-                out.backward()
-            else:
-                torch.autograd.grad(out, xg)
+            torch.autograd.grad(prior.denoise(xg, 1.0).square().sum(), xg)
     return {"forward": int(fwd.get_total_flops()), "forward_vjp": int(vjp.get_total_flops())}
 
 
@@ -317,7 +313,7 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
                 arch=name,
                 size=size,
                 mode=mode.label,
-                execution=describe(prior),
+                execution=execution_label(prior),
                 settings=prior.settings(),
                 batch_requested=requested,
                 flops_per_image=flops_per_image,

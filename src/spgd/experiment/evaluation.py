@@ -43,7 +43,7 @@ from ..operators.blur import load_kernel
 from ..presets import sampler_settings
 from ..priors import load_prior
 from ..priors.base import prior_channels
-from ..priors.fast import auto_batch_size, describe
+from ..priors.execution import auto_batch_size, execution_label
 from ..api import run_sampler  # latent priors run on z and are decoded at the end
 from ..samplers import METHODS, make_sampler, setting_names
 from ..samplers.base import RESIDUAL_REASON, residual_diverged
@@ -90,7 +90,7 @@ class EvalConfig:
     lpips_weights: list[str] = field(default_factory=list)
     lpips_net: str = "vgg"
     fid_weights: Optional[str] = None  # Inception weights file: FID/KID per method (spgd.metrics.fid)
-    batch_size: Union[int, str] = 1  # or "auto": the largest that fits the free GPU memory (spgd.priors.fast)
+    batch_size: Union[int, str] = 1  # or "auto": the largest that fits the free GPU memory (spgd.priors.execution)
     device: Optional[str] = None
     class_label: Optional[int] = None  # class-conditional priors: the class to condition on
 
@@ -635,7 +635,7 @@ class Evaluation:
                 "batch_size": self.batch_size,
                 "batch_size_option": cfg.batch_size,
                 "device": str(self.device),
-                "network": describe(self.prior),
+                "network": execution_label(self.prior),
                 "world_size": world_size,
                 "lpips": self.lpips_note,
                 "lpips_label": self.lpips_label,
@@ -724,7 +724,7 @@ class Evaluation:
         con.info(
             f"{cfg.task}: {n_remaining} image(s) to do ({n_before} already done{share}) with "
             f"{', '.join(cfg.methods)} on {self.device}, prior {cfg.prior}, {self.size[1]}x{self.size[0]} (WxH), "
-            f"batch size {self.batch_size}, network {describe(self.prior)}"
+            f"batch size {self.batch_size}, network {execution_label(self.prior)}"
         )
 
     def _restore_batch(self, batch: list[tuple[Item, Tensor, list[str]]]) -> list[dict]:

@@ -23,7 +23,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -33,13 +33,11 @@ from ..io import atomic_write
 from .base import DEFAULT_CLASS_LABEL, Prior
 from .diffusers import is_diffusers_folder, load_diffusers_prior
 from .discrete import DiscreteSchedule, DiscreteTimePrior, betas_for
+from .execution import FastPath, apply_fast
 from .gaussian import GaussianPrior
 from .latent import PREFIX as LATENT_PREFIX
 from .latent import is_latent_folder, load_from_name
 from .precond import VPPrecond
-
-if TYPE_CHECKING:
-    from .fast import FastPath
 from .unet import ARCHITECTURES, SCHEDULES, UNetModel
 
 FORMAT = "spgd-unet"
@@ -327,7 +325,7 @@ def load_prior(
     `class_label` (class-conditional networks only): the class every denoiser call is conditioned on;
     default DEFAULT_CLASS_LABEL (0) with a warning, since these networks have no unconditional mode.
 
-    `fast` (network priors only; see `spgd.priors.fast`): None (default) = the fast path on a CUDA device
+    `fast` (network priors only; see `spgd.priors.execution`): None (default) = the fast path on a CUDA device
     (bf16 autocast for the network call, torch.compile with an eager fallback; sampler state and likelihood
     stay float32) and the plain float32 eager network elsewhere; False = always float32 eager; True = the
     fast path on any device; a `FastPath` or a dict of its fields = exactly those settings.
@@ -353,8 +351,6 @@ def load_prior(
         prior = _load_file(name, class_label)
     if device is not None:
         prior = prior.to(device)
-    from .fast import apply_fast
-
     return apply_fast(prior, fast, device)
 
 

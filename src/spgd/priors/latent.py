@@ -41,7 +41,6 @@ the UNet and the decoder under bfloat16 autocast (the sampler's state and the li
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from pathlib import Path
@@ -62,9 +61,9 @@ from .diffusers import (
     scheduler_settings,
 )
 from .discrete import DiscreteSchedule, DiscreteTimePrior
+from .execution import PRECISIONS, autocast
 
 PREFIX = "sd:"
-PRECISIONS = ("fp32", "bf16")
 CHECKPOINTING = ("unet", "vae")
 UNET_CLASSES = ("UNet2DConditionModel", "UNet2DModel")
 VAE_CLASSES = ("AutoencoderKL",)
@@ -78,12 +77,6 @@ NAME_OPTIONS = {
     "prompt": "prompt_embedding",
 }
 _EMBEDDING_CACHE: dict[str, Tensor] = {}  # resolved folder -> empty-prompt embedding computed with transformers
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class LatentCodec(nn.Module):
@@ -113,13 +106,13 @@ class LatentCodec(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """The image (B, C, f h, f w) of latents z (B, c, h, w); differentiable in z."""
         self.decoder_calls += 1
-        with _autocast(self.precision, z.device):
+        with autocast(z.device, self.precision):
             x = self.vae.decode((z / self.scaling_factor + self.shift_factor).to(torch.float32)).sample
         return x.to(z.dtype)
 
     def encode(self, x: Tensor) -> Tensor:
         """The latent (mean of the posterior, scaled) of images x in [-1, 1]."""
-        with _autocast(self.precision, x.device):
+        with autocast(x.device, self.precision):
             mean = self.vae.encode(x.to(torch.float32)).latent_dist.mean
         return ((mean.float() - self.shift_factor) * self.scaling_factor).to(x.dtype)
 
@@ -158,7 +151,7 @@ class LatentUNet(nn.Module):
         return self.unet(z_t, t, encoder_hidden_states=ctx, return_dict=False)[0]
 
     def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
-        with _autocast(self.precision, z_t.device):
+        with autocast(z_t.device, self.precision):
             if self.prompt is None:
                 out = self._call(z_t, t, self.empty)
             elif self.guidance_scale == 1.0:
@@ -234,7 +227,7 @@ class LatentPrior(Prior):
 
     def step_peak_bytes(self, batch: int, image_shape: Sequence[int], dev: torch.device, sigma: float) -> int:
         """Extra peak CUDA bytes of one likelihood step on images (C, H, W): forward + VJP through the UNet and
-        the decoder (what `spgd.priors.fast.auto_batch_size` extrapolates from)."""
+        the decoder (what `spgd.priors.execution.auto_batch_size` extrapolates from)."""
         z = torch.randn(self.latent_shape((batch, *image_shape)), device=dev)
         torch.cuda.synchronize(dev)
         base = torch.cuda.memory_allocated(dev)

@@ -106,10 +106,6 @@ def likelihood_grad(
 
     Returns (x0_hat, grad, loss), all detached; loss has shape (B,). Because the loss is a sum of per-sample
     terms and the network treats samples independently, grad[i] depends on sample i alone.
-
-    A prior with `param_grads=True` (the released code's configuration, see `VPPrecond`) gets a full
-    `backward()` instead, which also accumulates the network's parameter gradients into their `.grad`:
-    the same x-gradient at the released code's cost, for benchmarks.
     """
     meter.stats.denoiser_calls += 1
     meter.stats.vjps += 1
@@ -118,11 +114,7 @@ def likelihood_grad(
         x0_hat = prior.denoise(x, sigma)
         residual = operator.forward(x0_hat) - y
         loss = residual.pow(2).flatten(1).sum(1)
-        if getattr(prior, "param_grads", False):
-            loss.sum().backward()
-            grad = x.grad
-        else:
-            (grad,) = torch.autograd.grad(loss.sum(), x)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
     return x0_hat.detach(), grad.detach(), loss.detach()
 
 

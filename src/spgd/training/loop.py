@@ -402,7 +402,7 @@ def _create_state(network: _Network, device: torch.device, seed: int, lr: float,
     if network.init_state is not None:
         net.load_state_dict(network.init_state)
     net = net.to(device)
-    # freezes net; we unfreeze it: the same D is trained that loads later (bf16: autocast inside run_net)
+    # freezes net; we unfreeze it: the same D is trained that loads later (bf16: autocast inside its NetworkRunner)
     precond = VPPrecond(net, precision=precision, **_scaling_keywords(network, image_channels))
     net.requires_grad_(True)
     ema = copy.deepcopy(net).requires_grad_(False)
@@ -439,10 +439,7 @@ def _train_step(state: _State, precond: VPPrecond, data: _Data, settings: Mappin
     sigma = sigma.clamp(precond.sigma_min, precond.sigma_max)
     noise = torch.randn(x0.shape, generator=gen)
     x0, sigma, noise = x0.to(device), sigma.to(device), noise.to(device)
-    denoised = precond.denoise(x0 + sigma[:, None, None, None] * noise, sigma)
-    # EDM's weighting lambda = 1 / c_out^2: the network's own output error, equal weight at every sigma
-    c_out = precond.scalings(sigma)[1][:, None, None, None]
-    loss = ((denoised - x0) / c_out).square().mean()
+    loss = precond.loss(x0, sigma, noise)  # EDM's, lambda = 1 / c_out^2
     if not torch.isfinite(loss):
         raise SpgdError(f"training diverged at step {state.step + 1} (loss {loss.item()}); lower --lr")
     for group in state.opt.param_groups:
