@@ -45,13 +45,13 @@ from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (
     Console,
     atomic_torch_save,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     provenance,
     read_json,
     shard,
     utc_now,
+    write_grid,
 )
 
 GRID_ROWS = 16  # at most this many images in grid.png
@@ -1086,10 +1086,7 @@ def _write_grid(run_dir: Path, records: list[dict], methods: list[str], size, re
     labels = ["ground truth", "measurement", *methods]
     for m in extra:
         labels += [f"{m} mean", f"{m} std (0-{UNCERTAINTY_VMAX:g})"]
-    grid = io.make_grid(rows, labels=labels, cell_size=cell)
-    buf = _io.BytesIO()
-    grid.save(buf, format="PNG")
-    atomic_write_bytes(run_dir / "grid.png", buf.getvalue())
+    write_grid(run_dir / "grid.png", rows, labels=labels, cell_size=cell)
 
 
 def _maybe_image(path: Path) -> Optional[Tensor]:
