@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--repeat", type=int, default=1, help="timed restorations per row; the median is reported (default: 1)")
     a("--max-batch", type=int, default=64, help="upper bound for the auto batch size (default: 64)")
     a("--lr", type=float, default=1.0, help="SPGD step size (Gaussian blur preset: 1.0)")
-    a("--seed", type=int, default=0, help="seed of the random weights, images and noise (default: 0)")
+    a("--seed", type=int, default=0, help="seed of the random weights and of the timing rows' random images; "
+      "image i of --check-quality is seeded as image i of `spgd eval --seed SEED` (default: 0)")
     a("--no-reference", action="store_true", help="skip the reference timing rows (no speed-up column then; "
       "--check-quality still restores with the reference)")
     a("--check-quality", action="store_true", help="also compare the restorations of the reference and the fast "

@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "lr=2), one method's (spgd.beta=0.5) or an operator parameter (kernel_size=31); "
                              f"an ablation's defining setting is kept (default: the preset; steps {CPU_STEPS} on CPU)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the measurement noise, operator parts and initial noise (default: %(default)s)")
+                        help="image i (sorted order) gets the draws of image i of `spgd eval --seed SEED`: its "
+                             "operator's random part from SEED + i, its measurement noise and initial noise from "
+                             "generators derived from it (default: %(default)s)")
     parser.add_argument("--out", default="runs", help="parent folder of the new run folder (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="use the first N images of a folder (default: all)")

@@ -39,9 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_prior(p)
     p.add_argument("--method", metavar="M", default="spgd", help=f"one of {METHODS_TEXT} (default: spgd)")
     add_settings(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's initial noise (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the measurement is image 0 of the seeding rule of every command: its operator's random "
+                   "part comes from SEED and sample s from a generator seeded derive_seed(SEED, 1, s), as for "
+                   "image 0 of `spgd eval --seed SEED` (default: 0)")
     p.add_argument("--samples", type=int, default=1, metavar="S",
-                   help="restore S times in one batch (seeds seed..seed+S-1) and also write the mean of the "
+                   help="restore S times in one batch (sample s seeded as above) and also write the mean of the "
                    "samples (restored-mean.png) and their per-pixel standard deviation (uncertainty.png) "
                    "(default: 1)")
     p.add_argument("--pad", action="store_true",

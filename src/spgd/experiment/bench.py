@@ -46,10 +46,13 @@ from ..priors.precond import COMPILE_MODES, VPPrecond
 from ..priors.unet import ARCHITECTURES, UNetModel
 from ..samplers.spgd import SPGD
 from .restore import DEMO_IMAGE
+from .evaluation import measure_per_image
 from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, utc_now, versions
+from .seeding import image_seed, noise_seed, sample_generators
 
 EXIT_OK = 0
 PAPER_STEPS, PAPER_WARMUP = 200, 5  # K and N of the paper, for the extrapolated column
+SIGMA_MAX = 100.0  # the start x = sigma_max * eps of the SPGD schedule
 
 EXAMPLES = """examples:
   # the GPU table of the issue: reference and fast path, FFHQ-256, batch 1, 8, 32 and auto, K reduced to 20
@@ -209,8 +212,14 @@ def blur_operator(size: int, device: torch.device):
     return make_operator("gaussian_blur", kernel_size=kernel).to(device)
 
 
-def seeded_generators(count: int, seed: int, device: torch.device) -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(seed + i) for i in range(count)]
+def quality_problem(op: Any, gt: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    """(y, x_start) of the quality check, image i seeded as image i of `spgd eval --seed SEED`
+    (spgd.experiment.seeding): its noise, and a starting noise sigma_max * eps drawn from its sample-0 generator."""
+    seeds = [image_seed(seed, i) for i in range(gt.shape[0])]
+    y = measure_per_image(op, gt, [noise_seed(s) for s in seeds])
+    gens = sample_generators(seeds, 0, gt.device)
+    x_start = torch.stack([SIGMA_MAX * torch.randn(gt.shape[1:], generator=g, device=gt.device) for g in gens])
+    return y, x_start
 
 
 def restore_once(prior: Any, y: Tensor, op: Any, steps: int, warmup: int, lr: float, x_start: Tensor):
@@ -255,7 +264,7 @@ def time_row(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.dev
     gen = torch.Generator(device=device).manual_seed(args.seed)
     gt = torch.rand((batch, 3, size, size), generator=gen, device=device) * 2 - 1
     y = op.measure(gt, gen)
-    x_start = 100.0 * torch.randn(gt.shape, generator=gen, device=device)
+    x_start = SIGMA_MAX * torch.randn(gt.shape, generator=gen, device=device)
     restore_once(prior, y, op, 2, 1, args.lr, x_start)  # warm-up: compiles the forward, VJP and no-grad graphs
     seconds, peaks, failed, kind = [], [], 0, "none"
     for _ in range(args.repeat):
@@ -354,9 +363,7 @@ def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], devic
         for label, prior, size in priors:
             gt = ground_truth(args.quality_count, size, args.quality_images).to(device)
             op = blur_operator(size, device)
-            gens = seeded_generators(gt.shape[0], args.seed + 1000, device)
-            y = torch.stack([op.measure(gt[i : i + 1], g)[0] for i, g in enumerate(gens)])
-            x_start = torch.stack([100.0 * torch.randn(gt.shape[1:], generator=g, device=device) for g in gens])
+            y, x_start = quality_problem(op, gt, args.seed)
             scores: dict[str, list[float]] = {}
             # An analytic prior has no network: every mode runs the same code, so two of them show it.
             runs = modes if isinstance(prior, VPPrecond) else modes[:2]

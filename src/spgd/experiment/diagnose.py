@@ -21,11 +21,13 @@ from ..diagnostics.plots import plot_angles, plot_loss, save_animation
 from ..diagnostics.telemetry import GradientTelemetry
 from ..errors import SpgdError
 from ..io import list_images, load_image, to_unit
-from ..operators import make_operator, task_params
+from ..operators import task_params
 from ..presets import apply_overrides, load_preset, sampler_settings
 from ..priors import load_prior
 from ..samplers import METHODS, make_sampler, parse_methods
+from .evaluation import OperatorFactory, measure_per_image
 from .runs import atomic_write_json, new_run_dir, versions, write_grid
+from .seeding import image_seed, noise_seed, sample_generators
 
 __all__ = ["DEFAULT_METHODS", "diagnose", "run_diagnose"]
 
@@ -106,7 +108,7 @@ def diagnose(args: argparse.Namespace) -> Path:
     x, files = _load_images(Path(args.input), args.limit, args.size)
     status(f"images: {len(files)} of {x.shape[-1]}x{x.shape[-2]} from {args.input}")
     prior = load_prior(args.prior, checkpoint=args.checkpoint, device=device)
-    x, y, operator, op_params = degrade(x, args.task, preset["operator"], args.seed, device)
+    x, y, operator, op_params, seeds = degrade(x, args.task, preset["operator"], args.seed, device)
 
     run_dir = new_run_dir(args.out, "diagnose", args.task)
     status(f"run folder: {run_dir}")
@@ -115,7 +117,8 @@ def diagnose(args: argparse.Namespace) -> Path:
     report: dict[str, Any] = {}
     for method in methods:
         telemetries[method], restored[method], report[method] = diagnose_method(
-            method, samplers[method], x, y, operator, prior, args, run_dir, status)
+            method, samplers[method], x, y, operator, prior, sample_generators(seeds, 0, device), args, run_dir,
+            status)
 
     status("writing plots and the restorations grid ...")
     write_figures(run_dir, f"{args.task}, prior {args.prior}, {len(files)} image(s)", telemetries, x, y, restored)
@@ -148,20 +151,21 @@ def _status_printer(quiet: bool) -> Callable[[str], None]:
 
 
 def degrade(x: Tensor, task: str, operator_params: dict, seed: int, device: torch.device
-            ) -> tuple[Tensor, Tensor, Any, dict]:
-    """(x, y, operator, its parameters) on `device`: the images measured by the task's operator (on the CPU,
-    from one seeded generator)."""
+            ) -> tuple[Tensor, Tensor, Any, dict, list[int]]:
+    """(x, y, operator, its parameters, the image seeds) on `device`: image i measured by the task's operator
+    as image i of `spgd eval` with the same seed (spgd.experiment.seeding)."""
+    seeds = [image_seed(seed, i) for i in range(x.shape[0])]
     op_params = dict(operator_params)
     if "seed" in task_params(task):
-        op_params["seed"] = seed  # image i gets the operator's random part of seed + i
-    operator = make_operator(task, **op_params)
-    y = operator.measure(x, torch.Generator().manual_seed(seed))
-    operator = operator.to(device) if isinstance(operator, torch.nn.Module) else operator
-    return x.to(device), y.to(device), operator, op_params
+        op_params["seed"] = seeds[0]  # the batch's operator gives image i the random part of seed + i
+    operator = OperatorFactory(task, operator_params)(seeds[0], device)
+    x = x.to(device)
+    return x, measure_per_image(operator, x, [noise_seed(s) for s in seeds]), operator, op_params, seeds
 
 
-def diagnose_method(method: str, sampler, x: Tensor, y: Tensor, operator, prior, args: argparse.Namespace,
-                    run_dir: Path, status: Callable[[str], None]) -> tuple[GradientTelemetry, Tensor, dict]:
+def diagnose_method(method: str, sampler, x: Tensor, y: Tensor, operator, prior, gens: list[torch.Generator],
+                    args: argparse.Namespace, run_dir: Path, status: Callable[[str], None]
+                    ) -> tuple[GradientTelemetry, Tensor, dict]:
     """Restore with one method while recording its telemetry; write its CSV (and GIF); return the telemetry,
     the restorations and the method's entry of summary.json."""
     if hasattr(sampler, "progress"):
@@ -169,7 +173,6 @@ def diagnose_method(method: str, sampler, x: Tensor, y: Tensor, operator, prior,
     steps = int(getattr(sampler, "steps", CPU_STEPS))
     tel = GradientTelemetry(frame_every=max(1, math.ceil(steps / args.frames)) if args.frames else 0,
                             frame_samples=4)
-    gens = [torch.Generator(x.device).manual_seed(args.seed + 1 + i) for i in range(x.shape[0])]
     status(f"{method}: {steps} steps, {getattr(sampler, 'warmup_steps', '?')} warm-up steps ...")
     # a bar on a terminal; otherwise (a log, a pipe) a status line at least every 10 s
     callback = tel if getattr(sampler, "progress", False) or args.quiet else _every(tel, steps, method, status)

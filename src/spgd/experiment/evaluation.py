@@ -53,6 +53,8 @@ from .runs import (
     utc_now,
     write_grid,
 )
+# derive_seed stays importable from here: the "seeding" note of settings.json names evaluation.derive_seed
+from .seeding import derive_seed, image_seed, noise_seed, sample_generators  # noqa: F401
 
 GRID_ROWS = 16  # at most this many images in grid.png
 INPAINTING = ("inpainting_box", "inpainting_random")
@@ -166,12 +168,6 @@ def identity_differences(saved: dict, now: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------------------
 # seeds, operators, measurements
-
-
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys (numpy SeedSequence: well mixed, platform independent)."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
 def load_kernel_file(path: str, with_sums: bool = False):
@@ -731,9 +727,9 @@ class Evaluation:
         """Degrade, restore with every method, score and record one batch; returns its records (also written)."""
         items = [b[0] for b in batch]
         x = torch.cat([b[1] for b in batch]).to(self.device)
-        seeds = [self.cfg.seed + it.index for it in items]
+        seeds = [image_seed(self.cfg.seed, it.index) for it in items]
         op = self.make_op(seeds[0], self.device)
-        y = measure_per_image(op, x, [derive_seed(s, 0) for s in seeds])
+        y = measure_per_image(op, x, [noise_seed(s) for s in seeds])
         records = self._measurement_records(batch, seeds, op, x, y)
         for m in self.cfg.methods:
             self._restore_with(m, items, seeds, op, x, y, records)
@@ -783,7 +779,7 @@ class Evaluation:
         stochastic = getattr(self.samplers[method], "stochastic", True)
         moments = SampleMoments() if cfg.samples > 1 and stochastic else None
         for s in range(cfg.samples):
-            gens = [torch.Generator(device=self.device).manual_seed(derive_seed(si, 1, s)) for si in seeds]
+            gens = sample_generators(seeds, s, self.device)
             result = run_sampler(self.samplers[method], y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
             cost.append(result.stats.as_dict())
             x_hat = result.x.detach()

@@ -34,6 +34,7 @@ from .evaluation import (
     write_sample_summary,
 )
 from .runs import Console, atomic_write_json, new_run_dir, provenance, write_grid
+from .seeding import image_seed, noise_seed, sample_generators, sample_seed
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"  # the bundled photo (spgd/data/)
 DEMO_TASK = "inpainting_random"  # 80 % of the pixels missing: a restoration anyone can see, cheap on a CPU
@@ -116,9 +117,11 @@ def restore_file(
     pad: bool = False,
     class_label: Optional[int] = None,
 ) -> tuple[Path, bool]:
-    """Restore one measurement file; returns (run folder, whether the restoration diverged). With `samples`
-    S >= 2 it is restored S times in one batch (sample s seeded with seed + s) and the mean of the samples and
-    their per-pixel standard deviation (a heat map) are written too."""
+    """Restore one measurement file; returns (run folder, whether the restoration diverged). The file is image 0
+    of the seeding rule (spgd.experiment.seeding): its operator's random part comes from `seed`, sample s from
+    derive_seed(seed, 1, s), as image 0 of `spgd eval --seed SEED`. With `samples` S >= 2 it is restored S
+    times in one batch and the mean of the samples and their per-pixel standard deviation (a heat map) are
+    written too."""
     con = console or Console()
     check_restore_request(task, samples, kernel, mask)
     dev = resolve_device(device)
@@ -127,9 +130,9 @@ def restore_file(
     sampler, samples = make_restore_sampler(method, settings, samples, con)
     prior = load_prior(prior_name, checkpoint, device=dev, class_label=class_label)
     factory = operator_factory(task, preset, prior, kernel, mask, overrides, con)
-    problem = restoration_problem(measurement, y, task, factory, prior, seed, dev, pad, con)
+    problem = restoration_problem(measurement, y, task, factory, prior, image_seed(seed, 0), dev, pad, con)
     con.info(f"restoring {measurement} ({task}, {method}, prior {prior_name})")
-    problem, generator = sample_batch(problem, seed, samples, dev)
+    problem, generator = sample_batch(problem, image_seed(seed, 0), samples, dev)
     result = run_sampler(sampler, problem.run_y, problem.run_op, prior, generator=generator,
                          x_shape=problem.run_shape)
     if pad:  # back to the measurement's own size
@@ -226,11 +229,11 @@ def restoration_problem(measurement: str, y: Tensor, task: str, factory: Operato
 
 
 def sample_batch(problem: Problem, seed: int, samples: int, dev) -> tuple[Problem, Any]:
-    """The problem as a batch of `samples` copies, and the sampler's generator(s)."""
+    """The problem as a batch of `samples` copies of the image of seed `seed`, and their generators (sample s:
+    derive_seed(seed, 1, s), so it does not depend on S)."""
+    gens = [torch.Generator(device=dev).manual_seed(sample_seed(seed, s)) for s in range(samples)]
     if samples == 1:
-        return problem, torch.Generator(device=dev).manual_seed(seed)
-    # one batch, one generator per sample: sample s does not depend on S
-    gens = [torch.Generator(device=dev).manual_seed(seed + s) for s in range(samples)]
+        return problem, gens
     return replace(
         problem,
         y=problem.y.expand(samples, *problem.y.shape[1:]),
@@ -353,15 +356,16 @@ def run_demo(
     x, _ = io.load_image(DEMO_IMAGE)
     x = x.to(dev)
     preset = load_preset(DEMO_TASK)
-    op = OperatorFactory(DEMO_TASK, preset["operator"])(0, dev)
-    y = measure_per_image(op, x, [0])
+    seed = image_seed(0, 0)  # the photo is image 0 of a run with seed 0 (spgd.experiment.seeding)
+    op = OperatorFactory(DEMO_TASK, preset["operator"])(seed, dev)
+    y = measure_per_image(op, x, [noise_seed(seed)])
     prior = load_prior("default", device=dev)
     settings = {**sampler_settings(preset, "spgd"), "steps": steps, "warmup_steps": DEMO_WARMUP}
     sampler = make_sampler("spgd", **settings, progress=con.level >= 1)
     run_dir = new_run_dir(out, "demo", DEMO_TASK)
     con.info(f"demo: {DEMO_TASK} ({preset['operator']}) on {DEMO_IMAGE.name}, SPGD {steps} steps, on {dev}")
     t0 = time.perf_counter()
-    result = sampler.run(y, op, prior, generator=torch.Generator(device=dev).manual_seed(0), x_shape=tuple(x.shape))
+    result = sampler.run(y, op, prior, generator=sample_generators([seed], 0, dev), x_shape=tuple(x.shape))
     seconds = time.perf_counter() - t0
     scores = demo_scores(x, y, result.x)
     write_demo_files(run_dir, x, y, result, scores, seconds, type(prior).__name__, preset, settings, dev, argv)
