@@ -53,4 +53,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    return run_bench(args)
+    return run_bench(args, ["spgd", *argv])

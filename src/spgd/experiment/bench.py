@@ -25,7 +25,6 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from ..priors.unet import ARCHITECTURES, UNetModel
 from ..samplers.spgd import SPGD
 from .restore import DEMO_IMAGE
 from .evaluation import measure_per_image
-from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, utc_now, versions
+from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, provenance
 from .seeding import image_seed, noise_seed, sample_generators
 
 EXIT_OK = 0
@@ -431,8 +430,9 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """Run `spgd bench` with parsed arguments: the timing rows, the quality check, bench.json and bench.md."""
+def run_bench(args: argparse.Namespace, argv: Optional[list[str]] = None) -> int:
+    """Run `spgd bench` with parsed arguments (and the command line): the timing rows, the quality check,
+    bench.json, bench.md and settings.json."""
     con = Console(0 if getattr(args, "quiet", False) else 1)
     device = resolve_device(args.device)
     check_bench_args(args)
@@ -443,6 +443,9 @@ def run_bench(args: argparse.Namespace) -> int:
     modes = bench_modes(args, device)
 
     run_dir = new_run_dir(args.out, "bench")
+    made = provenance(argv)
+    atomic_write_json(run_dir / "settings.json", {"command": "bench", "device": str(device),
+                                                  "settings": dict(vars(args)), **made})
     started = time.perf_counter()
     rows: list[dict] = []
     flops: dict[str, dict] = {}
@@ -455,7 +458,7 @@ def run_bench(args: argparse.Namespace) -> int:
     check = args.check_quality or args.quality_only
     quality = quality_check(quality_modes, archs, device, args, con) if check else []
 
-    record = bench_record(args, device, rows, flops, quality, time.perf_counter() - started)
+    record = bench_record(args, device, made, rows, flops, quality, time.perf_counter() - started)
     atomic_write_json(run_dir / "bench.json", record)
     atomic_write_text(run_dir / "bench.md", bench_markdown(record, args, device))
     if rows:
@@ -492,15 +495,16 @@ def memory_label(device: torch.device) -> str:
     return "CUDA max allocated" if device.type == "cuda" else "CPU: process peak RSS"
 
 
-def bench_record(args: argparse.Namespace, device: torch.device, rows: list[dict], flops: dict, quality: list[dict],
-                 seconds: float) -> dict:
-    """The content of bench.json: the rows, the quality check and what produced them."""
+def bench_record(args: argparse.Namespace, device: torch.device, made: dict, rows: list[dict], flops: dict,
+                 quality: list[dict], seconds: float) -> dict:
+    """The content of bench.json: the rows, the quality check and what produced them (`made`: the provenance
+    of settings.json)."""
     return {
-        "command": ["spgd", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else ["spgd", "bench", "(Python)"],
-        "date": utc_now(),
+        "command": made["command_line"] or ["spgd", "bench", "(Python)"],
+        "date": made["created"],
         "device": str(device),
         "device_name": device_name(device),
-        "versions": versions(),
+        "versions": made["versions"],
         "settings": {k: v for k, v in vars(args).items()},
         "task": "gaussian_blur",
         "flops_per_image_step": flops,

@@ -26,7 +26,7 @@ from ..presets import apply_overrides, load_preset, sampler_settings
 from ..priors import load_prior
 from ..samplers import METHODS, make_sampler, parse_methods
 from .evaluation import OperatorFactory, measure_per_image
-from .runs import atomic_write_json, new_run_dir, versions, write_grid
+from .runs import atomic_write_json, new_run_dir, provenance, write_grid
 from .seeding import image_seed, noise_seed, sample_generators
 
 __all__ = ["DEFAULT_METHODS", "diagnose", "run_diagnose"]
@@ -42,7 +42,7 @@ EPILOG = """examples:
 
 writes into a new folder under --out: angles.png (angle(g_l, g_d) and the step-to-step angles of g_l and g_d,
 one panel per method: the paper's Figure 1), loss.png, telemetry_<method>.csv, x0hat_<method>.gif,
-restorations.png and summary.json (per method: mean and 90th percentile of the step-to-step g_l angle over
+restorations.png, settings.json (the resolved settings, versions, command line) and summary.json (per method: mean and 90th percentile of the step-to-step g_l angle over
 the middle half of the run, PSNR, cost)."""
 
 
@@ -85,15 +85,16 @@ def _load_images(path: Path, limit: Optional[int], size: Optional[int]) -> tuple
 
 
 # -- the command ------------------------------------------------------------------------------------------------
-def run_diagnose(args: argparse.Namespace) -> int:
-    """Run `spgd diagnose` with parsed arguments; returns the exit status (bad input raises SpgdError)."""
-    run_dir = diagnose(args)
+def run_diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> int:
+    """Run `spgd diagnose` with parsed arguments (and the command line, for settings.json); returns the exit
+    status (bad input raises SpgdError)."""
+    run_dir = diagnose(args, argv)
     if not args.quiet:
         print(str(run_dir))
     return 0
 
 
-def diagnose(args: argparse.Namespace) -> Path:
+def diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> Path:
     """The work of `spgd diagnose`; returns the run folder."""
     status = _status_printer(args.quiet)
     methods = parse_methods(args.methods, "--methods")
@@ -112,6 +113,13 @@ def diagnose(args: argparse.Namespace) -> Path:
 
     run_dir = new_run_dir(args.out, "diagnose", args.task)
     status(f"run folder: {run_dir}")
+    atomic_write_json(run_dir / "settings.json", {
+        "command": "diagnose", "input": str(Path(args.input).resolve()), "images": [str(f) for f in files],
+        "task": args.task, "operator": op_params, "prior": args.prior, "checkpoint": args.checkpoint,
+        "seed": args.seed, "device": str(device), "set": list(args.settings), "frames": args.frames,
+        "sampler": {m: resolved_settings(samplers[m]) for m in methods},
+        **provenance(argv),
+    })
     telemetries: dict[str, GradientTelemetry] = {}
     restored: dict[str, Tensor] = {}
     report: dict[str, Any] = {}
@@ -134,7 +142,6 @@ def diagnose(args: argparse.Namespace) -> Path:
         "notes": notes,
         "middle": [0.25, 0.75],
         "methods": report,
-        "versions": versions(),
     })
     for note in notes:
         status(f"note: {note}")
@@ -188,7 +195,7 @@ def diagnose_method(method: str, sampler, x: Tensor, y: Tensor, operator, prior,
         "vjps": result.stats.vjps,
         "seconds": result.stats.seconds,
         "failed": result.stats.failed,
-        "settings": {k: v for k, v in getattr(sampler, "settings", dict)().items() if k != "progress"},
+        "settings": resolved_settings(sampler),
     }
     status(f"{method}: PSNR {entry['psnr_mean']:.2f} dB, middle-half g_l swing mean "
            f"{summary['gl_angle_mean']:.1f}° p90 {summary['gl_angle_p90']:.1f}° ({result.stats.seconds:.1f} s)")
@@ -197,6 +204,11 @@ def diagnose_method(method: str, sampler, x: Tensor, y: Tensor, operator, prior,
         captions = [f"k={k} sigma={tel.sigma[tel.steps.index(k)]:.3g}" for k in tel.frame_steps]
         save_animation(tel.frames, run_dir / f"x0hat_{method}.gif", captions=captions)
     return tel, result.x, entry
+
+
+def resolved_settings(sampler) -> dict:
+    """The sampler's settings as it runs them (its progress bar aside)."""
+    return {k: v for k, v in getattr(sampler, "settings", dict)().items() if k != "progress"}
 
 
 def write_figures(run_dir: Path, title: str, telemetries: dict[str, GradientTelemetry], x: Tensor, y: Tensor,
