@@ -27,7 +27,8 @@ def test_the_rule_in_numbers():
     assert noise_seed(10) == derive_seed(10, 0) and sample_seed(10, 2) == derive_seed(10, 1, 2)
     assert len({derive_seed(10, 0), derive_seed(10, 1, 0), derive_seed(11, 0)}) == 3
     a, b = sample_generators([10, 11], 0, "cpu")
-    assert torch.equal(torch.randn(4, generator=a), torch.randn(4, generator=torch.Generator().manual_seed(sample_seed(10, 0))))
+    same = torch.Generator().manual_seed(sample_seed(10, 0))
+    assert torch.equal(torch.randn(4, generator=a), torch.randn(4, generator=same))
     assert not torch.equal(torch.randn(4, generator=b), torch.randn(4, generator=sample_generators([10], 0, "cpu")[0]))
 
 

@@ -310,15 +310,7 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
             if requested == "auto":
                 batch = auto_batch_size(prior, image_shape, device, max_batch=args.max_batch)
             con.info(f"bench: {name} {size}px, {mode.label}, batch {batch}{' (auto)' if requested == 'auto' else ''}")
-            try:
-                row = time_row(prior, op, int(batch), size, device, args)
-            except torch.cuda.OutOfMemoryError:
-                prior.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
-                con.warn(f"{name}, {mode.label}, batch {batch}: out of GPU memory; row marked OOM")
-                row = {"batch": batch, "oom": True, "seconds": None, "seconds_all": [], "seconds_per_image": None,
-                       "images_per_second": None, "peak_memory_gib": None, "peak_memory_kind": "none",
-                       "failed_images": 0}
+            row = time_row_or_oom(prior, op, int(batch), size, device, args, con, f"{name}, {mode.label}")
             spi = row["seconds_per_image"]
             row.update(
                 arch=name,
@@ -334,16 +326,33 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
                 else None,
             )
             rows.append(row)
-    # speed-up against the reference of the same architecture and requested batch size
+    add_speedups(rows)
+    del prior, net
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows, {"size": size, **flops}
+
+
+def time_row_or_oom(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.device,
+                    args: argparse.Namespace, con: Console, label: str) -> dict:
+    """time_row, or a row marked OOM when the batch does not fit in GPU memory."""
+    try:
+        return time_row(prior, op, batch, size, device, args)
+    except torch.cuda.OutOfMemoryError:
+        prior.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        con.warn(f"{label}, batch {batch}: out of GPU memory; row marked OOM")
+        return {"batch": batch, "oom": True, "seconds": None, "seconds_all": [], "seconds_per_image": None,
+                "images_per_second": None, "peak_memory_gib": None, "peak_memory_kind": "none", "failed_images": 0}
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """Each row's speed-up against the reference row of the same requested batch size (None without one)."""
     refs = {r["batch_requested"]: r for r in rows if r["mode"] == "reference"}
     for r in rows:
         ref = refs.get(r["batch_requested"])
         ok = ref is not None and ref["seconds_per_image"] and r["seconds_per_image"]
         r["speedup"] = ref["seconds_per_image"] / r["seconds_per_image"] if ok else None
-    del prior, net
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return rows, {"size": size, **flops}
 
 
 def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], device: torch.device,

@@ -42,8 +42,8 @@ EPILOG = """examples:
 
 writes into a new folder under --out: angles.png (angle(g_l, g_d) and the step-to-step angles of g_l and g_d,
 one panel per method: the paper's Figure 1), loss.png, telemetry_<method>.csv, x0hat_<method>.gif,
-restorations.png, settings.json (the resolved settings, versions, command line) and summary.json (per method: mean and 90th percentile of the step-to-step g_l angle over
-the middle half of the run, PSNR, cost)."""
+restorations.png, settings.json (resolved settings, versions, command line) and summary.json (per method:
+mean and 90th percentile of the step-to-step g_l angle over the middle half of the run, PSNR, cost)."""
 
 
 
@@ -113,13 +113,12 @@ def diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> Path
 
     run_dir = new_run_dir(args.out, "diagnose", args.task)
     status(f"run folder: {run_dir}")
+    run_record = {"task": args.task, "prior": args.prior, "checkpoint": args.checkpoint,
+                  "images": [str(f) for f in files], "seed": args.seed, "device": str(device), "operator": op_params,
+                  "set": list(args.settings)}
     atomic_write_json(run_dir / "settings.json", {
-        "command": "diagnose", "input": str(Path(args.input).resolve()), "images": [str(f) for f in files],
-        "task": args.task, "operator": op_params, "prior": args.prior, "checkpoint": args.checkpoint,
-        "seed": args.seed, "device": str(device), "set": list(args.settings), "frames": args.frames,
-        "sampler": {m: resolved_settings(samplers[m]) for m in methods},
-        **provenance(argv),
-    })
+        "command": "diagnose", "input": str(Path(args.input).resolve()), **run_record, "frames": args.frames,
+        "sampler": {m: resolved_settings(samplers[m]) for m in methods}, **provenance(argv)})
     telemetries: dict[str, GradientTelemetry] = {}
     restored: dict[str, Tensor] = {}
     report: dict[str, Any] = {}
@@ -130,19 +129,8 @@ def diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> Path
 
     status("writing plots and the restorations grid ...")
     write_figures(run_dir, f"{args.task}, prior {args.prior}, {len(files)} image(s)", telemetries, x, y, restored)
-    atomic_write_json(run_dir / "summary.json", {
-        "task": args.task,
-        "prior": args.prior,
-        "checkpoint": args.checkpoint,
-        "images": [str(f) for f in files],
-        "seed": args.seed,
-        "device": str(device),
-        "operator": op_params,
-        "set": list(args.settings),
-        "notes": notes,
-        "middle": [0.25, 0.75],
-        "methods": report,
-    })
+    atomic_write_json(run_dir / "summary.json", {**run_record, "notes": notes, "middle": [0.25, 0.75],
+                                                 "methods": report})
     for note in notes:
         status(f"note: {note}")
     return run_dir
