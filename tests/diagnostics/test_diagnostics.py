@@ -230,6 +230,9 @@ def test_run_diagnose_end_to_end(tmp_path, demo_dir, capsys):
     assert any("warmup_steps" in note for note in summary["notes"])  # the ablation keeps its setting
     assert spgd_run["gl_angle_mean"] is not None and 0 <= spgd_run["gl_angle_p90"] <= 180
     assert 5 < spgd_run["psnr_mean"] < 60 and spgd_run["denoiser_calls"] == 4 * 3
+    settings = json.loads((run_dir / "settings.json").read_text())  # the run folder schema of every command
+    assert settings["command"] == "diagnose" and settings["sampler"]["spgd"] == spgd_run["settings"]
+    assert {"versions", "command_line", "created"} <= set(settings) and settings["seed"] == 0
     with Image.open(run_dir / "angles.png") as img:
         assert img.format == "PNG"
 

@@ -67,4 +67,4 @@ def add_quality_options(g: OptionContainer) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    return run_bench(args)
+    return run_bench(args, ["spgd", *argv])

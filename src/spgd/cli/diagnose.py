@@ -36,4 +36,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    return run_diagnose(args)
+    return run_diagnose(args, ["spgd", *argv])

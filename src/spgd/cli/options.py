@@ -138,8 +138,10 @@ def add_device(p: OptionContainer) -> None:
 
 def add_seed(p: OptionContainer) -> None:
     p.add_argument("--seed", type=int, default=0,
-                   help="base seed: every random draw of the run derives from it, so the same command gives the "
-                   "same result (default: %(default)s)")
+                   help="base seed, one rule in every command: image i (sorted order; a single measurement or the "
+                   "demo photo is image 0) has seed SEED + i, which draws its operator's random part, its noise and "
+                   "each sample's generator (spgd.experiment.seeding), so eval, restore and diagnose agree image for "
+                   "image (default: %(default)s)")
 
 
 def prior_location(text: str) -> str:

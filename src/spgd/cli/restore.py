@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_seed(p)
     add_device(p)
     p.add_argument("--samples", type=int, default=1, metavar="S",
-                   help="restore S times in one batch (seeds seed..seed+S-1) and also write the mean of the "
+                   help="restore S times in one batch (sample s seeded as above) and also write the mean of the "
                    "samples (restored-mean.png) and their per-pixel standard deviation (uncertainty.png) "
                    "(default: 1)")
     p.add_argument("--pad", action="store_true",

@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +32,26 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
+from ..device import resolve_device
 from ..errors import SpgdError
+from ..io import list_images, load_image, to_unit
+from ..metrics import psnr
+from ..operators import make_operator
+from ..priors import load_prior
 from ..priors.execution import COMPILE_MODES, FastPath, auto_batch_size, execution_label, reference
 from ..priors.precond import VPPrecond
 from ..priors.unet import ARCHITECTURES, UNetModel
+from ..samplers.spgd import SPGD
 from .restore import DEMO_IMAGE
-from ..device import resolve_device
-from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, utc_now, versions
+from .evaluation import measure_per_image
+from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, provenance
+from .seeding import image_seed, noise_seed, sample_generators
 
 EXIT_OK = 0
 PAPER_STEPS, PAPER_WARMUP = 200, 5  # K and N of the paper, for the extrapolated column
+SIGMA_MAX = 100.0  # the start x = sigma_max * eps of the SPGD schedule
 
 EXAMPLES = """examples:
   # the GPU table of the issue: reference and fast path, FFHQ-256, batch 1, 8, 32 and auto, K reduced to 20
@@ -162,8 +171,6 @@ def count_flops(config: dict, image_shape: Sequence[int], param_grads: bool = Fa
     """FLOPs per image of one forward and of one forward + VJP of the UNet of `config`, counted with
     FlopCounterMode at batch 1 on the meta device (shapes only; nothing is computed). With `param_grads`, the
     backward also computes parameter gradients (the reference's cost)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with torch.device("meta"):
         net = UNetModel(**config)
     prior = VPPrecond(net).configure(param_grads=param_grads)
@@ -181,8 +188,6 @@ def count_flops(config: dict, image_shape: Sequence[int], param_grads: bool = Fa
 def ground_truth(count: int, size: int, folder: Optional[str] = None) -> Tensor:
     """`count` images (count, 3, size, size) in [-1, 1]: from `folder` (cycled) or the bundled photo, the
     copies after the first flipped and shifted so they differ."""
-    from ..io import list_images, load_image
-
     paths = list_images(folder) if folder else [DEMO_IMAGE]
     if not paths:
         raise SpgdError(f"--quality-images: no images in {folder}")
@@ -198,19 +203,21 @@ def ground_truth(count: int, size: int, folder: Optional[str] = None) -> Tensor:
 
 def blur_operator(size: int, device: torch.device):
     """The benchmark's Gaussian blur (kernel 61, std 3), with the kernel shrunk to fit images under 62 px."""
-    from ..operators import make_operator
-
     kernel = 61 if size > 61 else max(3, size - 1 if (size - 1) % 2 else size - 2)
     return make_operator("gaussian_blur", kernel_size=kernel).to(device)
 
 
-def seeded_generators(count: int, seed: int, device: torch.device) -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(seed + i) for i in range(count)]
+def quality_problem(op: Any, gt: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    """(y, x_start) of the quality check, image i seeded as image i of `spgd eval --seed SEED`
+    (spgd.experiment.seeding): its noise, and a starting noise sigma_max * eps drawn from its sample-0 generator."""
+    seeds = [image_seed(seed, i) for i in range(gt.shape[0])]
+    y = measure_per_image(op, gt, [noise_seed(s) for s in seeds])
+    gens = sample_generators(seeds, 0, gt.device)
+    x_start = torch.stack([SIGMA_MAX * torch.randn(gt.shape[1:], generator=g, device=gt.device) for g in gens])
+    return y, x_start
 
 
 def restore_once(prior: Any, y: Tensor, op: Any, steps: int, warmup: int, lr: float, x_start: Tensor):
-    from ..samplers.spgd import SPGD
-
     sampler = SPGD(steps=steps, warmup_steps=warmup, lr=lr)
     return sampler.run(y, op, prior, x_start=x_start)
 
@@ -228,7 +235,7 @@ def configure(prior: VPPrecond, mode: Mode) -> VPPrecond:
 def fresh_compile_cache() -> None:
     """Forget torch.compile's graphs, and allow a graph per batch size and grad mode: otherwise the graphs of
     earlier modes fill the recompile limit of UNetModel.forward and later rows silently run eagerly."""
-    import torch._dynamo
+    import torch._dynamo  # lazy: start-up time (about 1 s), which every `spgd` command would pay
 
     torch._dynamo.reset()
     for key in ("recompile_limit", "cache_size_limit"):  # the name changed in torch 2.6
@@ -252,7 +259,7 @@ def time_row(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.dev
     gen = torch.Generator(device=device).manual_seed(args.seed)
     gt = torch.rand((batch, 3, size, size), generator=gen, device=device) * 2 - 1
     y = op.measure(gt, gen)
-    x_start = 100.0 * torch.randn(gt.shape, generator=gen, device=device)
+    x_start = SIGMA_MAX * torch.randn(gt.shape, generator=gen, device=device)
     restore_once(prior, y, op, 2, 1, args.lr, x_start)  # warm-up: compiles the forward, VJP and no-grad graphs
     seconds, peaks, failed, kind = [], [], 0, "none"
     for _ in range(args.repeat):
@@ -299,15 +306,7 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
             if requested == "auto":
                 batch = auto_batch_size(prior, image_shape, device, max_batch=args.max_batch)
             con.info(f"bench: {name} {size}px, {mode.label}, batch {batch}{' (auto)' if requested == 'auto' else ''}")
-            try:
-                row = time_row(prior, op, int(batch), size, device, args)
-            except torch.cuda.OutOfMemoryError:
-                prior.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
-                con.warn(f"{name}, {mode.label}, batch {batch}: out of GPU memory; row marked OOM")
-                row = {"batch": batch, "oom": True, "seconds": None, "seconds_all": [], "seconds_per_image": None,
-                       "images_per_second": None, "peak_memory_gib": None, "peak_memory_kind": "none",
-                       "failed_images": 0}
+            row = time_row_or_oom(prior, op, int(batch), size, device, args, con, f"{name}, {mode.label}")
             spi = row["seconds_per_image"]
             row.update(
                 arch=name,
@@ -323,25 +322,38 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
                 else None,
             )
             rows.append(row)
-    # speed-up against the reference of the same architecture and requested batch size
-    refs = {r["batch_requested"]: r for r in rows if r["mode"] == "reference"}
-    for r in rows:
-        ref = refs.get(r["batch_requested"])
-        ok = ref is not None and ref["seconds_per_image"] and r["seconds_per_image"]
-        r["speedup"] = ref["seconds_per_image"] / r["seconds_per_image"] if ok else None
+    add_speedups(rows)
     del prior, net
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows, {"size": size, **flops}
 
 
+def time_row_or_oom(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.device,
+                    args: argparse.Namespace, con: Console, label: str) -> dict:
+    """time_row, or a row marked OOM when the batch does not fit in GPU memory."""
+    try:
+        return time_row(prior, op, batch, size, device, args)
+    except torch.cuda.OutOfMemoryError:
+        prior.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        con.warn(f"{label}, batch {batch}: out of GPU memory; row marked OOM")
+        return {"batch": batch, "oom": True, "seconds": None, "seconds_all": [], "seconds_per_image": None,
+                "images_per_second": None, "peak_memory_gib": None, "peak_memory_kind": "none", "failed_images": 0}
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """Each row's speed-up against the reference row of the same requested batch size (None without one)."""
+    refs = {r["batch_requested"]: r for r in rows if r["mode"] == "reference"}
+    for r in rows:
+        ref = refs.get(r["batch_requested"])
+        ok = ref is not None and ref["seconds_per_image"] and r["seconds_per_image"]
+        r["speedup"] = ref["seconds_per_image"] / r["seconds_per_image"] if ok else None
+
+
 def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], device: torch.device,
                   args: argparse.Namespace, con: Console) -> list[dict]:
     """Restore the same y from the same x_start with every mode; PSNR against the ground truth per mode."""
-    from .. import load_prior
-    from ..io import to_unit
-    from ..metrics import psnr
-
     names = [p.strip() for p in args.quality_prior.split(",") if p.strip()]
     out = []
     for pname in names:
@@ -355,9 +367,7 @@ def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], devic
         for label, prior, size in priors:
             gt = ground_truth(args.quality_count, size, args.quality_images).to(device)
             op = blur_operator(size, device)
-            gens = seeded_generators(gt.shape[0], args.seed + 1000, device)
-            y = torch.stack([op.measure(gt[i : i + 1], g)[0] for i, g in enumerate(gens)])
-            x_start = torch.stack([100.0 * torch.randn(gt.shape[1:], generator=g, device=device) for g in gens])
+            y, x_start = quality_problem(op, gt, args.seed)
             scores: dict[str, list[float]] = {}
             # An analytic prior has no network: every mode runs the same code, so two of them show it.
             runs = modes if isinstance(prior, VPPrecond) else modes[:2]
@@ -422,34 +432,25 @@ def format_quality(rows: list[dict]) -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(args: argparse.Namespace, argv: Optional[list[str]] = None) -> int:
+    """Run `spgd bench` with parsed arguments (and the command line): the timing rows, the quality check,
+    bench.json, bench.md and settings.json."""
     con = Console(0 if getattr(args, "quiet", False) else 1)
     device = resolve_device(args.device)
-    if args.steps < 1 or args.warmup_steps < 1:
-        raise SpgdError(f"--steps and --warmup-steps must be >= 1, got {args.steps} and {args.warmup_steps}")
-    if args.repeat < 1:
-        raise SpgdError(f"--repeat must be >= 1, got {args.repeat}")
-    if args.quality_steps is not None and args.quality_steps < 1:
-        raise SpgdError(f"--quality-steps must be >= 1, got {args.quality_steps}")
-    if args.size is not None and args.size < 8:
-        raise SpgdError(f"--size must be >= 8, got {args.size}")
+    check_bench_args(args)
     archs = [load_arch(a.strip()) for a in args.arch.split(",") if a.strip()]
     if not archs:
         raise SpgdError("--arch needs at least one architecture")
     batches = parse_batch_sizes(args.batch_sizes)
-    precisions = parse_choices(args.precision, "--precision", ("fp32", "bf16"))
-    compiles = parse_choices(args.compile or ("on" if device.type == "cuda" else "off"), "--compile", ("on", "off"))
-    channels_last = parse_choices(args.channels_last, "--channels-last", ("on", "off"))
-    compile_modes = parse_choices(args.compile_mode, "--compile-mode", COMPILE_MODES)
-    modes = build_modes(precisions, compiles, channels_last, compile_modes, not args.no_reference)
-    memory_label = "CUDA max allocated" if device.type == "cuda" else "CPU: process peak RSS"
+    modes = bench_modes(args, device)
 
     run_dir = new_run_dir(args.out, "bench")
+    made = provenance(argv)
+    atomic_write_json(run_dir / "settings.json", {"command": "bench", "device": str(device),
+                                                  "settings": dict(vars(args)), **made})
     started = time.perf_counter()
     rows: list[dict] = []
     flops: dict[str, dict] = {}
@@ -462,13 +463,53 @@ def run_bench(args: argparse.Namespace) -> int:
     check = args.check_quality or args.quality_only
     quality = quality_check(quality_modes, archs, device, args, con) if check else []
 
-    table = format_table(rows, memory_label)
-    record = {
-        "command": ["spgd", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else ["spgd", "bench", "(Python)"],
-        "date": utc_now(),
+    record = bench_record(args, device, made, rows, flops, quality, time.perf_counter() - started)
+    atomic_write_json(run_dir / "bench.json", record)
+    atomic_write_text(run_dir / "bench.md", bench_markdown(record, args, device))
+    if rows:
+        con.result(format_table(rows, memory_label(device)))
+    if quality:
+        con.result("")
+        con.result(format_quality(quality))
+    con.info(f"bench: wrote {run_dir / 'bench.json'} and bench.md")
+    return EXIT_OK
+
+
+def check_bench_args(args: argparse.Namespace) -> None:
+    """Refuse step counts, repeats and sizes that cannot be benchmarked."""
+    if args.steps < 1 or args.warmup_steps < 1:
+        raise SpgdError(f"--steps and --warmup-steps must be >= 1, got {args.steps} and {args.warmup_steps}")
+    if args.repeat < 1:
+        raise SpgdError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.quality_steps is not None and args.quality_steps < 1:
+        raise SpgdError(f"--quality-steps must be >= 1, got {args.quality_steps}")
+    if args.size is not None and args.size < 8:
+        raise SpgdError(f"--size must be >= 8, got {args.size}")
+
+
+def bench_modes(args: argparse.Namespace, device: torch.device) -> list[Mode]:
+    """The modes the options ask for (compiled by default on CUDA only)."""
+    precisions = parse_choices(args.precision, "--precision", ("fp32", "bf16"))
+    compiles = parse_choices(args.compile or ("on" if device.type == "cuda" else "off"), "--compile", ("on", "off"))
+    channels_last = parse_choices(args.channels_last, "--channels-last", ("on", "off"))
+    compile_modes = parse_choices(args.compile_mode, "--compile-mode", COMPILE_MODES)
+    return build_modes(precisions, compiles, channels_last, compile_modes, not args.no_reference)
+
+
+def memory_label(device: torch.device) -> str:
+    return "CUDA max allocated" if device.type == "cuda" else "CPU: process peak RSS"
+
+
+def bench_record(args: argparse.Namespace, device: torch.device, made: dict, rows: list[dict], flops: dict,
+                 quality: list[dict], seconds: float) -> dict:
+    """The content of bench.json: the rows, the quality check and what produced them (`made`: the provenance
+    of settings.json)."""
+    return {
+        "command": made["command_line"] or ["spgd", "bench", "(Python)"],
+        "date": made["created"],
         "device": str(device),
         "device_name": device_name(device),
-        "versions": versions(),
+        "versions": made["versions"],
         "settings": {k: v for k, v in vars(args).items()},
         "task": "gaussian_blur",
         "flops_per_image_step": flops,
@@ -480,11 +521,15 @@ def run_bench(args: argparse.Namespace) -> int:
         else "CPU: peak resident set of the whole process (ru_maxrss), not of the run alone",
         "rows": rows,
         "quality": quality,
-        "seconds_total": time.perf_counter() - started,
+        "seconds_total": seconds,
     }
-    atomic_write_json(run_dir / "bench.json", record)
+
+
+def bench_markdown(record: dict, args: argparse.Namespace, device: torch.device) -> str:
+    """bench.md: the tables of bench.json with what they mean."""
+    rows, quality = record["rows"], record["quality"]
     md = [
-        f"# spgd bench: {device_name(device)}, {record['date']}",
+        f"# spgd bench: {record['device_name']}, {record['date']}",
         "",
         f"Command: `{' '.join(record['command'])}`",
         "",
@@ -493,17 +538,11 @@ def run_bench(args: argparse.Namespace) -> int:
         "row's, same architecture and batch, same run. TFLOP/s from counted FLOPs (FlopCounterMode). The last "
         f"column scales the measured time to K = {PAPER_STEPS}, N = {PAPER_WARMUP} (cost per level is constant).",
         "",
-        table if rows else "(no timing rows: --quality-only)",
+        format_table(rows, memory_label(device)) if rows
+        else "(no timing rows: --quality-only)",
         "",
     ]
     if quality:
         md += ["## Same results", "", "Same measurements and starting noise; PSNR against the ground truth.", "",
                format_quality(quality), ""]
-    atomic_write_text(run_dir / "bench.md", "\n".join(md))
-    if rows:
-        con.result(table)
-    if quality:
-        con.result("")
-        con.result(format_quality(quality))
-    con.info(f"bench: wrote {run_dir / 'bench.json'} and bench.md")
-    return EXIT_OK
+    return "\n".join(md)

@@ -8,12 +8,26 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
+from torch import Tensor
 
+from .. import metrics
+from ..device import resolve_device
+from ..diagnostics.plots import plot_angles, plot_loss, save_animation
+from ..diagnostics.telemetry import GradientTelemetry
 from ..errors import SpgdError
+from ..io import list_images, load_image, to_unit
+from ..operators import task_params
+from ..presets import apply_overrides, load_preset, sampler_settings
+from ..priors import load_prior
+from ..samplers import METHODS, make_sampler, parse_methods
+from .evaluation import OperatorFactory, measure_per_image
+from .runs import atomic_write_json, new_run_dir, provenance, write_grid
+from .seeding import image_seed, noise_seed, sample_generators
 
 __all__ = ["DEFAULT_METHODS", "diagnose", "run_diagnose"]
 
@@ -28,8 +42,8 @@ EPILOG = """examples:
 
 writes into a new folder under --out: angles.png (angle(g_l, g_d) and the step-to-step angles of g_l and g_d,
 one panel per method: the paper's Figure 1), loss.png, telemetry_<method>.csv, x0hat_<method>.gif,
-restorations.png and summary.json (per method: mean and 90th percentile of the step-to-step g_l angle over
-the middle half of the run, PSNR, cost)."""
+restorations.png, settings.json (resolved settings, versions, command line) and summary.json (per method:
+mean and 90th percentile of the step-to-step g_l angle over the middle half of the run, PSNR, cost)."""
 
 
 
@@ -38,9 +52,6 @@ the middle half of the run, PSNR, cost)."""
 def _method_settings(method: str, preset: dict, notes: list[str], cpu: bool) -> dict[str, Any]:
     """One method's settings from the resolved preset, never overriding what defines an ablation (the preset's
     SPGD values and run-wide --set values would otherwise turn spgd-no-warmup back into spgd)."""
-    from ..presets import sampler_settings
-    from ..samplers import METHODS
-
     settings = sampler_settings(preset, method)
     fixed = METHODS[method][1]
     explicit = set(preset.get("all", {})) | set(preset.get("set", {}).get(method, {}))
@@ -54,8 +65,7 @@ def _method_settings(method: str, preset: dict, notes: list[str], cpu: bool) -> 
 
 
 def _load_images(path: Path, limit: Optional[int], size: Optional[int]) -> tuple[torch.Tensor, list[Path]]:
-    from ..io import list_images, load_image
-
+    """The image file or the folder's sorted images (the first `limit`), as one batch of one size."""
     files = list_images(path) if path.is_dir() else [path]
     if limit is not None:
         if limit < 1:
@@ -75,31 +85,18 @@ def _load_images(path: Path, limit: Optional[int], size: Optional[int]) -> tuple
 
 
 # -- the command ------------------------------------------------------------------------------------------------
-def run_diagnose(args: argparse.Namespace) -> int:
-    """Run `spgd diagnose` with parsed arguments; returns the exit status (bad input raises SpgdError)."""
-    run_dir = diagnose(args)
+def run_diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> int:
+    """Run `spgd diagnose` with parsed arguments (and the command line, for settings.json); returns the exit
+    status (bad input raises SpgdError)."""
+    run_dir = diagnose(args, argv)
     if not args.quiet:
         print(str(run_dir))
     return 0
 
 
-def diagnose(args: argparse.Namespace) -> Path:
+def diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> Path:
     """The work of `spgd diagnose`; returns the run folder."""
-    from .. import metrics
-    from ..io import make_grid, to_unit
-    from ..operators import make_operator, task_params
-    from ..priors import load_prior
-    from ..presets import apply_overrides, load_preset
-    from ..device import resolve_device
-    from .runs import atomic_write_json, new_run_dir, versions
-    from ..samplers import make_sampler, parse_methods
-    from ..diagnostics.plots import plot_angles, plot_loss, save_animation
-    from ..diagnostics.telemetry import GradientTelemetry
-
-    def status(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
+    status = _status_printer(args.quiet)
     methods = parse_methods(args.methods, "--methods")
     if args.frames < 0:
         raise SpgdError(f"--frames must be >= 0, got {args.frames}")
@@ -109,91 +106,111 @@ def diagnose(args: argparse.Namespace) -> Path:
     settings = {m: _method_settings(m, preset, notes, device.type == "cpu") for m in methods}
     samplers = {m: make_sampler(m, **s) for m, s in settings.items()}  # bad settings fail before any work
 
-    # 1. images, prior, degraded measurement (on the CPU, from one seeded generator)
     x, files = _load_images(Path(args.input), args.limit, args.size)
     status(f"images: {len(files)} of {x.shape[-1]}x{x.shape[-2]} from {args.input}")
     prior = load_prior(args.prior, checkpoint=args.checkpoint, device=device)
-    op_params = dict(preset["operator"])
-    if "seed" in task_params(args.task):
-        op_params["seed"] = args.seed  # image i gets the operator's random part of seed + i
-    operator = make_operator(args.task, **op_params)
-    y = operator.measure(x, torch.Generator().manual_seed(args.seed))
-    operator = operator.to(device) if isinstance(operator, torch.nn.Module) else operator
-    x, y = x.to(device), y.to(device)
+    x, y, operator, op_params, seeds = degrade(x, args.task, preset["operator"], args.seed, device)
 
     run_dir = new_run_dir(args.out, "diagnose", args.task)
     status(f"run folder: {run_dir}")
-
+    run_record = {"task": args.task, "prior": args.prior, "checkpoint": args.checkpoint,
+                  "images": [str(f) for f in files], "seed": args.seed, "device": str(device), "operator": op_params,
+                  "set": list(args.settings)}
+    atomic_write_json(run_dir / "settings.json", {
+        "command": "diagnose", "input": str(Path(args.input).resolve()), **run_record, "frames": args.frames,
+        "sampler": {m: resolved_settings(samplers[m]) for m in methods}, **provenance(argv)})
     telemetries: dict[str, GradientTelemetry] = {}
-    restored = {}
+    restored: dict[str, Tensor] = {}
     report: dict[str, Any] = {}
     for method in methods:
-        sampler = samplers[method]
-        if hasattr(sampler, "progress"):
-            sampler.progress = not args.quiet and sys.stderr.isatty()
-        steps = int(getattr(sampler, "steps", CPU_STEPS))
-        tel = GradientTelemetry(frame_every=max(1, math.ceil(steps / args.frames)) if args.frames else 0,
-                                frame_samples=4)
-        gens = [torch.Generator(device).manual_seed(args.seed + 1 + i) for i in range(x.shape[0])]
-        status(f"{method}: {steps} steps, {getattr(sampler, 'warmup_steps', '?')} warm-up steps ...")
-        # a bar on a terminal; otherwise (a log, a pipe) a status line at least every 10 s
-        callback = tel if getattr(sampler, "progress", False) or args.quiet else _every(tel, steps, method, status)
-        result = sampler.run(y, operator, prior, generator=gens, callback=callback)
-        result.telemetry = tel
-        telemetries[method] = tel
-        restored[method] = result.x
-        psnr = metrics.psnr(to_unit(result.x.clamp(-1, 1)), to_unit(x.clamp(-1, 1))).tolist()
-        summary = tel.summary()
-        report[method] = {
-            **summary,
-            "psnr_mean": sum(psnr) / len(psnr),
-            "psnr": psnr,
-            "denoiser_calls": result.stats.denoiser_calls,
-            "vjps": result.stats.vjps,
-            "seconds": result.stats.seconds,
-            "failed": result.stats.failed,
-            "settings": {k: v for k, v in getattr(sampler, "settings", dict)().items() if k != "progress"},
-        }
-        status(f"{method}: PSNR {report[method]['psnr_mean']:.2f} dB, middle-half g_l swing mean "
-               f"{summary['gl_angle_mean']:.1f}° p90 {summary['gl_angle_p90']:.1f}° ({result.stats.seconds:.1f} s)")
-
-        tel.save_csv(run_dir / f"telemetry_{method}.csv")
-        if tel.frames:
-            captions = [f"k={k} sigma={tel.sigma[tel.steps.index(k)]:.3g}" for k in tel.frame_steps]
-            save_animation(tel.frames, run_dir / f"x0hat_{method}.gif", captions=captions)
+        telemetries[method], restored[method], report[method] = diagnose_method(
+            method, samplers[method], x, y, operator, prior, sample_generators(seeds, 0, device), args, run_dir,
+            status)
 
     status("writing plots and the restorations grid ...")
-    title = f"{args.task}, prior {args.prior}, {len(files)} image(s)"
-    plot_angles(telemetries, run_dir / "angles.png", title=title)
-    plot_loss(telemetries, run_dir / "loss.png", title=title)
-    shown = min(x.shape[0], 4)
-    rows = [[x[i].cpu(), y[i].cpu()] + [restored[m][i].cpu() for m in methods] for i in range(shown)]
-    make_grid(rows, labels=["ground truth", "measurement"] + methods).save(run_dir / "restorations.png")
-
-    summary_doc = {
-        "task": args.task,
-        "prior": args.prior,
-        "checkpoint": args.checkpoint,
-        "images": [str(f) for f in files],
-        "seed": args.seed,
-        "device": str(device),
-        "operator": op_params,
-        "set": list(args.settings),
-        "notes": notes,
-        "middle": [0.25, 0.75],
-        "methods": report,
-        "versions": versions(),
-    }
-    atomic_write_json(run_dir / "summary.json", summary_doc)
+    write_figures(run_dir, f"{args.task}, prior {args.prior}, {len(files)} image(s)", telemetries, x, y, restored)
+    atomic_write_json(run_dir / "summary.json", {**run_record, "notes": notes, "middle": [0.25, 0.75],
+                                                 "methods": report})
     for note in notes:
         status(f"note: {note}")
     return run_dir
 
 
+def _status_printer(quiet: bool) -> Callable[[str], None]:
+    """A function that prints a status line on stderr, or does nothing with --quiet."""
+    def status(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    return status
+
+
+def degrade(x: Tensor, task: str, operator_params: dict, seed: int, device: torch.device
+            ) -> tuple[Tensor, Tensor, Any, dict, list[int]]:
+    """(x, y, operator, its parameters, the image seeds) on `device`: image i measured by the task's operator
+    as image i of `spgd eval` with the same seed (spgd.experiment.seeding)."""
+    seeds = [image_seed(seed, i) for i in range(x.shape[0])]
+    op_params = dict(operator_params)
+    if "seed" in task_params(task):
+        op_params["seed"] = seeds[0]  # the batch's operator gives image i the random part of seed + i
+    operator = OperatorFactory(task, operator_params)(seeds[0], device)
+    x = x.to(device)
+    return x, measure_per_image(operator, x, [noise_seed(s) for s in seeds]), operator, op_params, seeds
+
+
+def diagnose_method(method: str, sampler, x: Tensor, y: Tensor, operator, prior, gens: list[torch.Generator],
+                    args: argparse.Namespace, run_dir: Path, status: Callable[[str], None]
+                    ) -> tuple[GradientTelemetry, Tensor, dict]:
+    """Restore with one method while recording its telemetry; write its CSV (and GIF); return the telemetry,
+    the restorations and the method's entry of summary.json."""
+    if hasattr(sampler, "progress"):
+        sampler.progress = not args.quiet and sys.stderr.isatty()
+    steps = int(getattr(sampler, "steps", CPU_STEPS))
+    tel = GradientTelemetry(frame_every=max(1, math.ceil(steps / args.frames)) if args.frames else 0,
+                            frame_samples=4)
+    status(f"{method}: {steps} steps, {getattr(sampler, 'warmup_steps', '?')} warm-up steps ...")
+    # a bar on a terminal; otherwise (a log, a pipe) a status line at least every 10 s
+    callback = tel if getattr(sampler, "progress", False) or args.quiet else _every(tel, steps, method, status)
+    result = sampler.run(y, operator, prior, generator=gens, callback=callback)
+    result.telemetry = tel
+    psnr = metrics.psnr(to_unit(result.x.clamp(-1, 1)), to_unit(x.clamp(-1, 1))).tolist()
+    summary = tel.summary()
+    entry = {
+        **summary,
+        "psnr_mean": sum(psnr) / len(psnr),
+        "psnr": psnr,
+        "denoiser_calls": result.stats.denoiser_calls,
+        "vjps": result.stats.vjps,
+        "seconds": result.stats.seconds,
+        "failed": result.stats.failed,
+        "settings": resolved_settings(sampler),
+    }
+    status(f"{method}: PSNR {entry['psnr_mean']:.2f} dB, middle-half g_l swing mean "
+           f"{summary['gl_angle_mean']:.1f}° p90 {summary['gl_angle_p90']:.1f}° ({result.stats.seconds:.1f} s)")
+    tel.save_csv(run_dir / f"telemetry_{method}.csv")
+    if tel.frames:
+        captions = [f"k={k} sigma={tel.sigma[tel.steps.index(k)]:.3g}" for k in tel.frame_steps]
+        save_animation(tel.frames, run_dir / f"x0hat_{method}.gif", captions=captions)
+    return tel, result.x, entry
+
+
+def resolved_settings(sampler) -> dict:
+    """The sampler's settings as it runs them (its progress bar aside)."""
+    return {k: v for k, v in getattr(sampler, "settings", dict)().items() if k != "progress"}
+
+
+def write_figures(run_dir: Path, title: str, telemetries: dict[str, GradientTelemetry], x: Tensor, y: Tensor,
+                  restored: dict[str, Tensor]) -> None:
+    """angles.png, loss.png and restorations.png (ground truth | measurement | each method, up to 4 images)."""
+    plot_angles(telemetries, run_dir / "angles.png", title=title)
+    plot_loss(telemetries, run_dir / "loss.png", title=title)
+    methods = list(restored)
+    rows = [[x[i].cpu(), y[i].cpu()] + [restored[m][i].cpu() for m in methods] for i in range(min(x.shape[0], 4))]
+    write_grid(run_dir / "restorations.png", rows, labels=["ground truth", "measurement"] + methods)
+
+
 def _every(callback, steps: int, label: str, status, seconds: float = 10.0):
     """`callback`, plus a status line ("spgd: step k/K, t s") at most every `seconds` and at the last step."""
-    import time
-
     t0 = last = time.monotonic()
 
     def cb(info: dict) -> None:

@@ -50,7 +50,6 @@ from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .runs import (
     Console,
     atomic_torch_save,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     provenance,
@@ -58,7 +57,9 @@ from .runs import (
     read_run_settings,
     shard,
     utc_now,
+    write_grid,
 )
+from .seeding import image_seed, noise_seed, sample_generators
 
 GRID_ROWS = 16  # at most this many images in grid.png
 INPAINTING = ("inpainting_box", "inpainting_random")
@@ -166,12 +167,6 @@ def identity_differences(saved: dict, now: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------------------
 # seeds, operators, measurements
-
-
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys (numpy SeedSequence: well mixed, platform independent)."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
 def _torch_file_entry(path: Path, key: str) -> Any:
@@ -641,7 +636,7 @@ class Evaluation:
                 "lpips_label": self.lpips_label,
                 "fid": None if self.fid_model is None else {"weights": str(cfg.fid_weights), "resize": "pytorch-fid"},
                 "seeding": "image i (sorted order) uses seed + i for its operator; noise and sampler "
-                "generators are derived from it (spgd.experiment.evaluation.derive_seed)",
+                "generators are derived from it (spgd.experiment.seeding)",
                 "cli_options": cli_options or {},
                 **provenance(self.argv),
             },
@@ -731,9 +726,9 @@ class Evaluation:
         """Degrade, restore with every method, score and record one batch; returns its records (also written)."""
         items = [b[0] for b in batch]
         x = torch.cat([b[1] for b in batch]).to(self.device)
-        seeds = [self.cfg.seed + it.index for it in items]
+        seeds = [image_seed(self.cfg.seed, it.index) for it in items]
         op = self.make_op(seeds[0], self.device)
-        y = measure_per_image(op, x, [derive_seed(s, 0) for s in seeds])
+        y = measure_per_image(op, x, [noise_seed(s) for s in seeds])
         records = self._measurement_records(batch, seeds, op, x, y)
         for m in self.cfg.methods:
             self._restore_with(m, items, seeds, op, x, y, records)
@@ -783,7 +778,7 @@ class Evaluation:
         stochastic = getattr(self.samplers[method], "stochastic", True)
         moments = SampleMoments() if cfg.samples > 1 and stochastic else None
         for s in range(cfg.samples):
-            gens = [torch.Generator(device=self.device).manual_seed(derive_seed(si, 1, s)) for si in seeds]
+            gens = sample_generators(seeds, s, self.device)
             result = run_sampler(self.samplers[method], y, op, self.prior, generator=gens, x_shape=tuple(x.shape))
             cost.append(result.stats.as_dict())
             x_hat = result.x.detach()
@@ -1110,10 +1105,7 @@ def _write_grid(run_dir: Path, records: list[dict], methods: list[str], size, re
     labels = ["ground truth", "measurement", *methods]
     for m in extra:
         labels += [f"{m} mean", f"{m} std (0-{UNCERTAINTY_VMAX:g})"]
-    grid = io.make_grid(rows, labels=labels, cell_size=cell)
-    buf = _io.BytesIO()
-    grid.save(buf, format="PNG")
-    atomic_write_bytes(run_dir / "grid.png", buf.getvalue())
+    write_grid(run_dir / "grid.png", rows, labels=labels, cell_size=cell)
 
 
 def _maybe_image(path: Path) -> Optional[Tensor]:

@@ -14,7 +14,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import PIL
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm as auto_tqdm
 
 from .. import __version__
 from ..errors import SpgdError
-from ..io import atomic_write
+from ..io import atomic_write, make_grid
 
 PathLike = Union[str, os.PathLike]
 
@@ -56,6 +56,13 @@ def new_run_dir(out: PathLike, command: str, task: Optional[str] = None) -> Path
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically (temporary file in the same folder, then os.replace)."""
     return atomic_write(path, lambda f: f.write(data))
+
+
+def write_grid(path: PathLike, rows: Sequence[Sequence[Optional[torch.Tensor]]], labels: Optional[Sequence[str]] = None,
+               cell_size: Optional[Sequence[int]] = None) -> Path:
+    """A comparison grid of images (:func:`spgd.io.make_grid`: one row per image) written atomically as a PNG."""
+    grid = make_grid(rows, labels=labels, cell_size=cell_size)
+    return atomic_write(path, lambda f: grid.save(f, format="PNG"))
 
 
 def _jsonable(obj: Any) -> Any:
