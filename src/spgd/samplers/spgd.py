@@ -171,7 +171,7 @@ class SPGD(Sampler):
     def warmup(self, run: RunSetup, operator, y: Tensor, x: Tensor, sigma: float, lr: float) -> Warmup:
         """Step 1 at one level, from x^(0) = x: for j = 0..N-1, g_j = grad ||A(D(x^(j); sigma)) - y||^2, m_0 = g_0,
         m_j = adm_update(m_{j-1}, g_j), x^(j+1) = x^(j) - lr * m_j (the raw g_j with `use_momentum=False`)."""
-        m = None
+        m = x0_hat = x_prev = None
         losses, cosines, alphas = [], [], []
         for _ in range(self.warmup_steps):
             x_prev = x
