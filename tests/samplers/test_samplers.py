@@ -209,6 +209,37 @@ def test_diverging_sample_is_reported_and_others_finish():
     assert torch.isfinite(r.x[[0, 2]]).all() and r.x[[0, 2]].abs().sum() > 0
 
 
+class RangedPrior:
+    """The exact N(0, I) denoiser, trained (it says) for sigma in [0.5, 2]; records every sigma it is asked at."""
+
+    sigma_min, sigma_max = 0.5, 2.0
+
+    def __init__(self):
+        self.asked = []
+
+    def denoise(self, x, sigma):
+        s = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1)
+        self.asked += s.tolist()
+        return x / (1 + s.view(-1, *[1] * (x.ndim - 1)) ** 2)
+
+
+@pytest.mark.parametrize(
+    "method, settings",
+    [
+        ("spgd", dict(steps=6, warmup_steps=1, lr=0.1)),
+        ("spgd-official", dict(steps=6, warmup_steps=2, lr=0.1)),
+        ("dps", dict(steps=6, lr=0.1)),  # no ddpm_betas: the continuous-time fallback
+        ("daps", dict(steps=4, ode_steps=2, langevin_steps=1)),
+    ],
+)
+def test_every_method_asks_the_prior_only_inside_its_sigma_range(method, settings):
+    prior = RangedPrior()
+    y = torch.full((2, 4), 0.3)
+    result = make_sampler(method, **settings).run(y, Scale(1.0), prior, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(result.x).all()
+    assert prior.asked and min(prior.asked) == 0.5 and max(prior.asked) == 2.0
+
+
 def test_nonfinite_measurement_is_a_clear_error():
     y = torch.zeros(2, 3)
     y[1, 0] = float("nan")

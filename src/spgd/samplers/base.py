@@ -1,15 +1,16 @@
-"""What every sampler shares: the result type, cost accounting, the guided denoiser call, per-sample failure."""
+"""What every sampler shares: the result type, cost accounting, the guided denoiser call, per-sample failure,
+and the start of a run (`Sampler.start_run`)."""
 
 from __future__ import annotations
 
-import math
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..errors import SpgdError
 from ..priors.base import Prior, append_dims, as_prior
@@ -191,7 +192,7 @@ def infer_x_shape(y: Tensor, operator, x_shape: Optional[Sequence[int]]) -> tupl
 #   2. the root-mean-square of its state exceeds `max_rms` (default 1e4). Images live in [-1, 1] and a state
 #      at noise level sigma has an RMS of about sqrt(1 + sigma^2) (<= ~100 for the default sigma_max = 100),
 #      so 1e4 is two orders of magnitude above anything a healthy run reaches; samplers with a larger
-#      sigma_max pass a larger bound (SPGD: 100 * sigma_max), or
+#      sigma_max pass a larger bound (SPGD and DAPS: `state_rms_bound`, 100 * sigma_max), or
 #   3. at the last check (the result, sigma = 0), its RMS exceeds `max_result_rms` (default 1e3: a thousand
 #      times the data range), or, when the sampler gives the measurement (`check_fit`), its data residual
 #      RMS(A(x) - y) is both more than `residual_factor` (1e3) times the noise level and more than 10 times
@@ -200,6 +201,11 @@ def infer_x_shape(y: Tensor, operator, x_shape: Optional[Sequence[int]]) -> tupl
 MAX_RMS = 1e4
 MAX_RESULT_RMS = 1e3
 RESIDUAL_FACTOR = 1e3
+
+
+def state_rms_bound(sigma_max: float) -> float:
+    """Rule 2's bound for a run that starts at noise level sigma_max: MAX_RMS, or 100 * sigma_max if larger."""
+    return max(MAX_RMS, 100 * sigma_max)
 
 
 def rms(x: Tensor) -> Tensor:
@@ -293,19 +299,68 @@ class FailureTracker:
         stats.failure_reason = list(self.reason)
 
 
-def progress(steps: range, desc: str, enabled: bool):
-    """`steps`, wrapped in a tqdm bar when enabled (the library is quiet by default; the CLI turns it on)."""
-    if not enabled:
-        return steps
-    from tqdm.auto import tqdm
+@dataclass
+class RunSetup:
+    """What a sampler's run starts with (see `Sampler.start_run`); the loop and its result come from the sampler."""
 
-    return tqdm(steps, desc=desc, unit="step", leave=False)
+    prior: Prior
+    x: Tensor  # the start state
+    draw: NoiseSource  # every standard-normal draw of the run, the start's included
+    tracker: FailureTracker
+    meter: CostMeter  # entered by the sampler around its loop
+    sigma_lo: float  # the prior's sigma range
+    sigma_hi: float
+    desc: str  # the progress bar's label
+    show_progress: bool
+
+    def prior_sigma(self, sigma: float) -> float:
+        """sigma clipped to the prior's range: the prior is only asked inside it."""
+        return min(max(sigma, self.sigma_lo), self.sigma_hi)
+
+    def progress(self, steps: range):
+        """`steps`, wrapped in a tqdm bar when enabled (the library is quiet by default; the CLI turns it on)."""
+        if not self.show_progress:
+            return steps
+        return tqdm(steps, desc=self.desc, unit="step", leave=False)
+
+    def finish(self, x: Tensor, y: Tensor, operator, last_step: int) -> Result:
+        """The result of the loop's last state x: the divergence rule's data-residual check on it, the failures
+        reported in the stats."""
+        x = self.tracker.check_fit(x, y, operator, last_step)  # a result that fits y absurdly badly diverged too
+        self.tracker.report(self.meter.stats)
+        return Result(x=x, stats=self.meter.stats)
 
 
-def prepare(prior, y: Tensor) -> Prior:
-    check_measurement(y)
-    return as_prior(prior)
+class Sampler:
+    """Base of the samplers, each a dataclass of its settings. The diffusion samplers (those with `check_every`
+    and `progress` settings) begin each run with `start_run`."""
 
+    def settings(self) -> dict:
+        """The settings as a plain dict (what run records store)."""
+        return asdict(self)
 
-def fmt_sigma(s: float) -> str:
-    return f"{s:.3g}" if math.isfinite(s) else str(s)
+    def start_run(
+        self, y: Tensor, operator, prior, generator: GeneratorLike, noise: Optional[NoiseFn],
+        x_start: Optional[Tensor], x_shape: Optional[Sequence[int]], start_sigma: float = 1.0,
+        max_rms: float = MAX_RMS,
+    ) -> RunSetup:
+        """What every diffusion sampler's run starts with: y checked, the prior accepted (`as_prior`), the shape
+        of x (`infer_x_shape`), the start state x = start_sigma * z (the run's first draw) unless `x_start` is
+        given, the divergence tracker (state bound `max_rms`, checked every `check_every` steps), the cost meter,
+        the prior's sigma range (default [0, inf)) and a progress bar labelled with the sampler's name."""
+        check_measurement(y)
+        prior = as_prior(prior)
+        shape = infer_x_shape(y, operator, x_shape)
+        draw = NoiseSource(generator, noise)
+        x = start_sigma * draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
+        return RunSetup(
+            prior=prior,
+            x=x,
+            draw=draw,
+            tracker=FailureTracker(shape[0], y.device, self.check_every, max_rms=max_rms),
+            meter=CostMeter(y.device, shape[0]),
+            sigma_lo=float(getattr(prior, "sigma_min", 0.0)),
+            sigma_hi=float(getattr(prior, "sigma_max", float("inf"))),
+            desc=type(self).__name__.lower(),
+            show_progress=self.progress,
+        )

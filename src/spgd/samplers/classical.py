@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar, Optional, Sequence
 
 import torch
@@ -18,15 +18,11 @@ from torch import Tensor
 
 from ..errors import SpgdError
 from ..operators.solvers import CG_ITERS, TIKHONOV_LAM, tikhonov
-from .base import Callback, CostMeter, GeneratorLike, Result, check_measurement
-
-
-
-
+from .base import Callback, CostMeter, GeneratorLike, Result, Sampler, check_measurement
 
 
 @dataclass
-class Classical:
+class Classical(Sampler):
     """Prior-free baseline: the operator's own `pseudo_inverse(y, lam, iters)` (bicubic for super-resolution,
     biharmonic fill for inpainting, Tikhonov-CG for other linear operators); an operator without one but with
     an `adjoint` (a user's own linear operator) gets the Tikhonov-CG solve."""
@@ -36,18 +32,9 @@ class Classical:
     progress: bool = False  # accepted for a uniform interface; nothing long enough to show
     stochastic: ClassVar[bool] = False  # the same result for every seed: no mean/uncertainty over samples
 
-    def settings(self) -> dict:
-        return asdict(self)
-
     def run(
-        self,
-        y: Tensor,
-        operator,
-        prior=None,
-        generator: GeneratorLike = None,
-        callback: Optional[Callback] = None,
-        x_start: Optional[Tensor] = None,
-        x_shape: Optional[Sequence[int]] = None,
+        self, y: Tensor, operator, prior=None, generator: GeneratorLike = None, callback: Optional[Callback] = None,
+        x_start: Optional[Tensor] = None, x_shape: Optional[Sequence[int]] = None,
         noise=None,  # accepted for the common interface: nothing here is random
     ) -> Result:
         check_measurement(y)

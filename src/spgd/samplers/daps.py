@@ -12,34 +12,21 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import SpgdError
-from .base import (
-    MAX_RMS,
-    Callback,
-    CostMeter,
-    FailureTracker,
-    GeneratorLike,
-    NoiseFn,
-    NoiseSource,
-    Result,
-    denoise,
-    infer_x_shape,
-    prepare,
-    progress,
-)
+from .base import Callback, GeneratorLike, NoiseFn, Result, Sampler, denoise, state_rms_bound
 from .schedule import karras_sigmas
 
 RELEASES = ("2024", "2025")
 
 
 @dataclass
-class DAPS:
+class DAPS(Sampler):
     """Per annealing level sigma_k (a Karras schedule, then 0), from the state x_k:
 
     1. x0_hat: Euler steps of the probability-flow ODE dx/dsigma = (x - D(x; s)) / s on `ode_steps` Karras levels
@@ -83,9 +70,6 @@ class DAPS:
             raise SpgdError(f"release must be one of {RELEASES}, got {self.release!r}")
         karras_sigmas(self.steps, self.sigma_max, self.sigma_min, self.rho)
 
-    def settings(self) -> dict:
-        return asdict(self)
-
     def annealing_sigmas(self) -> list[float]:
         """sigma_0 .. sigma_{K-1}, then 0 (float64)."""
         K = self.steps
@@ -108,37 +92,25 @@ class DAPS:
         return [self.lr * (1 + (k / denom) * (self.lr_min_ratio - 1)) for k in range(K)]
 
     def run(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        generator: GeneratorLike = None,
-        callback: Optional[Callback] = None,
-        x_start: Optional[Tensor] = None,
-        x_shape: Optional[Sequence[int]] = None,
-        noise: Optional[NoiseFn] = None,
+        self, y: Tensor, operator, prior, generator: GeneratorLike = None, callback: Optional[Callback] = None,
+        x_start: Optional[Tensor] = None, x_shape: Optional[Sequence[int]] = None, noise: Optional[NoiseFn] = None,
     ) -> Result:
         """Restore x from y. Random draws, in order (`noise` replays them): the start x = sigma_0 z, then per
         level `langevin_steps` Langevin draws and one re-noise draw (drawn at the last level too, where it is
         multiplied by sigma_K = 0)."""
-        prior = prepare(prior, y)
-        shape = infer_x_shape(y, operator, x_shape)
         sigmas, lrs = self.annealing_sigmas(), self.langevin_lrs()
         data_weight = 0.5 if self.release == "2024" else 1.0
-        s_lo, s_hi = float(getattr(prior, "sigma_min", 0.0)), float(getattr(prior, "sigma_max", float("inf")))
-        draw = NoiseSource(generator, noise)
-        x = sigmas[0] * draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
-        # divergence rule (see FailureTracker): the bound on the state scales with the start's noise level
-        tracker = FailureTracker(shape[0], y.device, self.check_every, max_rms=max(MAX_RMS, 100 * self.sigma_max))
-
-        with CostMeter(y.device, shape[0]) as meter:
-            for k in progress(range(self.steps), "daps", self.progress):
+        run = self.start_run(y, operator, prior, generator, noise, x_start, x_shape, start_sigma=sigmas[0],
+                             max_rms=state_rms_bound(self.sigma_max))  # the bound scales with the start's level
+        x = run.x
+        with run.meter:
+            for k in run.progress(range(self.steps)):
                 sigma, lr_k = sigmas[k], lrs[k]
                 # 1. x0_hat from the probability-flow ODE, sigma_k -> ode_sigma_min (2024: -> 0)
                 ode = self.ode_sigmas(sigma)
                 z = x
                 for s, s_next in zip(ode[:-1], ode[1:]):
-                    d = denoise(prior, z, min(max(s, s_lo), s_hi), meter)
+                    d = denoise(run.prior, z, run.prior_sigma(s), run.meter)
                     z = d if s_next == 0 else z + (s_next - s) * (z - d) / s
                 x0_hat = z
                 # 2. Langevin dynamics on x0 | x_k, y (gradients of the operator only, no network)
@@ -148,15 +120,13 @@ class DAPS:
                         v = x0.detach().requires_grad_(True)
                         loss = (operator.forward(v) - y).pow(2).flatten(1).sum(1)
                         (g,) = torch.autograd.grad(loss.sum(), v)
-                    meter.stats.operator_grads += 1
+                    run.meter.stats.operator_grads += 1
                     x0 = x0 - lr_k * (data_weight * g / self.tau**2 + (x0 - x0_hat) / sigma**2)
-                    x0 = x0 + (2 * lr_k) ** 0.5 * draw.like(x0)
+                    x0 = x0 + (2 * lr_k) ** 0.5 * run.draw.like(x0)
                 # 3. re-noise to the next level
-                x_new = x0 + sigmas[k + 1] * draw.like(x0)
-                x = tracker.check(tracker.freeze(x_new, x), k, last=k == self.steps - 1)
+                x_new = x0 + sigmas[k + 1] * run.draw.like(x0)
+                x = run.tracker.check(run.tracker.freeze(x_new, x), k, last=k == self.steps - 1)
                 if callback is not None:
                     callback({"step": k, "sigma": sigma, "x": x, "x0_hat": x0_hat, "x0_y": x0,
-                              "loss": [] if loss is None else [loss.detach()], "alive": tracker.alive})
-            x = tracker.check_fit(x, y, operator, self.steps - 1)  # a result that fits y absurdly badly diverged too
-            tracker.report(meter.stats)
-        return Result(x=x, stats=meter.stats)
+                              "loss": [] if loss is None else [loss.detach()], "alive": run.tracker.alive})
+            return run.finish(x, y, operator, self.steps - 1)

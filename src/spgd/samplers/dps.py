@@ -12,25 +12,14 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import SpgdError
-from .base import (
-    Callback,
-    CostMeter,
-    FailureTracker,
-    GeneratorLike,
-    NoiseFn,
-    NoiseSource,
-    Result,
-    infer_x_shape,
-    prepare,
-    progress,
-)
+from .base import Callback, GeneratorLike, NoiseFn, Result, RunSetup, Sampler
 
 VARIANCES = ("learned_range", "fixed_small")
 
@@ -74,6 +63,10 @@ class DDPMSchedule:
         flip = lambda t: t.flip(0).tolist()  # noqa: E731
         return cls(kept[::-1], flip(abar), flip(abar_prev), flip(beta), flip(log_var))
 
+    def sigma(self, i: int) -> float:
+        """Step i's noise level in the VE form, sqrt((1 - abar) / abar)."""
+        return ((1 - self.abar[i]) / self.abar[i]) ** 0.5
+
 
 def _f32(c: float) -> float:
     """A coefficient rounded to float32 before it multiplies, as the released code casts its tables."""
@@ -81,7 +74,7 @@ def _f32(c: float) -> float:
 
 
 @dataclass
-class DPS:
+class DPS(Sampler):
     """Ancestral DDPM sampling with one measurement-gradient step per step (Algorithm 1 of the paper):
 
         x0_hat   = clip(sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps(x_t, t), -1, 1)
@@ -114,9 +107,6 @@ class DPS:
         if self.variance not in VARIANCES:
             raise SpgdError(f"variance must be one of {VARIANCES}, got {self.variance!r}")
 
-    def settings(self) -> dict:
-        return asdict(self)
-
     def schedule(self, prior=None) -> DDPMSchedule:
         """The respaced schedule: the prior's own training schedule when it has one, else the linear one."""
         betas = getattr(prior, "ddpm_betas", lambda: None)()
@@ -127,64 +117,66 @@ class DPS:
         return DDPMSchedule.respaced(betas, self.steps)
 
     def run(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        generator: GeneratorLike = None,
-        callback: Optional[Callback] = None,
-        x_start: Optional[Tensor] = None,
-        x_shape: Optional[Sequence[int]] = None,
-        noise: Optional[NoiseFn] = None,
+        self, y: Tensor, operator, prior, generator: GeneratorLike = None, callback: Optional[Callback] = None,
+        x_start: Optional[Tensor] = None, x_shape: Optional[Sequence[int]] = None, noise: Optional[NoiseFn] = None,
     ) -> Result:
         """Restore x from y. Random draws, in order (`noise` replays them): x_T, then one ancestral draw per step
         except the last."""
-        prior = prepare(prior, y)
-        shape = infer_x_shape(y, operator, x_shape)
-        discrete = getattr(prior, "ddpm_betas", lambda: None)() is not None
-        sched = self.schedule(prior)
-        learned = self.variance == "learned_range"
-        s_lo, s_hi = float(getattr(prior, "sigma_min", 0.0)), float(getattr(prior, "sigma_max", float("inf")))
-        draw = NoiseSource(generator, noise)
-        x = draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
-        tracker = FailureTracker(shape[0], y.device, self.check_every)
+        run = self.start_run(y, operator, prior, generator, noise, x_start, x_shape)
+        discrete = getattr(run.prior, "ddpm_betas", lambda: None)() is not None
+        sched = self.schedule(run.prior)
         n = len(sched.timesteps)
-
-        with CostMeter(y.device, shape[0]) as meter:
-            for i in progress(range(n), "dps", self.progress):
-                abar, abar_prev, beta = sched.abar[i], sched.abar_prev[i], sched.beta[i]
-                sigma = ((1 - abar) / abar) ** 0.5
-                meter.stats.denoiser_calls += 1
-                meter.stats.vjps += 1
-                with torch.enable_grad():
-                    xt = x.detach().requires_grad_(True)
-                    v = None
-                    if discrete:
-                        eps, v = prior.ddpm_eps(xt, sched.timesteps[i])
-                        x0_hat = _f32((1 / abar) ** 0.5) * xt - _f32((1 / abar - 1) ** 0.5) * eps
-                    else:
-                        x0_hat = prior.denoise(xt * _f32((1 / abar) ** 0.5), min(max(sigma, s_lo), s_hi))
-                    if self.clip_denoised:
-                        x0_hat = x0_hat.clamp(-1, 1)
-                    norm = (y - operator.forward(x0_hat)).flatten(1).norm(dim=1)
-                    (grad,) = torch.autograd.grad(norm.sum(), xt)
-                x0_hat = x0_hat.detach()
-                # the DDPM posterior q(x_{t-1} | x_t, x0_hat): mean, then the (learned or fixed) variance
-                c0 = _f32(beta * abar_prev**0.5 / (1 - abar))
-                ct = _f32((1 - abar_prev) * (1 - beta) ** 0.5 / (1 - abar))
-                x_prev = c0 * x0_hat + ct * x.detach()
-                if i < n - 1:
-                    log_var = _f32(sched.log_var_clipped[i])
-                    if learned and v is not None:  # per pixel, from the network's variance channels
-                        frac = (v.detach() + 1) / 2
-                        std = torch.exp(0.5 * (frac * _f32(math.log(beta)) + (1 - frac) * log_var))
-                    else:  # a number: no tensor is made (or copied to the device) for it
-                        std = _f32(math.exp(0.5 * log_var))
-                    x_prev = x_prev + std * draw.like(x_prev)
-                x = tracker.check(tracker.freeze(x_prev - self.lr * grad, x), i, last=i == n - 1)
+        x = run.x
+        with run.meter:
+            for i in run.progress(range(n)):
+                # x0_hat = clip(sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps(x_t, t)) and grad_{x_t} ||y - A(x0_hat)||
+                x0_hat, v, norm, grad = self.denoise_with_grad(run, operator, y, x, sched, i, discrete)
+                # x'_{t-1} = mu_t(x_t, x0_hat) + exp(logvar_t / 2) z  (no noise at the last step)
+                x_prev = self.ancestral_step(run, x0_hat, v, x, sched, i)
+                # x_{t-1} = x'_{t-1} - lr * grad
+                x = run.tracker.check(run.tracker.freeze(x_prev - self.lr * grad, x), i, last=i == n - 1)
                 if callback is not None:
-                    callback({"step": i, "sigma": sigma, "x": x, "x0_hat": x0_hat, "loss": [norm.detach() ** 2],
-                              "alive": tracker.alive})
-            x = tracker.check_fit(x, y, operator, n - 1)  # a result that fits y absurdly badly diverged too
-            tracker.report(meter.stats)
-        return Result(x=x, stats=meter.stats)
+                    callback({"step": i, "sigma": sched.sigma(i), "x": x, "x0_hat": x0_hat,
+                              "loss": [norm.detach() ** 2], "alive": run.tracker.alive})
+            return run.finish(x, y, operator, n - 1)
+
+    def denoise_with_grad(
+        self, run: RunSetup, operator, y: Tensor, x: Tensor, sched: DDPMSchedule, i: int, discrete: bool
+    ) -> tuple[Tensor, Optional[Tensor], Tensor, Tensor]:
+        """Step i's x0_hat (clipped), the network's variance channels (discrete priors, else None), the residual
+        norm ||y - A(x0_hat)|| (B,) and its gradient with respect to x_t (through the network and the clip)."""
+        abar = sched.abar[i]
+        run.meter.stats.denoiser_calls += 1
+        run.meter.stats.vjps += 1
+        with torch.enable_grad():
+            xt = x.detach().requires_grad_(True)
+            v = None
+            if discrete:
+                eps, v = run.prior.ddpm_eps(xt, sched.timesteps[i])
+                x0_hat = _f32((1 / abar) ** 0.5) * xt - _f32((1 / abar - 1) ** 0.5) * eps
+            else:
+                x0_hat = run.prior.denoise(xt * _f32((1 / abar) ** 0.5), run.prior_sigma(sched.sigma(i)))
+            if self.clip_denoised:
+                x0_hat = x0_hat.clamp(-1, 1)
+            norm = (y - operator.forward(x0_hat)).flatten(1).norm(dim=1)
+            (grad,) = torch.autograd.grad(norm.sum(), xt)
+        return x0_hat.detach(), v, norm, grad
+
+    def ancestral_step(
+        self, run: RunSetup, x0_hat: Tensor, v: Optional[Tensor], x: Tensor, sched: DDPMSchedule, i: int
+    ) -> Tensor:
+        """x'_{t-1} from the DDPM posterior q(x_{t-1} | x_t, x0_hat): its mean, plus (but at the last step) a draw
+        with the learned per-pixel variance (from the variance channels v) or the fixed one."""
+        abar, abar_prev, beta = sched.abar[i], sched.abar_prev[i], sched.beta[i]
+        c0 = _f32(beta * abar_prev**0.5 / (1 - abar))
+        ct = _f32((1 - abar_prev) * (1 - beta) ** 0.5 / (1 - abar))
+        x_prev = c0 * x0_hat + ct * x.detach()
+        if i == len(sched.timesteps) - 1:
+            return x_prev
+        log_var = _f32(sched.log_var_clipped[i])
+        if self.variance == "learned_range" and v is not None:  # per pixel, from the network's variance channels
+            frac = (v.detach() + 1) / 2
+            std = torch.exp(0.5 * (frac * _f32(math.log(beta)) + (1 - frac) * log_var))
+        else:  # a number: no tensor is made (or copied to the device) for it
+            std = _f32(math.exp(0.5 * log_var))
+        return x_prev + std * run.draw.like(x_prev)

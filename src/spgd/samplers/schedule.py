@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import SpgdError
+
 
 def karras_sigmas(steps: int, sigma_max: float = 100.0, sigma_min: float = 0.1, rho: float = 7.0) -> Tensor:
     """Karras et al. (2022) schedule: `steps` levels from sigma_max down to sigma_min, then a final 0.
@@ -13,12 +15,8 @@ def karras_sigmas(steps: int, sigma_max: float = 100.0, sigma_min: float = 0.1, 
     Returned in float64, shape (steps + 1,).
     """
     if steps < 1:
-        from ..errors import SpgdError
-
         raise SpgdError(f"steps must be >= 1, got {steps}")
     if not (sigma_max > 0 and sigma_min > 0 and sigma_max >= sigma_min):
-        from ..errors import SpgdError
-
         raise SpgdError(f"need sigma_max >= sigma_min > 0, got sigma_max={sigma_max}, sigma_min={sigma_min}")
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)

@@ -7,28 +7,15 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import torch
 from torch import Tensor
 
 from ..errors import SpgdError
 from ..priors.base import append_dims
 from .base import (
-    MAX_RMS,
-    Callback,
-    CostMeter,
-    FailureTracker,
-    GeneratorLike,
-    NoiseFn,
-    NoiseSource,
-    Result,
-    denoise,
-    infer_x_shape,
-    likelihood_grad,
-    prepare,
-    progress,
+    Callback, GeneratorLike, NoiseFn, Result, RunSetup, Sampler, denoise, likelihood_grad, state_rms_bound,
 )
 from .schedule import karras_sigmas, linear_lr
 
@@ -62,7 +49,41 @@ def adm_update(m: Tensor, g: Tensor, beta: float, cosine: str = "sample") -> tup
 
 
 @dataclass
-class SPGD:
+class Warmup:
+    """One level's warm-up (step 1): x^(N), x^(N-1) and the last x0_hat = D(x^(N-1); sigma_k), and per step j
+    the loss (B,) and, for j >= 1, the ADM cosine and alpha (B,)."""
+
+    x: Tensor
+    x_prev: Tensor
+    x0_hat: Tensor
+    loss: list
+    cosine: list
+    alpha: list
+
+
+def level_info(
+    k: int, sigma: float, sigma_next: float, lr: float, x_level: Tensor, warm: Warmup, x: Tensor, x0_hat: Tensor,
+    alive: Tensor,
+) -> dict:
+    """What SPGD hands its callback after level k (diagnostics' telemetry reads it)."""
+    return {
+        "step": k,
+        "sigma": sigma,
+        "sigma_next": sigma_next,
+        "lr": lr,
+        "x_level": x_level,  # x^(0), the state entering this level
+        "x_warm": warm.x,  # x^(N), after the warm-up
+        "x": x,  # the state passed to the next level
+        "x0_hat": x0_hat,
+        "loss": warm.loss,  # per warm-up step, each (B,)
+        "cosine": warm.cosine,  # per warm-up step j >= 1, each (B,)
+        "alpha": warm.alpha,
+        "alive": alive,
+    }
+
+
+@dataclass
+class SPGD(Sampler):
     """Stabilized Progressive Gradient Diffusion on the EDM/VE form x_t = x_0 + sigma * eps.
 
     For each noise level sigma_k of a Karras schedule (then 0), starting from x = sigma_max * eps:
@@ -110,86 +131,57 @@ class SPGD:
             raise SpgdError(f"cosine must be one of {COSINE_MODES}, got {self.cosine!r}")
         karras_sigmas(self.steps, self.sigma_max, self.sigma_min, self.rho)  # validates the range
 
-    def settings(self) -> dict:
-        return asdict(self)
-
     def run(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        generator: GeneratorLike = None,
-        callback: Optional[Callback] = None,
-        x_start: Optional[Tensor] = None,
-        x_shape: Optional[Sequence[int]] = None,
-        start_step: int = 0,
+        self, y: Tensor, operator, prior, generator: GeneratorLike = None, callback: Optional[Callback] = None,
+        x_start: Optional[Tensor] = None, x_shape: Optional[Sequence[int]] = None, start_step: int = 0,
         noise: Optional[NoiseFn] = None,
     ) -> Result:
         """Restore x from y = A(x) + noise. `generator`: one torch.Generator, or one per sample (then each
         sample's result does not depend on the rest of the batch). `callback(info)` is called after each level
-        with a dict (see below); it is only built when a callback is given. `start_step` with `x_start`
+        with a dict (`level_info`); it is only built when a callback is given. `start_step` with `x_start`
         continues a run from level `start_step` (x_start is then the state entering that level). `noise(shape,
         dtype, device)` replaces the run's one random draw, the start x = sigma_max * noise (see `NoiseSource`)."""
-        prior = prepare(prior, y)
-        shape = infer_x_shape(y, operator, x_shape)
-        K, N = self.steps, self.warmup_steps
+        K = self.steps
         if not 0 <= start_step < K or (start_step and x_start is None):
             raise SpgdError(f"start_step must be in [0, {K}) and needs x_start when > 0, got {start_step}")
         sigmas = karras_sigmas(K, self.sigma_max, self.sigma_min, self.rho).tolist()
         lrs = linear_lr(self.lr, self.lr_min_ratio, K).tolist()
-        s_lo, s_hi = float(getattr(prior, "sigma_min", 0.0)), float(getattr(prior, "sigma_max", float("inf")))
-
-        draw = NoiseSource(generator, noise)
-        x = sigmas[0] * draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
-        # divergence rule (see FailureTracker): the bound on the state scales with the start's noise level
-        tracker = FailureTracker(shape[0], y.device, self.check_every, max_rms=max(MAX_RMS, 100 * self.sigma_max))
-        levels = progress(range(start_step, K), "spgd", self.progress)
-
-        with CostMeter(y.device, shape[0]) as meter:
-            for k in levels:
+        run = self.start_run(y, operator, prior, generator, noise, x_start, x_shape, start_sigma=sigmas[0],
+                             max_rms=state_rms_bound(self.sigma_max))  # the bound scales with the start's level
+        x = run.x
+        with run.meter:
+            for k in run.progress(range(start_step, K)):
                 sigma, sigma_next, lr_k = sigmas[k], sigmas[k + 1], lrs[k]
-                sigma_d = min(max(sigma, s_lo), s_hi)  # the prior is only asked inside its range
-                x_level = x
-                m = None
-                x0_hat = x_prev = None
-                cosines, alphas, losses = [], [], []
+                sigma_d = run.prior_sigma(sigma)  # the prior is only asked inside its range
+                x_level = x  # x^(0)
                 # 1. progressive likelihood warm-up with adaptive directional momentum (buffer reset per level)
-                for j in range(N):
-                    x_prev = x
-                    x0_hat, g, loss = likelihood_grad(prior, operator, x, sigma_d, y, meter)
-                    if m is None:
-                        m = g
-                    else:
-                        m, c, a = adm_update(m, g, self.beta, self.cosine)
-                        cosines.append(c)
-                        alphas.append(a)
-                    losses.append(loss)
-                    x = tracker.freeze(x - lr_k * (m if self.use_momentum else g), x)
+                warm = self.warmup(run, operator, y, x, sigma_d, lr_k)
                 # 2. denoise: probability-flow ODE Euler step from sigma_k to sigma_{k+1}
                 if self.fresh_denoise:
-                    x0_hat = denoise(prior, x, sigma_d, meter)
-                    x_next = x + (1 - sigma_next / sigma) * (x0_hat - x)
-                else:
-                    x_next = x + (1 - sigma_next / sigma) * (x0_hat - x_prev)
-                x_warm = x
-                x = tracker.check(tracker.freeze(x_next, x), k, last=k == K - 1)
+                    x0_hat = denoise(run.prior, warm.x, sigma_d, run.meter)
+                    x_next = warm.x + (1 - sigma_next / sigma) * (x0_hat - warm.x)
+                else:  # the released code: the last warm-up x0_hat, taken at x^(N-1)
+                    x0_hat = warm.x0_hat
+                    x_next = warm.x + (1 - sigma_next / sigma) * (x0_hat - warm.x_prev)
+                x = run.tracker.check(run.tracker.freeze(x_next, warm.x), k, last=k == K - 1)
                 if callback is not None:
-                    callback(
-                        {
-                            "step": k,
-                            "sigma": sigma,
-                            "sigma_next": sigma_next,
-                            "lr": lr_k,
-                            "x_level": x_level,  # x^(0), the state entering this level
-                            "x_warm": x_warm,  # x^(N), after the warm-up
-                            "x": x,  # the state passed to the next level
-                            "x0_hat": x0_hat,
-                            "loss": losses,  # per warm-up step, each (B,)
-                            "cosine": cosines,  # per warm-up step j >= 1, each (B,)
-                            "alpha": alphas,
-                            "alive": tracker.alive,
-                        }
-                    )
-            x = tracker.check_fit(x, y, operator, K - 1)  # a result that fits y absurdly badly diverged too
-            tracker.report(meter.stats)
-        return Result(x=x, stats=meter.stats)
+                    callback(level_info(k, sigma, sigma_next, lr_k, x_level, warm, x, x0_hat, run.tracker.alive))
+            return run.finish(x, y, operator, K - 1)
+
+    def warmup(self, run: RunSetup, operator, y: Tensor, x: Tensor, sigma: float, lr: float) -> Warmup:
+        """Step 1 at one level, from x^(0) = x: for j = 0..N-1, g_j = grad ||A(D(x^(j); sigma)) - y||^2, m_0 = g_0,
+        m_j = adm_update(m_{j-1}, g_j), x^(j+1) = x^(j) - lr * m_j (the raw g_j with `use_momentum=False`)."""
+        m = x0_hat = x_prev = None
+        losses, cosines, alphas = [], [], []
+        for _ in range(self.warmup_steps):
+            x_prev = x
+            x0_hat, g, loss = likelihood_grad(run.prior, operator, x, sigma, y, run.meter)
+            if m is None:  # m_0 = g_0
+                m = g
+            else:
+                m, c, a = adm_update(m, g, self.beta, self.cosine)
+                cosines.append(c)
+                alphas.append(a)
+            losses.append(loss)
+            x = run.tracker.freeze(x - lr * (m if self.use_momentum else g), x)
+        return Warmup(x=x, x_prev=x_prev, x0_hat=x0_hat, loss=losses, cosine=cosines, alpha=alphas)
