@@ -25,6 +25,15 @@ def append_dims(t: Tensor, ndim: int) -> Tensor:
     return t.reshape(t.shape + (1,) * (ndim - t.ndim))
 
 
+def frozen(net):
+    """`net` as a fixed prior's network: eval mode (no dropout) and no parameter gradients; a plain callable is
+    returned as it is."""
+    if isinstance(net, nn.Module):
+        net.requires_grad_(False)
+        net.eval()
+    return net
+
+
 def sigma_as_batch(sigma: SigmaLike, x: Tensor) -> Tensor:
     """A float or (B,)/(1,) tensor of noise levels as a (B,) tensor on x's device and dtype."""
     if isinstance(sigma, numbers.Real):

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpgdError
-from .base import Prior, SigmaLike, append_dims, sigma_as_batch
+from .base import Prior, SigmaLike, append_dims, frozen, sigma_as_batch
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine")
@@ -156,10 +156,7 @@ class DiscreteTimePrior(Prior):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise SpgdError(f"unknown prediction type {prediction!r}; valid: {', '.join(PREDICTIONS)}")
-        self.net = net
-        if isinstance(net, nn.Module):
-            net.requires_grad_(False)
-            net.eval()
+        self.net = frozen(net)
         self.schedule = schedule
         self.prediction = prediction
         self.img_channels = int(img_channels)

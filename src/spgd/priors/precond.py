@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpgdError
-from .base import Prior, SigmaLike, append_dims, sigma_as_batch
+from .base import Prior, SigmaLike, append_dims, frozen, sigma_as_batch
 from .execution import NetworkRunner
 
 SCALINGS = ("eps", "edm")
@@ -58,10 +58,7 @@ class VPPrecond(Prior):
             raise SpgdError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
         if not sigma_data > 0:
             raise SpgdError(f"sigma_data must be > 0, got {sigma_data}")
-        self.net = net
-        if isinstance(net, nn.Module):
-            net.requires_grad_(False)
-            net.eval()
+        self.net = frozen(net)
         self.img_channels = img_channels
         self.beta_d, self.beta_min, self.M, self.epsilon_t = beta_d, beta_min, M, epsilon_t
         self.scaling, self.sigma_data = scaling, float(sigma_data)
