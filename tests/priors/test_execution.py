@@ -9,6 +9,7 @@ from conftest import TINY_UNET
 
 import spgd
 from spgd.priors import GaussianPrior, UNetModel, VPPrecond
+from spgd.priors.discrete import DiscreteSchedule, DiscreteTimePrior, betas_for
 from spgd.priors.execution import apply_fast, execution_label, reference
 from spgd.samplers.base import CostMeter, likelihood_grad
 
@@ -79,9 +80,22 @@ def test_execution_labels():
     assert execution_label(prior.configure(precision="bf16", compile=True, compile_mode="auto")) == "bf16 compiled auto"
     assert execution_label(reference(prior)) == "reference (fp32 eager, parameter gradients)"
     assert execution_label(GaussianPrior()) == "analytic"
-    assert "param_grads=True" in repr(prior)
-    assert prior.settings() == {"precision": "fp32", "channels_last": False, "compile": False,
-                                "compile_mode": "auto", "param_grads": True}
+    assert execution_label(lambda x, sigma: x) == "callable"
+
+
+def test_execution_label_of_priors_that_run_their_own_network():
+    """A discrete-time prior is a network run eagerly in float32 (it was once labelled 'analytic')."""
+
+    class EpsNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)
+
+        def forward(self, x, t):
+            return self.conv(x)
+
+    schedule = DiscreteSchedule(torch.cumprod(1 - betas_for("linear", 10), 0))
+    assert execution_label(DiscreteTimePrior(EpsNet(), schedule)) == "fp32 eager"
 
 
 @pytest.mark.parametrize("scaling", ["eps", "edm"])

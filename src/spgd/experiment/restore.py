@@ -125,12 +125,13 @@ def restore_file(
     con = console or Console()
     check_restore_request(task, samples, kernel, mask)
     dev = resolve_device(device)
-    y, notes = read_measurement(measurement, con)
+    y, notes = load_measurement(measurement)
     settings = sampler_settings(preset, method)
     sampler, samples = make_restore_sampler(method, settings, samples, con)
     prior = load_prior(prior_name, checkpoint, device=dev, class_label=class_label)
     factory = operator_factory(task, preset, prior, kernel, mask, overrides, con)
-    problem = restoration_problem(measurement, y, task, factory, prior, image_seed(seed, 0), dev, pad, con)
+    problem = restoration_problem(measurement, y, notes, task, factory, prior, image_seed(seed, 0), dev, pad, con)
+    print_measurement_notes(measurement, notes, con)
     con.info(f"restoring {measurement} ({task}, {method}, prior {prior_name})")
     problem, generator = sample_batch(problem, image_seed(seed, 0), samples, dev)
     result = run_sampler(sampler, problem.run_y, problem.run_op, prior, generator=generator,
@@ -171,12 +172,11 @@ def check_restore_request(task: str, samples: int, kernel: Optional[str], mask: 
         raise SpgdError("spgd restore does not support nonlinear_blur: its kernel code is random, not known")
 
 
-def read_measurement(measurement: str, con: Console) -> tuple[Tensor, list[str]]:
-    """The measurement file and its format notes, the notes printed."""
-    y, notes = load_measurement(measurement)
+def print_measurement_notes(measurement: str, notes: list[str], con: Console) -> None:
+    """The measurement file's format notes, once its channels are final (a grayscale prior reads a grey file
+    as one channel, not three)."""
     for n in notes:  # a format conversion is news (a warning); raw .npy/.pt values are as documented
         (con.info if n.startswith("raw values") else con.warn)(f"{measurement}: {n}")
-    return y, notes
 
 
 def make_restore_sampler(method: str, settings: dict, samples: int, con: Console) -> tuple[Any, int]:
@@ -201,13 +201,13 @@ def operator_factory(task: str, preset: dict, prior, kernel: Optional[str], mask
     return factory
 
 
-def restoration_problem(measurement: str, y: Tensor, task: str, factory: OperatorFactory, prior, seed: int, dev,
-                        pad: bool, con: Console) -> Problem:
-    """The measurement in the prior's channels on `dev`, its operator (random part from `seed`) and the shape
-    to restore, checked against the prior's network (padded with `pad`)."""
+def restoration_problem(measurement: str, y: Tensor, notes: list[str], task: str, factory: OperatorFactory, prior,
+                        seed: int, dev, pad: bool, con: Console) -> Problem:
+    """The measurement in the prior's channels on `dev` (its format `notes` updated), its operator (random part
+    from `seed`) and the shape to restore, checked against the prior's network (padded with `pad`)."""
     channels = prior_channels(prior) or 3
     if channels != 3 and y.shape[1] == 3:  # a grayscale prior: the measurement in its channels
-        y = io.to_channels(y, channels, measurement, [])
+        y = io.to_channels(y, channels, measurement, notes)
     op = factory(seed, dev)
     x_shape = infer_x_shape(y, op, None)  # the operator knows its input size (SR: larger, phase: unpadded)
     y = y.to(dev)

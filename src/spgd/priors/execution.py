@@ -294,10 +294,11 @@ def reference(prior: Any) -> Any:
 
 
 def execution_label(prior: Any) -> str:
-    """A short label of how a prior's network runs: 'fp32 eager', 'bf16 compiled', 'reference', ..."""
+    """A short label of how a prior's network runs: 'fp32 eager', 'bf16 compiled', 'reference', ...; 'analytic'
+    for a prior without parameters (the Gaussian prior), 'callable' for a plain function."""
     runner = runner_of(prior)
     if runner is None:
-        return "analytic"
+        return _label_without_runner(prior)
     if runner.param_grads:
         return "reference (fp32 eager, parameter gradients)"
     parts = [runner.precision, "compiled" if runner.compile else "eager"]
@@ -306,6 +307,17 @@ def execution_label(prior: Any) -> str:
     if runner.channels_last:
         parts.append("channels-last")
     return " ".join(parts)
+
+
+def _label_without_runner(prior: Any) -> str:
+    """Priors that run their networks themselves (discrete-time, diffusers, latent) run eagerly, in the
+    precision their modules hold (latent priors: `precision`), else float32."""
+    if not isinstance(prior, nn.Module):
+        return "callable"
+    if not any(True for _ in prior.parameters()):
+        return "analytic"
+    precisions = sorted({m.precision for m in prior.modules() if isinstance(getattr(m, "precision", None), str)})
+    return f"{'/'.join(precisions) or 'fp32'} eager"
 
 
 # ---------------------------------------------------------------------------------------------- batch size
