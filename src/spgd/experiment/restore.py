@@ -118,10 +118,8 @@ def restore_file(
     class_label: Optional[int] = None,
 ) -> tuple[Path, bool]:
     """Restore one measurement file; returns (run folder, whether the restoration diverged). The file is image 0
-    of the seeding rule (spgd.experiment.seeding): its operator's random part comes from `seed`, sample s from
-    derive_seed(seed, 1, s), as image 0 of `spgd eval --seed SEED`. With `samples` S >= 2 it is restored S
-    times in one batch and the mean of the samples and their per-pixel standard deviation (a heat map) are
-    written too."""
+    of the seeding rule (spgd.experiment.seeding), as in `spgd eval --seed SEED`. With `samples` S >= 2 it is
+    restored S times in one batch; the samples' mean and per-pixel standard deviation (a heat map) are written."""
     con = console or Console()
     check_restore_request(task, samples, kernel, mask)
     dev = resolve_device(device)
