@@ -40,7 +40,7 @@ from ..io import list_images, load_image, to_unit
 from ..metrics import psnr
 from ..operators import make_operator
 from ..priors import load_prior
-from ..priors.execution import COMPILE_MODES, FastPath, auto_batch_size, execution_label, reference
+from ..priors.execution import COMPILE_MODES, FastPath, apply_fast, auto_batch_size, execution_label, reference
 from ..priors.precond import VPPrecond
 from ..priors.unet import ARCHITECTURES, UNetModel
 from ..samplers.spgd import SPGD
@@ -222,14 +222,10 @@ def restore_once(prior: Any, y: Tensor, op: Any, steps: int, warmup: int, lr: fl
     return sampler.run(y, op, prior, x_start=x_start)
 
 
-def configure(prior: VPPrecond, mode: Mode) -> VPPrecond:
+def run_in_mode(prior: VPPrecond, mode: Mode) -> VPPrecond:
+    """The prior's network set to run as `mode` says: the released code's reference mode or a fast path."""
     prior.zero_grad(set_to_none=True)
-    if mode.is_reference:
-        return reference(prior)
-    f = mode.fast
-    assert f is not None
-    return prior.configure(precision=f.precision, channels_last=f.channels_last, compile=f.compile,
-                           compile_mode=f.compile_mode, param_grads=False)
+    return reference(prior) if mode.is_reference else apply_fast(prior, mode.fast)
 
 
 def fresh_compile_cache() -> None:
@@ -298,7 +294,7 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
     rows = []
     for mode in modes:
         fresh_compile_cache()
-        configure(prior, mode)
+        run_in_mode(prior, mode)
         f = flops["reference" if mode.is_reference else "fast"]
         flops_per_image = K * N * f["forward_vjp"] + K * f["forward"]  # N VJPs and one fresh denoise per level
         for requested in batches:
@@ -374,7 +370,7 @@ def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], devic
             for mode in runs:
                 if isinstance(prior, VPPrecond):
                     fresh_compile_cache()
-                    configure(prior, mode)
+                    run_in_mode(prior, mode)
                 con.info(f"bench: quality, {label}, {mode.label}")
                 res = restore_once(prior, y, op, args.quality_steps or args.steps, args.warmup_steps, args.lr, x_start)
                 scores[mode.label] = psnr(to_unit(res.x.clamp(-1, 1)), to_unit(gt)).tolist()
