@@ -21,7 +21,7 @@ examples:
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `spgd demo`."""
     p.add_argument("--steps", type=int, default=DEMO_STEPS,
-                   help="SPGD annealing steps K (default: %(default)s, 35 s measured on an idle 2-core CPU; "
+                   help="SPGD annealing steps K (default: %(default)s, 28 s measured on an idle 2-core CPU; "
                    "paper: 200)")
     add_device(p)
     add_output(p)

@@ -38,7 +38,7 @@ from .seeding import image_seed, noise_seed, sample_generators, sample_seed
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"  # the bundled photo (spgd/data/)
 DEMO_TASK = "inpainting_random"  # 80 % of the pixels missing: a restoration anyone can see, cheap on a CPU
-DEMO_STEPS = 20  # 35 s on an idle 2-core CPU with the bundled prior at 256x256 (the paper uses 200)
+DEMO_STEPS = 20  # 28 s on an idle 2-core CPU with the bundled prior at 256x256 (the paper uses 200)
 DEMO_WARMUP = 2  # the paper uses 5
 
 
