@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,10 @@ from conftest import copy_demo_images
 from spgd.cli import main
 from spgd.errors import SpgdError
 from spgd.experiment.runs import atomic_write_json, read_run_settings
-from spgd.experiment.sweep import option_defaults, parse_values, parse_vary, resolve_varied
+from spgd.cli import sweep as cli_sweep
+from spgd.cli.options import Parser
+from spgd.experiment.evaluation import EvalConfig
+from spgd.experiment.sweep import CELL_OPTIONS, DEFAULT_METHODS, parse_values, parse_vary, resolve_varied
 from spgd.samplers import fixed_settings
 
 TINY = ["--size", "32", "--resize", "--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1",
@@ -75,6 +79,8 @@ def test_tiny_sweep_marks_divergence_and_resumes(two_faces: Path, tmp_path: Path
     assert (run / "spgd" / "lr=1" / "cell.json").is_file()
     assert main(["sweep", "--resume", str(run), "--task", "motion_blur", "-q"]) == 2
     assert "settings differ" in capsys.readouterr().err
+    # an option typed again with the saved value (or left to its default) is no difference
+    assert main(["sweep", "--resume", str(run), "--task", "gaussian_blur", "--seed", "0", "-q"]) == 0
 
 
 def test_parse_values() -> None:
@@ -114,13 +120,16 @@ def test_bad_input_exits_2_with_one_line(two_faces, tmp_path, capsys, vary, meth
     assert not out.exists() or not any(out.iterdir())  # nothing was started
 
 
-def test_option_defaults_are_the_eval_defaults() -> None:
-    """A sweep's cells default as `spgd eval` does (EvalConfig); images, task and vary have none."""
-    assert option_defaults() == {
-        "images_dir": None, "task": None, "vary": None, "methods": "spgd,spgd-no-momentum,spgd-no-warmup",
-        "prior": "default", "checkpoint": None, "set": [], "limit": None, "size": None, "resize": False,
-        "seed": 0, "kernel": None, "mask": None,
-    }
+def test_declared_defaults_are_the_eval_defaults() -> None:
+    """A sweep's cells default as `spgd eval` does (EvalConfig's fields), through the options the command line
+    declares (the one home of their defaults); images, task and vary have none."""
+    parser = Parser(prog="spgd")
+    cli_sweep.add_arguments(parser)
+    declared = vars(parser.parse_args([]))
+    config = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(EvalConfig)}
+    assert {k: declared[k] for k in CELL_OPTIONS} == {k: config[field] for k, field in CELL_OPTIONS.items()}
+    assert [declared[k] for k in ("images_dir", "task", "vary")] == [None, None, None]
+    assert declared["methods"] == DEFAULT_METHODS
 
 
 def test_resume_needs_a_run_folder_of_the_same_command(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import SpgdError
 from ..experiment.distributed import Job, rank_device, run_eval
 from ..experiment.evaluation import EvalConfig, format_table
-from ..experiment.runs import Console, read_json
+from ..experiment.runs import Console, resumed_options
 from .options import (
     EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK, TASKS_TEXT, OptionContainer, add_device, add_methods,
     add_network_options, add_option_groups, add_output, add_prior, add_seed, add_settings, apply_no_fast, console,
@@ -122,14 +122,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     apply_no_fast(args)
     opts = {k: getattr(args, k) for k in IDENTITY_OPTIONS}  # the defaults are those of the declarations
     if args.resume is not None:
-        run_dir = Path(args.resume)
-        if not (run_dir / "settings.json").is_file():
-            raise SpgdError(f"cannot resume {run_dir}: no settings.json there (not an `spgd eval` run folder)")
-        saved = read_json(run_dir / "settings.json").get("cli_options", {})
         given = explicit_options(add_arguments, argv[1:], IDENTITY_OPTIONS)
-        opts.update({k: saved[k] for k in IDENTITY_OPTIONS if k in saved and k not in given})
-        if opts.get("size") is not None:
-            opts["size"] = tuple(opts["size"])
+        opts = resumed_options(args.resume, "eval", opts, given, "cli_options")
     if opts["images_dir"] is None:
         raise SpgdError("spgd eval needs IMAGES_DIR (a folder of clean images)")
     if opts["task"] is None:

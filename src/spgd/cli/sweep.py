@@ -56,9 +56,4 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    # run_sweep reads an experiment option left at None as not given (--resume then takes the saved one), so
-    # a value only the declaration supplies goes back to None
-    given = explicit_options(add_arguments, argv[1:], IDENTITY_OPTIONS)
-    for name in set(IDENTITY_OPTIONS) - given:
-        setattr(args, name, None)
-    return run_sweep(args)
+    return run_sweep(args, explicit_options(add_arguments, argv[1:], IDENTITY_OPTIONS))

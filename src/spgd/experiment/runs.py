@@ -122,6 +122,23 @@ def read_run_settings(run_dir: PathLike, command: str) -> dict:
     return saved
 
 
+def resumed_options(run_dir: PathLike, command: str, options: dict, given: Iterable[str], key: str) -> dict:
+    """The options of a run to resume: those typed now (`given`) as typed, every other one as the run folder's
+    settings.json saved it under `key` (else as `options` has it: its declared default); sizes as tuples.
+
+    >>> import json, tempfile; d = tempfile.mkdtemp()
+    >>> _ = Path(d, "settings.json").write_text(json.dumps({"command": "eval", "opts": {"seed": 3, "size": [8, 8]}}))
+    >>> resumed_options(d, "eval", {"seed": 0, "size": None, "limit": 2}, {"limit"}, "opts")
+    {'seed': 3, 'size': (8, 8), 'limit': 2}
+    """
+    saved = read_run_settings(run_dir, command).get(key, {})
+    given = set(given)
+    merged = {k: (saved[k] if k in saved and k not in given else v) for k, v in options.items()}
+    if merged.get("size") is not None:
+        merged["size"] = tuple(merged["size"])
+    return merged
+
+
 def versions() -> dict:
     """Versions of what produced a result."""
     out = {

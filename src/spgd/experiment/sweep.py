@@ -28,7 +28,7 @@ import io as _io
 import math
 import sys
 import time
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -56,7 +56,7 @@ from .runs import (
     new_run_dir,
     provenance,
     read_json,
-    read_run_settings,
+    resumed_options,
     utc_now,
 )
 
@@ -65,18 +65,10 @@ DEFAULT_METHODS = "spgd,spgd-no-momentum,spgd-no-warmup"
 
 # the options that define the experiment (saved in settings.json; taken from there with --resume): those
 # without a default (images_dir, task, vary), the methods, and the options every cell passes to its `spgd eval`
-# run, which default as EvalConfig does (option -> EvalConfig field)
+# run (option -> EvalConfig field); their defaults are those the command line declares
 CELL_OPTIONS = {"prior": "prior", "checkpoint": "checkpoint", "set": "overrides", "limit": "limit", "size": "size",
                 "resize": "resize", "seed": "seed", "kernel": "kernel", "mask": "mask"}
 IDENTITY_OPTIONS = ("images_dir", "task", "vary", "methods", *CELL_OPTIONS)
-
-
-def option_defaults() -> dict[str, Any]:
-    """The default of every identity option: none for images_dir, task and vary (they must be given),
-    DEFAULT_METHODS, and EvalConfig's defaults for the options of the cells."""
-    config = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(EvalConfig)}
-    return {"images_dir": None, "task": None, "vary": None, "methods": DEFAULT_METHODS,
-            **{option: config[name] for option, name in CELL_OPTIONS.items()}}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -534,11 +526,11 @@ def format_sweep(tables: dict) -> str:
 
 
 
-def _options(args: argparse.Namespace) -> tuple[dict, Optional[Path]]:
-    given = {k: getattr(args, k, None) for k in IDENTITY_OPTIONS}
-    defaults = option_defaults()
+def _options(args: argparse.Namespace, given: set[str]) -> tuple[dict, Optional[Path]]:
+    """The experiment's options and the folder to resume (None: a new sweep). A resumed sweep keeps its saved
+    options; one typed now that differs from them is refused."""
+    opts = {k: getattr(args, k) for k in IDENTITY_OPTIONS}
     if args.resume is None:
-        opts = {k: (d if given[k] is None else given[k]) for k, d in defaults.items()}
         if opts["images_dir"] is None:
             raise SpgdError("spgd sweep needs IMAGES_DIR (a folder of clean images)")
         if opts["task"] is None:
@@ -547,18 +539,12 @@ def _options(args: argparse.Namespace) -> tuple[dict, Optional[Path]]:
             raise SpgdError("spgd sweep needs --vary KEY=VALUES, e.g. --vary lr=log:0.1:10:5")
         return opts, None
     run_dir = Path(args.resume)
-    saved = read_run_settings(run_dir, "sweep")
-    opts = {k: saved.get("options", {}).get(k, d) for k, d in defaults.items()}
-    if opts.get("size") is not None:
-        opts["size"] = tuple(opts["size"])
-    diffs = [
-        f"{k} (run: {opts[k]!r}, now: {v!r})"
-        for k, v in given.items()
-        if v is not None and (tuple(v) if k == "size" else v) != opts[k]
-    ]
+    saved = resumed_options(run_dir, "sweep", opts, (), "options")
+    diffs = [f"{k} (run: {saved[k]!r}, now: {opts[k]!r})" for k in sorted(given)
+             if (tuple(opts[k]) if k == "size" else opts[k]) != saved[k]]
     if diffs:
         raise SpgdError(f"refusing to resume {run_dir}: the settings differ: {'; '.join(diffs)}")
-    return opts, run_dir
+    return saved, run_dir
 
 
 def command_line(opts: dict, args: argparse.Namespace) -> list[str]:
@@ -580,12 +566,13 @@ def command_line(opts: dict, args: argparse.Namespace) -> list[str]:
     return out
 
 
-def run_sweep(args: argparse.Namespace) -> int:
-    """Run `spgd sweep` with parsed arguments; returns the exit status (bad input raises SpgdError)."""
+def run_sweep(args: argparse.Namespace, given: Sequence[str] = ()) -> int:
+    """Run `spgd sweep` with parsed arguments (`given`: the IDENTITY_OPTIONS the command line typed, which a
+    resumed sweep checks against its saved ones); returns the exit status (bad input raises SpgdError)."""
     con = Console(0 if args.quiet else 2 if args.verbose else 1)
     if args.batch_size < 1:
         raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
-    opts, run_dir = _options(args)
+    opts, run_dir = _options(args, set(given))
     sweep = Sweep(opts, args.batch_size, args.device)  # every bad input fails here, before any folder exists
     argv = command_line(opts, args)
     if run_dir is None:
