@@ -379,3 +379,22 @@ def test_baselines_report_a_result_far_outside_the_data_range(method):
     settings = {"daps": {"steps": 3, "ode_steps": 1, "langevin_steps": 2}, "dps": {"steps": 3, "clip_denoised": False}}
     result = make_sampler(method, **settings[method]).run(y, op, wild, generator=torch.Generator().manual_seed(0))
     assert result.stats.failed == [True, True], result.x.abs().max()
+
+
+def test_verbose_shows_detail_lines_in_diagnose_and_bench(tmp_path, demo_dir, capsys):
+    """-v is on every command; diagnose prints each method's resolved settings, bench each row's execution."""
+    from PIL import Image
+
+    with Image.open(demo_dir / "00000.png") as img:
+        img.convert("RGB").crop((96, 96, 128, 128)).save(tmp_path / "face.png")
+    argv = ["diagnose", tmp_path / "face.png", "--task", "denoising", "--prior", "gaussian", "--methods", "spgd",
+            "--set", "steps=2", "--set", "warmup_steps=1", "--frames", "0", "--out", tmp_path / "runs",
+            "--device", "cpu"]
+    code, _, quiet_err = run_cli(capsys, *argv)
+    assert code == 0 and "'warmup_steps': 1" not in quiet_err
+    code, _, err = run_cli(capsys, *argv, "-v")
+    assert code == 0 and "spgd: {'steps': 2, 'warmup_steps': 1" in err
+    code, _, err = run_cli(capsys, "bench", "--device", "cpu", "--arch", "ffhq256", "--size", "32", "--steps", "1",
+                           "--warmup-steps", "1", "--batch-sizes", "1", "--precision", "fp32", "--no-reference",
+                           "--out", tmp_path / "bench", "-v")
+    assert code == 0 and "bench:   fp32 eager, settings {'precision': 'fp32'" in err

@@ -195,7 +195,7 @@ def apply_no_fast(args: argparse.Namespace) -> None:
 
 def console(args: argparse.Namespace) -> Console:
     """The Console of -q (0), the default (1) or -v (2)."""
-    return Console(0 if getattr(args, "quiet", False) else 2 if getattr(args, "verbose", False) else 1)
+    return Console.of_flags(getattr(args, "quiet", False), getattr(args, "verbose", False))
 
 
 def task_preset(task: str, overrides: list[str], methods: Optional[list[str]] = None, protocol: str = "spgd") -> dict:

@@ -318,6 +318,8 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
                 else None,
             )
             rows.append(row)
+            con.detail(f"bench:   {execution_label(prior)}, settings {prior.settings()}, "
+                       f"{flops_per_image / 1e9:.1f} GFLOP per image, {spi if spi else float('nan'):.4g} s per image")
     add_speedups(rows)
     del prior, net
     if device.type == "cuda":
@@ -434,7 +436,7 @@ def device_name(device: torch.device) -> str:
 def run_bench(args: argparse.Namespace, argv: Optional[list[str]] = None) -> int:
     """Run `spgd bench` with parsed arguments (and the command line): the timing rows, the quality check,
     bench.json, bench.md and settings.json."""
-    con = Console(0 if getattr(args, "quiet", False) else 1)
+    con = Console.of_flags(getattr(args, "quiet", False), getattr(args, "verbose", False))
     device = resolve_device(args.device)
     check_bench_args(args)
     archs = [load_arch(a.strip()) for a in args.arch.split(",") if a.strip()]

@@ -26,7 +26,7 @@ from ..presets import apply_overrides, load_preset, sampler_settings
 from ..priors import load_prior
 from ..samplers import METHODS, make_sampler, parse_methods
 from .evaluation import OperatorFactory, measure_per_image
-from .runs import atomic_write_json, new_run_dir, provenance, write_grid
+from .runs import Console, atomic_write_json, new_run_dir, provenance, write_grid
 from .seeding import image_seed, noise_seed, sample_generators
 
 __all__ = ["DEFAULT_METHODS", "diagnose", "run_diagnose"]
@@ -96,7 +96,8 @@ def run_diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> 
 
 def diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> Path:
     """The work of `spgd diagnose`; returns the run folder."""
-    status = _status_printer(args.quiet)
+    con = Console.of_flags(args.quiet, getattr(args, "verbose", False))
+    status = con.info
     methods = parse_methods(args.methods, "--methods")
     if args.frames < 0:
         raise SpgdError(f"--frames must be >= 0, got {args.frames}")
@@ -105,6 +106,8 @@ def diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> Path
     notes: list[str] = []
     settings = {m: _method_settings(m, preset, notes, device.type == "cpu") for m in methods}
     samplers = {m: make_sampler(m, **s) for m, s in settings.items()}  # bad settings fail before any work
+    for m in methods:
+        con.detail(f"{m}: {resolved_settings(samplers[m])}")
 
     x, files = _load_images(Path(args.input), args.limit, args.size)
     status(f"images: {len(files)} of {x.shape[-1]}x{x.shape[-2]} from {args.input}")
@@ -134,15 +137,6 @@ def diagnose(args: argparse.Namespace, argv: Optional[list[str]] = None) -> Path
     for note in notes:
         status(f"note: {note}")
     return run_dir
-
-
-def _status_printer(quiet: bool) -> Callable[[str], None]:
-    """A function that prints a status line on stderr, or does nothing with --quiet."""
-    def status(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    return status
 
 
 def degrade(x: Tensor, task: str, operator_params: dict, seed: int, device: torch.device

@@ -174,6 +174,11 @@ class Console:
     def __init__(self, level: int = 1):
         self.level = level
 
+    @classmethod
+    def of_flags(cls, quiet: bool = False, verbose: bool = False) -> "Console":
+        """The Console of -q (level 0), neither (1) or -v (2)."""
+        return cls(0 if quiet else 2 if verbose else 1)
+
     def result(self, text: str) -> None:
         print(text, file=sys.stdout, flush=True)
 

@@ -569,7 +569,7 @@ def command_line(opts: dict, args: argparse.Namespace) -> list[str]:
 def run_sweep(args: argparse.Namespace, given: Sequence[str] = ()) -> int:
     """Run `spgd sweep` with parsed arguments (`given`: the IDENTITY_OPTIONS the command line typed, which a
     resumed sweep checks against its saved ones); returns the exit status (bad input raises SpgdError)."""
-    con = Console(0 if args.quiet else 2 if args.verbose else 1)
+    con = Console.of_flags(args.quiet, args.verbose)
     if args.batch_size < 1:
         raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
     opts, run_dir = _options(args, set(given))
