@@ -238,6 +238,9 @@ def test_spgd_fid_folders_and_cached_statistics(capsys, tmp_path, demo_dir, ince
     code = cli.main(["fid", str(a), str(tmp_path / "ref.npz"), "--fid-weights", w, "--json"])
     cached = json.loads(capsys.readouterr().out)
     assert code == 0 and abs(cached["fid"]) < 1e-3 and cached["kid"]["mean"] == pytest.approx(out["kid"]["mean"])
+    code = cli.main(["fid", str(a), str(tmp_path / "ref.npz"), "--fid-weights", w, "-v"])  # -v: what was read
+    err = capsys.readouterr().err
+    assert code == 0 and "fid: " + str(a) + ": 3 image(s), features" in err and "(statistics file)" in err
     code = cli.main(["fid", str(a), "--fid-weights", w])
     err = capsys.readouterr().err
     assert code == 2 and "needs --save-stats" in err

@@ -30,6 +30,7 @@ from ..metrics.fid import (
     small_set_warning,
 )
 from ..metrics.inception import FIDInception
+from .runs import Console
 
 EXAMPLES = (
     "examples:\n"
@@ -62,9 +63,15 @@ def run_fid(args: argparse.Namespace) -> int:
         raise SpgdError("spgd fid with one set needs --save-stats OUT.npz (or give a second set to compare with)")
     if args.batch_size < 1:
         raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = FIDInception(args.fid_weights, resize=args.resize).to(resolve_device(args.device))
+    con = Console.of_flags(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    device = resolve_device(args.device)
+    model = FIDInception(args.fid_weights, resize=args.resize).to(device)
+    con.detail(f"fid: Inception-v3 from {args.fid_weights} on {device}, resize {args.resize}")
     with torch.no_grad():
         sets = [_set_statistics(a, model, args.batch_size, args.resize) for a in args.sets]
+    for name, (stats, feats) in zip(args.sets, sets):
+        con.detail(f"fid: {name}: {stats['n'] or '?'} image(s), {'features' if feats is not None else 'no features'}"
+                   f"{' (statistics file)' if Path(name).suffix == '.npz' else ''}")
     if args.save_stats:
         last = args.sets[-1]
         if sets[-1][1] is None or Path(last).suffix == ".npz":
