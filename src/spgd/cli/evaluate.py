@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from ..errors import SpgdError
+from ..experiment.console import Console
 from ..experiment.distributed import Job, rank_device, run_eval
 from ..experiment.evaluation import EvalConfig, format_table
-from ..experiment.runs import Console, resumed_options
+from ..experiment.runs import resumed_options
 from .options import (
     EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK, TASKS_TEXT, OptionContainer, add_device, add_methods,
     add_network_options, add_option_groups, add_output, add_prior, add_seed, add_settings, apply_no_fast, console,

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from .. import __version__
 from ..errors import SpgdError
-from ..experiment.runs import Console
+from ..experiment.console import Console
 from . import bench, demo, diagnose, evaluate, fid, models, restore, sweep, train
 from .options import EXIT_ERROR, EXIT_INTERRUPTED, Parser
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol
 
-from ..experiment.runs import Console
+from ..experiment.console import Console
 from ..operators import TASKS
 from ..presets import apply_overrides, load_preset
 from ..samplers import METHODS, parse_methods  # noqa: F401 - parse_methods: the commands read it here

@@ -46,7 +46,8 @@ from ..priors.unet import ARCHITECTURES, UNetModel
 from ..samplers.spgd import SPGD
 from .restore import DEMO_IMAGE
 from .evaluation import measure_per_image
-from .runs import Console, atomic_write_json, atomic_write_text, new_run_dir, provenance
+from .console import Console
+from .runs import atomic_write_json, atomic_write_text, new_run_dir, provenance
 from .seeding import image_seed, noise_seed, sample_generators
 
 EXIT_OK = 0

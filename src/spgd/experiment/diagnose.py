@@ -26,7 +26,8 @@ from ..presets import apply_overrides, load_preset, sampler_settings
 from ..priors import load_prior
 from ..samplers import METHODS, make_sampler, parse_methods
 from .evaluation import OperatorFactory, measure_per_image
-from .runs import Console, atomic_write_json, new_run_dir, provenance, write_grid
+from .console import Console
+from .runs import atomic_write_json, new_run_dir, provenance, write_grid
 from .seeding import image_seed, noise_seed, sample_generators
 
 __all__ = ["DEFAULT_METHODS", "diagnose", "run_diagnose"]

@@ -30,7 +30,8 @@ import torch.distributed as dist
 from ..errors import SpgdError
 from ..io import list_images
 from .evaluation import EvalConfig, EvalSummary, Evaluation, write_tables
-from .runs import Console, new_run_dir
+from .console import Console
+from .runs import new_run_dir
 
 T = TypeVar("T")
 

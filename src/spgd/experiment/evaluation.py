@@ -47,8 +47,8 @@ from ..priors.execution import auto_batch_size, execution_label
 from ..api import run_sampler  # latent priors run on z and are decoded at the end
 from ..samplers import METHODS, make_sampler, setting_names
 from ..samplers.base import RESIDUAL_REASON, residual_diverged
+from .console import Console
 from .runs import (
-    Console,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,

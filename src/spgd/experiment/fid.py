@@ -30,7 +30,7 @@ from ..metrics.fid import (
     small_set_warning,
 )
 from ..metrics.inception import FIDInception
-from .runs import Console
+from .console import Console
 
 EXAMPLES = (
     "examples:\n"

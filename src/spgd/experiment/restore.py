@@ -33,7 +33,8 @@ from .evaluation import (
     viewable,
     write_sample_summary,
 )
-from .runs import Console, atomic_write_json, new_run_dir, provenance, write_grid
+from .console import Console
+from .runs import atomic_write_json, new_run_dir, provenance, write_grid
 from .seeding import image_seed, noise_seed, sample_generators, sample_seed
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "data" / "astronaut.png"  # the bundled photo (spgd/data/)

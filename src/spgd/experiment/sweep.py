@@ -48,8 +48,8 @@ from ..presets import (
 )
 from ..samplers import fixed_settings, parse_methods
 from .evaluation import EvalConfig, Evaluation, mean_and_std, read_records
+from .console import Console
 from .runs import (
-    Console,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
