@@ -14,7 +14,6 @@ from PIL import Image
 
 from conftest import CLI_TINY, cli_error_line, copy_demo_images, run_cli
 
-from spgd import cli
 from spgd.cli.main import COMMANDS
 from spgd.errors import SpgdError
 from spgd.experiment.evaluation import UNCERTAINTY_VMAX, SampleMoments

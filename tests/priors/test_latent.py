@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from spgd.errors import SpgdError  # noqa: E402
 from spgd.operators.latent import LatentOperator  # noqa: E402
 from spgd.priors import load_prior  # noqa: E402
 from spgd.priors.base import CallablePrior  # noqa: E402
-from spgd.priors.latent import LatentCodec, LatentPrior  # noqa: E402
+from spgd.priors.latent import LatentPrior  # noqa: E402
 from spgd.samplers import make_sampler  # noqa: E402
 from spgd.samplers.base import CostMeter, likelihood_grad  # noqa: E402
 

@@ -14,8 +14,9 @@ from conftest import TINY_UNET, cli_error_line, run_cli
 from spgd import load_prior
 from spgd.errors import SpgdError
 from spgd.io import save_image
-from spgd.cli.options import TRAINED_WEIGHTS, prior_location
-from spgd.cli.train import TRAINING_STATE, add_arguments as add_train_arguments, run as run_train
+from spgd.cli.options import prior_location
+from spgd.experiment.train import TRAINED_WEIGHTS, TRAINING_STATE
+from spgd.cli.train import add_arguments as add_train_arguments, run as run_train
 from spgd.training.loop import SIGMA_HI, SIGMA_LO, _noise_levels, random_crops, train_prior
 
 # The shared tiny UNet without attention inside its levels and without learned variance: the default network's

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol
 
 from ..experiment.console import Console
+from ..experiment.train import TRAINED_WEIGHTS
 from ..operators import TASKS
 from ..presets import apply_overrides, load_preset
 from ..samplers import METHODS, parse_methods  # noqa: F401 - parse_methods: the commands read it here
@@ -17,7 +18,6 @@ from ..samplers import METHODS, parse_methods  # noqa: F401 - parse_methods: the
 EXIT_OK, EXIT_FAILED_IMAGES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 TASKS_TEXT = ", ".join(TASKS)
-TRAINED_WEIGHTS = "prior.pt"  # the weights file in the run folder of `spgd train`
 WEIGHTS_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
 METHODS_TEXT = ", ".join(METHODS)
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 from ..errors import SpgdError
-from ..experiment.runs import atomic_write_json, provenance
-from ..training.loop import DEFAULT_CONFIG, P_MEAN, P_STD, SAVE_DTYPES, SIGMA_HI, SIGMA_LO, format_report, train_prior
+from ..experiment.train import TRAINED_WEIGHTS, TRAINING_STATE, train_run
+from ..training.loop import DEFAULT_CONFIG, P_MEAN, P_STD, SAVE_DTYPES, SIGMA_HI, SIGMA_LO, format_report
 from .options import (
-    EXIT_OK, TRAINED_WEIGHTS, OptionContainer, add_device, add_option_groups, add_run_folder_output, add_seed,
+    EXIT_OK, OptionContainer, add_device, add_option_groups, add_run_folder_output, add_seed,
     console, prior_location,
 )
-
-TRAINING_STATE = "training-state.pt"  # the checkpoint in the run folder (--resume continues from it)
 
 HELP = "train a small prior on a folder of images"
 DESCRIPTION = f"""\
@@ -116,35 +113,22 @@ def check_network_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    """Train into the run folder, write its settings.json and report.json, and print the held-out report."""
+    """Train into the run folder (spgd.experiment.train) and print the held-out report."""
     con = console(args)
     check_network_options(args)
-    run_dir = Path(args.out)
-    weights = run_dir / TRAINED_WEIGHTS
-    if weights.exists() and not args.resume:
-        raise SpgdError(f"{run_dir} already holds a trained prior ({weights}): continue it with --resume, or "
-                        "choose another --out")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    checkpoint = Path(args.checkpoint) if args.checkpoint is not None else run_dir / TRAINING_STATE
-    run_dir.mkdir(parents=True, exist_ok=True)
     config = {**DEFAULT_CONFIG, "num_channels": args.channels, "num_res_blocks": args.res_blocks}
-    command_line = ["spgd", *argv]
-    meta = train_prior(
-        args.images_dir, weights, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-        ema_decay=args.ema, config=config, seed=args.seed, resume=args.resume, checkpoint=checkpoint,
-        checkpoint_every=args.checkpoint_every, device=args.device, progress=con.level >= 1,
-        holdout_fraction=args.holdout, max_minutes=args.max_minutes, p_mean=args.p_mean, p_std=args.p_std,
-        uniform_fraction=args.uniform_fraction, init=args.init, scaling=args.scaling, sigma_data=args.sigma_data,
-        image_channels=args.image_channels, precision=args.precision, save_dtype=args.save_dtype,
-        command=" ".join(command_line),
+    meta, weights, checkpoint = train_run(
+        args.images_dir, args.out, resume=args.resume, checkpoint=args.checkpoint, argv=["spgd", *argv],
+        steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, ema_decay=args.ema,
+        config=config, seed=args.seed, checkpoint_every=args.checkpoint_every, device=args.device,
+        progress=con.level >= 1, holdout_fraction=args.holdout, max_minutes=args.max_minutes, p_mean=args.p_mean,
+        p_std=args.p_std, uniform_fraction=args.uniform_fraction, init=args.init, scaling=args.scaling,
+        sigma_data=args.sigma_data, image_channels=args.image_channels, precision=args.precision,
+        save_dtype=args.save_dtype,
     )
-    atomic_write_json(run_dir / "settings.json", {
-        "command": "train", **provenance(command_line), "settings": meta["settings"], "data": meta["data"],
-        "weights": TRAINED_WEIGHTS, "checkpoint": str(checkpoint),
-    })
     report = meta["report"]
-    atomic_write_json(run_dir / "report.json", {"steps": meta["steps"], "wall_time_s": meta["wall_time_s"], **report})
     con.detail(f"training checkpoint: {checkpoint}; settings: {meta['settings']}")
     con.result(f"wrote {weights} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "
                f"{meta['parameters']:,} parameters)")
