@@ -449,14 +449,16 @@ class _Declarations:
 
 
 def test_shared_options_have_one_help_text():
-    """--device, --seed, --out, --set, --prior and -q/-v read the same in every command that has them (train's
-    --out names its run folder, a meaning of its own)."""
+    """--device, --seed, --out, --set, --prior and -q/-v read the same in every command that has them. Own
+    meanings, said in their own words: train's --out (its run folder) and --seed (weights, split, crops), restore's
+    --seed (its file is image 0) and bench's --seed (random weights and timing batch)."""
+    own = {("train", "--out"), ("train", "--seed"), ("restore", "--seed"), ("bench", "--seed")}
     helps: dict[str, set] = {}
     for name, command in COMMANDS.items():
         declared = _declared(command)
         assert "--quiet" in declared and "--verbose" in declared, name
         for flag in ("--device", "--seed", "--set", "--prior", "--quiet", "--verbose", "--out"):
-            if flag in declared and not (flag == "--out" and name == "train"):
+            if flag in declared and (name, flag) not in own:
                 helps.setdefault(flag, set()).add(declared[flag])
     assert set(helps) == {"--device", "--seed", "--set", "--prior", "--quiet", "--verbose", "--out"}
     assert all(len(texts) == 1 for texts in helps.values()), helps

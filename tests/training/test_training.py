@@ -105,7 +105,9 @@ def test_cli_writes_a_run_folder_and_resumes_it(images_dir: Path, tmp_path: Path
     report = json.loads((run_dir / "report.json").read_text())
     assert report["steps"] == 3 and set(report["psnr_db"]) == {"0.05", "0.1", "0.2", "0.5", "1"}
     assert f"wrote {run_dir / TRAINED_WEIGHTS}" in out
-    load_prior(run_dir / TRAINED_WEIGHTS)
+    from_file = load_prior(run_dir / TRAINED_WEIGHTS)
+    from_folder = load_prior(run_dir)  # spgd.load_prior takes the run folder too
+    assert all(torch.equal(a, b) for a, b in zip(from_file.state_dict().values(), from_folder.state_dict().values()))
     assert prior_location(str(run_dir)) == str(run_dir / TRAINED_WEIGHTS)  # --prior RUN_DIR, --init RUN_DIR
     code, out, err = run_cli(capsys, "models", run_dir)
     assert code == 0 and "spgd-unet" in out, err

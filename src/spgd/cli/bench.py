@@ -19,7 +19,8 @@ reference's."""
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `spgd bench`, in two groups: the timing rows and the quality check."""
     add_option_groups(parser, {"timing": add_timing_options, "quality check": add_quality_options})
-    add_seed(parser)
+    add_seed(parser, "seed of the random weights and of the timing rows' batch; image i of --check-quality is "
+                     "seeded as image i of spgd eval --seed SEED")
     add_device(parser)
     add_output(parser)
     return parser

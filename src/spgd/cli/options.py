@@ -136,12 +136,14 @@ def add_device(p: OptionContainer) -> None:
                    help="cpu, cuda, cuda:N or auto (default: auto, CUDA when available)")
 
 
-def add_seed(p: OptionContainer) -> None:
-    p.add_argument("--seed", type=int, default=0,
-                   help="base seed, one rule in every command: image i (sorted order; a single measurement or the "
-                   "demo photo is image 0) has seed SEED + i, which draws its operator's random part, its noise and "
-                   "each sample's generator (spgd.experiment.seeding), so eval, restore and diagnose agree image for "
-                   "image (default: %(default)s)")
+SEED_HELP = ("base seed, one rule for the commands that restore images: image i (sorted order) has seed SEED + i, "
+             "which draws its operator's random part, its measurement noise and each sample's generator "
+             "(spgd.experiment.seeding), so eval, sweep and diagnose agree image for image")
+
+
+def add_seed(p: OptionContainer, help: str = SEED_HELP) -> None:
+    """--seed (default 0); `help` says what it seeds in this command."""
+    p.add_argument("--seed", type=int, default=0, help=f"{help} (default: %(default)s)")
 
 
 def prior_location(text: str) -> str:

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_network_options(p)
     add_methods(p, default="spgd", dest="method", several=False)
     add_settings(p)
-    add_seed(p)
+    add_seed(p, "the measurement is image 0 of the seeding rule of every command (spgd.experiment.seeding): sample s "
+             "is drawn from the generator of image 0's sample s, as in spgd eval --seed SEED")
     add_device(p)
     p.add_argument("--samples", type=int, default=1, metavar="S",
                    help="restore S times in one batch (sample s seeded as above) and also write the mean of the "

@@ -86,7 +86,7 @@ def add_optimisation_options(g: OptionContainer) -> None:
 
 def add_run_options(g: OptionContainer) -> None:
     """Seed, device, threads, checkpoints, time budget, the saved file and the run folder."""
-    add_seed(g)
+    add_seed(g, "seed of the initial weights, the held-out split, the crops and the noise of every step")
     add_device(g)
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")

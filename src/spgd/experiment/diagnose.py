@@ -1,6 +1,6 @@
 """`spgd diagnose`: run methods with gradient telemetry on degraded images and plot what happens inside.
 
-The top-level command wires it in with :func:`add_diagnose_arguments` and :func:`run_diagnose`.
+`spgd.cli.diagnose` declares its options (`add_arguments`) and calls :func:`run_diagnose`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
     torchrun --nproc-per-node 8 -m spgd eval faces/ --task gaussian_blur --prior ffhq256 --checkpoint ffhq_10m.pt
 
-The work is embarrassingly parallel: every image has its own seeds (spgd.experiment.evaluation), so its result does not
+The work is embarrassingly parallel: every image has its own seeds (spgd.experiment.seeding), so its result does not
 depend on which process restores it, nor on how many there are. Process ``rank`` of ``world_size`` takes a
 contiguous block of the images still to do (spgd.experiment.runs.shard) and writes their images and records/NAME.json
 into the shared run folder, each file atomically. Only small Python objects travel between the processes,

@@ -585,7 +585,7 @@ class Evaluation:
                 torch.zeros(1, self.channels, *self.size, device=self.device))
         self.batch_size = self.cfg.batch_size
         if self.batch_size == "auto":
-            self.batch_size = auto_batch_size(self.prior, (3, *self.size), self.device)
+            self.batch_size = auto_batch_size(self.prior, (self.channels, *self.size), self.device)
             self.console.info(f"--batch-size auto: {self.batch_size} image(s) per batch on {self.device}")
 
     def _load_scorers(self) -> None:

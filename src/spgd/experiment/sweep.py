@@ -529,7 +529,7 @@ def format_sweep(tables: dict) -> str:
 def _options(args: argparse.Namespace, given: set[str]) -> tuple[dict, Optional[Path]]:
     """The experiment's options and the folder to resume (None: a new sweep). A resumed sweep keeps its saved
     options; one typed now that differs from them is refused."""
-    opts = {k: getattr(args, k) for k in IDENTITY_OPTIONS}
+    opts = {k: getattr(args, k, None) for k in IDENTITY_OPTIONS}
     if args.resume is None:
         if opts["images_dir"] is None:
             raise SpgdError("spgd sweep needs IMAGES_DIR (a folder of clean images)")
@@ -566,7 +566,7 @@ def command_line(opts: dict, args: argparse.Namespace) -> list[str]:
     return out
 
 
-def run_sweep(args: argparse.Namespace, given: Sequence[str] = ()) -> int:
+def run_sweep(args: argparse.Namespace, given: Sequence[str]) -> int:
     """Run `spgd sweep` with parsed arguments (`given`: the IDENTITY_OPTIONS the command line typed, which a
     resumed sweep checks against its saved ones); returns the exit status (bad input raises SpgdError)."""
     con = Console.of_flags(args.quiet, args.verbose)

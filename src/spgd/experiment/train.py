@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import SpgdError
+from ..priors.checkpoint import TRAINED_WEIGHTS
 from ..training.loop import train_prior
 from .runs import PathLike, atomic_write_json, provenance
 
-TRAINED_WEIGHTS = "prior.pt"  # the weights file in the run folder of `spgd train`
 TRAINING_STATE = "training-state.pt"  # the checkpoint in the run folder (--resume continues from it)
 
 

@@ -41,6 +41,7 @@ from .precond import VPPrecond
 from .unet import ARCHITECTURES, SCHEDULES, UNetModel
 
 FORMAT = "spgd-unet"
+TRAINED_WEIGHTS = "prior.pt"  # the weights file in the run folder of `spgd train`
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 NAMES = ("default", "gaussian", *ARCHITECTURES)
 _PRECOND_KEYS = ("img_channels", "beta_d", "beta_min", "M", "epsilon_t", "scaling", "sigma_data")
@@ -343,6 +344,8 @@ def load_prior(
         prior = GaussianPrior.default()
     elif name == "default":
         prior = _bundled_prior()
+    elif (Path(name) / TRAINED_WEIGHTS).is_file():  # the run folder of `spgd train`
+        prior = _load_file(Path(name) / TRAINED_WEIGHTS, class_label)
     elif Path(name).is_dir():
         if not is_diffusers_folder(name):
             raise SpgdError(f"{name} is a folder but not a diffusers model folder (no config.json there or in unet/)")
