@@ -112,3 +112,26 @@ def cli_error_line(code: int, err: str, *fragments: str) -> str:
     for f in fragments:
         assert f in lines[0], (f, err)
     return lines[0]
+
+
+def check_compile_failure_falls_back(prior, x, monkeypatch) -> None:
+    """A torch.compile whose compiled function raises: the prior warns, turns compile off and returns what the
+    eager network returns (on x's device)."""
+    import warnings
+
+    expected = prior.denoise(x, 1.0)
+
+    def broken(*args, **kwargs):
+        def run(*a, **k):
+            raise RuntimeError("no compiler here")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    prior.configure(compile=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = prior.denoise(x, 1.0)
+    assert any("torch.compile of the denoiser failed" in str(w.message) for w in caught)
+    torch.testing.assert_close(out, expected)
+    assert prior.settings()["compile"] is False

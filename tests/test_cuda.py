@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_UNET
+from conftest import TINY_UNET, check_compile_failure_falls_back
 
 import spgd
 from spgd.experiment.bench import ground_truth, random_unet
@@ -113,24 +113,7 @@ def test_compiled_vjp_matches_eager():
 
 
 def test_compile_failure_falls_back_to_eager_on_cuda(monkeypatch):
-    prior = tiny_prior()
-    x = torch.randn(1, 3, 16, 16, device=DEV)
-    expected = prior.denoise(x, 1.0)
-
-    def broken(*args, **kwargs):
-        def run(*a, **k):
-            raise RuntimeError("compiler crashed")
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken)
-    prior.configure(compile=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = prior.denoise(x, 1.0)
-    assert any("torch.compile of the denoiser failed" in str(w.message) for w in caught)
-    assert prior.settings()["compile"] is False
-    torch.testing.assert_close(out, expected)
+    check_compile_failure_falls_back(tiny_prior(), torch.randn(1, 3, 16, 16, device=DEV), monkeypatch)
 
 
 # ------------------------------------------------------------------------------------------ CUDA graphs

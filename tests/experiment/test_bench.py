@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_UNET
+from conftest import TINY_UNET, check_compile_failure_falls_back
 
 import spgd
 from spgd.experiment.bench import count_flops, ground_truth, random_unet
@@ -150,23 +150,7 @@ def test_fast_defaults(monkeypatch):
 
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     prior = tiny_prior()
-    x = torch.randn(1, 3, 16, 16)
-    expected = prior.denoise(x, 1.0)
-
-    def broken(*args, **kwargs):
-        def run(*a, **k):
-            raise RuntimeError("no compiler here")
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken)
-    prior.configure(compile=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = prior.denoise(x, 1.0)
-    assert any("torch.compile of the denoiser failed" in str(w.message) for w in caught)
-    torch.testing.assert_close(out, expected)
-    assert prior.settings()["compile"] is False
+    check_compile_failure_falls_back(prior, torch.randn(1, 3, 16, 16), monkeypatch)
     assert "_compiled" not in "".join(prior.state_dict())
 
 
