@@ -27,6 +27,8 @@ class Stats:
     vjps: int = 0  # vector-Jacobian products through the prior, per image
     operator_grads: int = 0  # gradients of the data term through the operator alone (DAPS's Langevin), per image
     decoder_calls: int = 0  # VAE decoder forwards (latent priors: every likelihood term decodes), per image
+    operator_solves: int = 0  # closed-form or iterative inverse-type operator applications (SVD projections,
+    #                           data-proximal solves, pseudo-inverses: DDRM, DiffPIR, PiGDM), per image
     seconds: float = 0.0  # wall-clock seconds for the whole batch
     batch_size: int = 0
     peak_memory_bytes: Optional[int] = None  # CUDA: max allocated; CPU: process peak resident set
@@ -45,6 +47,7 @@ class Stats:
             "vjps": self.vjps,
             "operator_grads": self.operator_grads,
             "decoder_calls": self.decoder_calls,
+            "operator_solves": self.operator_solves,
             "seconds": self.seconds,
             "seconds_per_image": self.seconds_per_image,
             "batch_size": self.batch_size,
@@ -175,6 +178,28 @@ class NoiseSource:
     def like(self, x: Tensor) -> Tensor:
         """A standard-normal draw shaped like `x`."""
         return self(x.shape, x.device, x.dtype)
+
+    def for_image(self, i: int) -> "NoiseSource":
+        """The draws of image i alone, for samplers whose draws differ in shape between the images of a batch
+        (DDRM with a mask per image): draws of shape (1, ...) from image i's own generator when there is one per
+        sample (so image i gets the same numbers alone or in any batch), else from the shared generator or the
+        user's `noise`, in the order they are asked for. Its draws count in this source's `draws` too."""
+        generator = self.generator
+        if generator is not None and not isinstance(generator, torch.Generator):
+            generator = list(generator)[i]
+        return _ImageNoise(generator, self.noise, parent=self)
+
+
+class _ImageNoise(NoiseSource):
+    """One image's share of a run's NoiseSource (see `NoiseSource.for_image`)."""
+
+    def __init__(self, generator: GeneratorLike, noise: Optional[NoiseFn], parent: NoiseSource):
+        super().__init__(generator, noise)
+        self.parent = parent
+
+    def __call__(self, shape: Sequence[int], device, dtype) -> Tensor:
+        self.parent.draws += 1
+        return super().__call__(shape, device, dtype)
 
 
 def infer_x_shape(y: Tensor, operator, x_shape: Optional[Sequence[int]]) -> tuple:
