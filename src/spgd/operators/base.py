@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpgdError
-from .solvers import CG_ITERS, TIKHONOV_LAM, tikhonov
+from .solvers import CG_ITERS, TIKHONOV_LAM, cg_pinv, cg_prox, tikhonov
+from .spectral import svd_pinv, svd_prox
 
 
 class Operator(nn.Module):
@@ -55,17 +56,63 @@ class Operator(nn.Module):
 
 
 class LinearOperator(Operator):
-    """A linear degradation; subclasses add `adjoint(y)` (A^T y)."""
+    """A linear degradation; subclasses add `adjoint(y)` (A^T y).
+
+    Every linear operator offers the `prox` and `pinv` capabilities (spgd.operators.capabilities): from its SVD when
+    it has one (a subclass defining `svd(x_shape)` with a non-empty `svd_kind`), else by conjugate gradients;
+    families with a cheaper closed form (masks, circular convolutions) override them.
+    """
 
     linear = True
+    svd_kind = ""  # "exact" where `svd` gives an exact decomposition (DDRM asks for it)
 
     def adjoint(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def pseudo_inverse(self, y: Tensor, lam: float = TIKHONOV_LAM, iters: int = CG_ITERS) -> Tensor:
         """A prior-free estimate of x from y (deepinv's `A_dagger`): Tikhonov least squares by conjugate
-        gradients (spgd.operators.solvers.tikhonov); families with a better classical answer override it."""
+        gradients (spgd.operators.solvers.tikhonov); families with a better classical answer override it.
+        (The Moore-Penrose pseudo-inverse is `pinv`.)"""
         return tikhonov(self, y, lam, iters)
+
+    def _svds(self, x_shape) -> Optional[list]:
+        if not self.svd_kind:
+            return None
+        svd = self.svd(tuple(x_shape))  # type: ignore[attr-defined]
+        return list(svd) if isinstance(svd, (list, tuple)) else [svd] * int(x_shape[0])
+
+    def _x_shape(self, y: Tensor) -> tuple:
+        fn = getattr(self, "input_shape", None)
+        return tuple(fn(y)) if callable(fn) else tuple(y.shape)
+
+    def prox(self, z: Tensor, y: Tensor, rho) -> Tensor:
+        """argmin_x ||y - A x||^2 + rho ||x - z||^2 per image (rho: a float or a (B,) tensor): exact from the SVD
+        where the operator has one, else conjugate gradients (see `prox_kind`)."""
+        rho_t = torch.as_tensor(rho, dtype=z.dtype, device=z.device).expand(z.shape[0])
+        svds = self._svds(z.shape)
+        with torch.no_grad():
+            if svds is not None:
+                return svd_prox(svds, z, y, rho_t)
+            return cg_prox(self, z, y, rho_t)
+
+    def pinv(self, y: Tensor) -> Tensor:
+        """The pseudo-inverse A^+ y: exact from the SVD where the operator has one (singular values below
+        spgd.operators.spectral.PINV_RCOND of the largest taken as zero), else conjugate gradients on the normal
+        equations from 0 (see `pinv_kind`)."""
+        x_shape = self._x_shape(y)
+        svds = self._svds(x_shape)
+        with torch.no_grad():
+            if svds is not None:
+                return svd_pinv(svds, y, x_shape)
+            return cg_pinv(self, y, x_shape)
+
+    @property
+    def prox_kind(self) -> str:
+        return "SVD (exact)" if self.svd_kind else "conjugate gradients (approximate)"
+
+    @property
+    def pinv_kind(self) -> str:
+        return "SVD (exact, truncated)" if self.svd_kind else "conjugate gradients (approximate)"
 
 
 class SeededPartsMixin:

@@ -1,9 +1,15 @@
-"""Blur: y = k * x, per channel, with reflection padding (the benchmark's Gaussian and motion blur).
+"""Blur: y = k * x, per channel, with reflection padding (the benchmark's Gaussian and motion blur) or periodic
+boundaries (``padding="circular"``, DiffPIR's blur).
 
 The kernel is applied as a cross-correlation (as torch's ``conv2d`` and the reference code of DPS/SPGD do;
 for symmetric kernels it is the same as a convolution) on the image reflection-padded by ``k // 2`` pixels
 per side, so the output has the input's size. The adjoint is exact: the transposed correlation followed by
 the adjoint of the reflection padding (the padded border folded back onto the pixels it was copied from).
+
+Capabilities (spgd.operators.capabilities): a reflect-padded blur with a separable kernel (the Gaussian ones, any
+rank-1 user kernel) has an exact SVD, the Kronecker product of two 1-D reflect-padded correlation matrices, which
+gives DDRM its decomposition and DiffPIR/PiGDM their prox and pseudo-inverse; a circular blur has both in closed
+form through the FFT (spgd.operators.fourier); any other blur (motion blur) solves them by conjugate gradients.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from PIL import Image
 from torch import Tensor
 
 from ..errors import SpgdError
+from . import fourier
 from .base import LinearOperator, SeededPartsMixin, check_channels, check_image
+from .spectral import SeparableSVD, reflect_matrix, separable_factors
 
 # ----------------------------------------------------------------------------------------------------------
 # Stateless kernels
@@ -227,10 +235,11 @@ def blur_adjoint(y: Tensor, kernel: Tensor) -> Tensor:
     return z.reshape(b, c, h, w)
 
 
-def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path], with_sums: bool = False):
+def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path], with_sums: bool = False, signed: bool = False):
     """A user kernel from a tensor/array or a .npy / image file, checked (2-D or (B,k,k), odd, >= 0),
     normalised to sum 1 (each per-image kernel separately), as float32. With `with_sums`, also the sums
-    before normalisation (a list, one per kernel)."""
+    before normalisation (a list, one per kernel). With `signed` (a resampling kernel, e.g. bicubic with its
+    negative lobes), negative taps are allowed and the kernel is kept as given (only its sum must be > 0)."""
     if isinstance(kernel, (str, Path)):
         path = Path(kernel)
         if not path.is_file():
@@ -251,12 +260,12 @@ def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path], with_sums: bool = 
     k = k.to(torch.float64)
     if k.shape[-1] % 2 == 0 or k.shape[-2] % 2 == 0:
         raise SpgdError(f"a blur kernel must have odd height and width, got {tuple(k.shape[-2:])}")
-    if not torch.isfinite(k).all() or (k < 0).any():
-        raise SpgdError("a blur kernel must be finite and non-negative")
+    if not torch.isfinite(k).all() or (not signed and (k < 0).any()):
+        raise SpgdError("a blur kernel must be finite" + ("" if signed else " and non-negative"))
     sums = k.sum(dim=(-2, -1), keepdim=True)
     if (sums <= 0).any():
         raise SpgdError("a blur kernel must have a positive sum")
-    out = (k / sums).to(torch.float32)
+    out = (k if signed else k / sums).to(torch.float32)
     return (out, sums.flatten().tolist()) if with_sums else out
 
 
@@ -264,12 +273,22 @@ def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path], with_sums: bool = 
 # Operators
 
 
-class _BlurBase(LinearOperator):
-    """Shared forward/adjoint; subclasses provide `_kernel_for(x)`."""
+PADDINGS = ("reflect", "circular")
 
-    def __init__(self, noise_sigma: float, channels: Optional[int]):
+
+def _check_padding(padding: str) -> str:
+    if padding not in PADDINGS:
+        raise SpgdError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    return padding
+
+
+class _BlurBase(LinearOperator):
+    """Shared forward/adjoint and capabilities; subclasses provide `_kernel_for(x)`."""
+
+    def __init__(self, noise_sigma: float, channels: Optional[int], padding: str = "reflect"):
         super().__init__(noise_sigma)
         self.channels = check_channels(channels)
+        self.padding = _check_padding(padding)
 
     def _kernel_for(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -288,11 +307,76 @@ class _BlurBase(LinearOperator):
             )
         return k
 
+    def _transfer(self, x: Tensor) -> Tensor:
+        # correlation with k is convolution with k flipped
+        k = self._checked_kernel(x)
+        return fourier.transfer_function(k.flip(-2, -1), x.shape[-2], x.shape[-1], x)
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.padding == "circular":
+            return fourier.apply(x, self._transfer(x), 1)
         return blur(x, self._checked_kernel(x))
 
     def adjoint(self, y: Tensor) -> Tensor:
+        if self.padding == "circular":
+            return fourier.apply_adjoint(y, self._transfer(y), 1)
         return blur_adjoint(y, self._checked_kernel(y))
+
+    # -- capabilities ----------------------------------------------------------------------------------------
+    def _separable_kernels(self) -> Optional[list]:
+        """The (column, row) taps of each stored kernel when every one is separable, else None (cached until the
+        kernels change)."""
+        k = getattr(self, "kernel", None)
+        if k is None:
+            return None
+        key = (k.data_ptr(), k._version, tuple(k.shape))
+        cached = getattr(self, "_factors_cache", None)
+        if cached is None or cached[0] != key:
+            kernels = [k] if k.ndim == 2 else list(k)
+            factors = [separable_factors(kk) for kk in kernels]
+            cached = (key, None if any(f is None for f in factors) else factors)
+            self._factors_cache = cached
+        return cached[1]
+
+    @property
+    def svd_kind(self) -> str:  # type: ignore[override]
+        return "exact" if self.padding == "reflect" and self._separable_kernels() is not None else ""
+
+    @property
+    def no_svd_reason(self) -> str:
+        if self.padding == "circular":
+            return "a circular blur's decomposition is the (complex) Fourier basis, which is not offered as an SVD"
+        return "its kernel is not separable (a rank-1 kernel, outer(column, row), has one)"
+
+    def svd(self, x_shape) -> list:
+        """The exact SVD of each image's blur (spgd.operators.spectral.SeparableSVD)."""
+        factors = self._separable_kernels() if self.padding == "reflect" else None
+        if factors is None:
+            raise SpgdError(f"{type(self).__name__} has no exact SVD: {self.no_svd_reason}")
+        b, c, h, w = x_shape
+        svds = [SeparableSVD(reflect_matrix(col, h), reflect_matrix(row, w), c) for col, row in factors]
+        return svds * b if len(svds) == 1 else svds
+
+    def prox(self, z: Tensor, y: Tensor, rho) -> Tensor:
+        if self.padding != "circular":
+            return super().prox(z, y, rho)
+        rho_t = torch.as_tensor(rho, dtype=z.dtype, device=z.device).expand(z.shape[0])
+        with torch.no_grad():
+            return fourier.prox(z, y, self._transfer(z), 1, rho_t)
+
+    def pinv(self, y: Tensor) -> Tensor:
+        if self.padding != "circular":
+            return super().pinv(y)
+        with torch.no_grad():
+            return fourier.pinv(y, self._transfer(y), 1)
+
+    @property
+    def prox_kind(self) -> str:  # type: ignore[override]
+        return "FFT (exact)" if self.padding == "circular" else super().prox_kind
+
+    @property
+    def pinv_kind(self) -> str:  # type: ignore[override]
+        return "FFT (exact, truncated)" if self.padding == "circular" else super().pinv_kind
 
 
 class Blur(_BlurBase):
@@ -304,8 +388,9 @@ class Blur(_BlurBase):
         kernel: Union[Tensor, np.ndarray, str, Path],
         noise_sigma: float = 0.01,
         channels: Optional[int] = 3,  # expected channels; None accepts any
+        padding: str = "reflect",  # "reflect" or "circular" (periodic boundaries, DiffPIR's blur)
     ):
-        super().__init__(noise_sigma, channels)
+        super().__init__(noise_sigma, channels, padding)
         self.register_buffer("kernel", load_kernel(kernel))
 
     def _kernel_for(self, x: Tensor) -> Tensor:
@@ -330,8 +415,9 @@ class GaussianBlur(_BlurBase):
         std: float = 3.0,  # standard deviation in pixels
         noise_sigma: float = 0.01,
         channels: Optional[int] = 3,
+        padding: str = "reflect",  # "reflect" (the benchmark) or "circular"
     ):
-        super().__init__(noise_sigma, channels)
+        super().__init__(noise_sigma, channels, padding)
         self.kernel_size = _check_kernel_size(kernel_size)
         self.std = std
         self.register_buffer("kernel", gaussian_kernel(kernel_size, std).to(torch.float32))
@@ -357,8 +443,9 @@ class MotionBlur(SeededPartsMixin, _BlurBase):
         kernel: Optional[Union[Tensor, np.ndarray, str, Path]] = None,  # fixed kernel(s) instead of random ones
         noise_sigma: float = 0.01,
         channels: Optional[int] = 3,
+        padding: str = "reflect",  # "reflect" (the benchmark) or "circular"
     ):
-        super().__init__(noise_sigma, channels)
+        super().__init__(noise_sigma, channels, padding)
         self.kernel_size = _check_kernel_size(kernel_size)
         if not (isinstance(intensity, (int, float)) and 0.0 <= intensity < 1.0):
             raise SpgdError(f"motion blur intensity must be in [0, 1), got {intensity!r}")

@@ -61,13 +61,20 @@ CAPABILITIES = {
 def require(operator, capability: str, method: str) -> None:
     """Raise SpgdError (one line) unless `operator` offers `capability` (a key of CAPABILITIES)."""
     name, what, _ = CAPABILITIES[capability]
-    if not callable(getattr(operator, name, None)):
+    if not offers(operator, capability):
         reason = getattr(operator, f"no_{name}_reason", None)
         why = f": {reason}" if reason else ""
         raise SpgdError(
             f"{method} needs an operator with {what}; {type(operator).__name__} has none{why} "
             f"(`spgd methods` lists the operators each method takes)"
         )
+
+
+def offers(operator, capability: str) -> bool:
+    """Whether `operator` offers `capability`: it has the method, and does not say otherwise with an empty
+    `<name>_kind` (an operator whose capability depends on its settings, e.g. a blur's SVD on a separable kernel)."""
+    name = CAPABILITIES[capability][0]
+    return callable(getattr(operator, name, None)) and getattr(operator, f"{name}_kind", None) != ""
 
 
 def batch_svds(operator, x_shape: Sequence[int], method: str = "ddrm") -> list:
@@ -87,7 +94,7 @@ def describe(operator) -> dict[str, str]:
     "pinv": "SVD"}."""
     out = {}
     for key, (name, _, _) in CAPABILITIES.items():
-        if not callable(getattr(operator, name, None)):
+        if not offers(operator, key):
             out[key] = ""
         else:
             out[key] = str(getattr(operator, f"{name}_kind", "exact" if key == "svd" else "given"))

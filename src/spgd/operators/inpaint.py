@@ -14,6 +14,7 @@ from torch import Tensor
 from ..errors import SpgdError
 from .solvers import CG_ITERS, biharmonic_fill
 from .base import LinearOperator, SeededPartsMixin, check_channels, check_image
+from .spectral import MaskSVD
 
 
 def box_mask(
@@ -91,6 +92,31 @@ class _Inpainting(SeededPartsMixin, LinearOperator):
         """The classical estimate: biharmonic fill of the missing pixels (5 x `iters` CG steps; `lam` does not
         apply)."""
         return biharmonic_fill(y, self._mask_for(y).expand_as(y), iters * 5)
+
+    # capabilities (spgd.operators.capabilities): all in closed form
+    svd_kind = "exact"
+    prox_kind = "closed form"
+    pinv_kind = "closed form"
+
+    def svd(self, x_shape) -> list:
+        """DDRM's inpainting SVD of each image (spgd.operators.spectral.MaskSVD); one object when the batch shares
+        its mask."""
+        b, c, h, w = x_shape
+        mask = self._parts(b, h, w, None).detach().cpu()
+        if mask.shape[0] == 1:
+            return [MaskSVD(mask[0], c)] * b
+        return [MaskSVD(mask[i], c) for i in range(b)]
+
+    def prox(self, z: Tensor, y: Tensor, rho) -> Tensor:
+        """argmin_x ||y - m x||^2 + rho ||x - z||^2 = (m y + rho z) / (m^2 + rho), per pixel."""
+        m = self._mask_for(z)
+        r = torch.as_tensor(rho, dtype=z.dtype, device=z.device).reshape(-1, 1, 1, 1)
+        return (m * y + r * z) / (m * m + r)
+
+    def pinv(self, y: Tensor) -> Tensor:
+        """A^+ y: y / m where m > 0 (y itself there for a 0/1 mask), 0 on the missing pixels."""
+        m = self._mask_for(y)
+        return torch.where(m > 0, y / torch.where(m > 0, m, torch.ones_like(m)), torch.zeros_like(y))
 
 
 class InpaintingBox(_Inpainting):

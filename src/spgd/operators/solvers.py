@@ -55,6 +55,27 @@ def tikhonov(op, y: Tensor, lam: float = TIKHONOV_LAM, iters: int = CG_ITERS) ->
         return conjugate_gradient(lambda v: op.adjoint(op.forward(v)) + lam * gradient_energy_grad(v), b, b, iters)
 
 
+#: the capabilities' iterative solves (operators without a closed form): relative residual tolerance, iterations
+PROX_TOL, PROX_ITERS = 1e-6, 200
+PINV_ITERS = 50
+
+
+def cg_prox(op, z: Tensor, y: Tensor, rho: Tensor) -> Tensor:
+    """argmin_x ||y - A x||^2 + rho ||x - z||^2 per image by conjugate gradients on (A^T A + rho) x = A^T y + rho z,
+    from z, to relative residual PROX_TOL or PROX_ITERS iterations (rho: (B,), > 0)."""
+    r = append_dims(rho, z.ndim)
+    b = op.adjoint(y) + r * z
+    return conjugate_gradient(lambda v: op.adjoint(op.forward(v)) + r * v, b, z, PROX_ITERS, PROX_TOL)
+
+
+def cg_pinv(op, y: Tensor, x_shape) -> Tensor:
+    """An approximate pseudo-inverse: conjugate gradients on A^T A x = A^T y from 0 (the iterates stay in the range
+    of A^T, so they approach the minimum-norm solution), PINV_ITERS iterations at most."""
+    b = op.adjoint(y)
+    return conjugate_gradient(lambda v: op.adjoint(op.forward(v)), b, torch.zeros(x_shape, dtype=y.dtype, device=y.device),
+                              PINV_ITERS)
+
+
 def biharmonic_fill(y: Tensor, keep: Tensor, iters: int) -> Tensor:
     """The smoothest completion of the pixels where `keep` is 1: minimises ||Laplacian x||^2 with them fixed."""
     with torch.no_grad():
