@@ -29,11 +29,13 @@ WITH_SVD = {
     "blur, separable user kernel": lambda: spgd.make_operator("blur", kernel=torch.outer(torch.tensor([1.0, 2, 1]),
                                                                                          torch.tensor([1.0, 3, 5, 3, 1]))),
     "denoising": lambda: spgd.make_operator("denoising"),
+    "blur, circular": lambda: spgd.make_operator("blur", kernel=gaussian_kernel(9, 1.5), padding="circular"),
+    "blur, circular, asymmetric kernel": lambda: spgd.make_operator("blur", kernel=torch.rand(5, 5) + 0.1,
+                                                                   padding="circular"),
 }
 # linear operators without one (their prox and pinv are closed-form FFTs or conjugate gradients)
 WITHOUT_SVD = {
     "motion_blur": lambda: spgd.make_operator("motion_blur", kernel_size=9),
-    "blur, circular": lambda: spgd.make_operator("blur", kernel=gaussian_kernel(9, 1.5), padding="circular"),
     "blur, asymmetric kernel": lambda: spgd.make_operator("blur", kernel=torch.rand(5, 5) + 0.1),
     "super_resolution kernel, circular": lambda: spgd.make_operator(
         "super_resolution", scale=4, kernel=torch.rand(7, 7) - 0.2, padding="circular"),

@@ -340,21 +340,29 @@ class _BlurBase(LinearOperator):
 
     @property
     def svd_kind(self) -> str:  # type: ignore[override]
+        if self.padding == "circular" and getattr(self, "kernel", None) is not None:
+            return "exact"
         return "exact" if self.padding == "reflect" and self._separable_kernels() is not None else ""
 
     @property
     def no_svd_reason(self) -> str:
-        if self.padding == "circular":
-            return "a circular blur's decomposition is the (complex) Fourier basis, which is not offered as an SVD"
-        return "its kernel is not separable (a rank-1 kernel, outer(column, row), has one)"
+        return "its kernel is not separable (a rank-1 kernel, outer(column, row), has one; padding='circular' " \
+               "gives any kernel one)"
 
     def svd(self, x_shape) -> list:
-        """The exact SVD of each image's blur (spgd.operators.spectral.SeparableSVD)."""
-        factors = self._separable_kernels() if self.padding == "reflect" else None
-        if factors is None:
-            raise SpgdError(f"{type(self).__name__} has no exact SVD: {self.no_svd_reason}")
+        """The exact SVD of each image's blur: the Kronecker product of the 1-D reflect-padded matrices
+        (spgd.operators.spectral.SeparableSVD), or, with circular padding, the real Fourier basis
+        (spgd.operators.fourier.CircularSVD)."""
         b, c, h, w = x_shape
-        svds = [SeparableSVD(reflect_matrix(col, h), reflect_matrix(row, w), c) for col, row in factors]
+        if self.padding == "circular":
+            like = torch.zeros((), dtype=torch.float64)
+            H = self._transfer(like.new_zeros(b, c, h, w))
+            svds = [fourier.CircularSVD(H[i], (c, h, w)) for i in range(H.shape[0])]
+        else:
+            factors = self._separable_kernels()
+            if factors is None:
+                raise SpgdError(f"{type(self).__name__} has no exact SVD: {self.no_svd_reason}")
+            svds = [SeparableSVD(reflect_matrix(col, h), reflect_matrix(row, w), c) for col, row in factors]
         return svds * b if len(svds) == 1 else svds
 
     def prox(self, z: Tensor, y: Tensor, rho) -> Tensor:

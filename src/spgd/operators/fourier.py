@@ -85,3 +85,81 @@ def pinv(y: Tensor, H: Tensor, scale: int, rcond: float = PINV_RCOND) -> Tensor:
     fy = torch.fft.fftn(y, dim=(-2, -1))
     w = torch.where(keep, fy / torch.where(keep, power, torch.ones_like(power)), torch.zeros_like(fy))
     return apply_adjoint(torch.real(torch.fft.ifftn(w, dim=(-2, -1))), H, scale)
+
+
+class CircularSVD:
+    """The exact SVD of a circular convolution (no decimation) of (C, H, W) images with transfer function H (1, 1,
+    H, W): a real orthonormal Fourier basis, in which A is block-diagonal with 2x2 blocks |H_k| R(arg H_k).
+
+    Frequencies k come in conjugate pairs (k, -k); for each pair one representative (the smaller flat index) gives
+    two coefficients sqrt(2) Re X_k and sqrt(2) Im X_k of the orthonormal DFT X = F(x), a self-conjugate frequency
+    (k = -k) one, Re X_k. V^T x lists, per channel (channel-major), the real parts of the representatives in flat
+    order, then the imaginary parts of the paired ones. U^T y is the same transform of y with every frequency turned
+    back by the phase of H_k, so A x = U(|H| V^T x): s = |H_k| on both coefficients of k (zeros allowed).
+    """
+
+    def __init__(self, H: Tensor, x_shape):
+        c, h, w = x_shape
+        self.shape = (c, h, w)
+        flat = torch.arange(h * w).reshape(h, w)
+        conj = ((-torch.arange(h)) % h)[:, None] * w + ((-torch.arange(w)) % w)[None, :]
+        rep = (flat <= conj).flatten()
+        self.real_idx = rep.nonzero().flatten()  # representatives: their real parts
+        paired = (flat < conj).flatten()
+        self.imag_idx = paired.nonzero().flatten()  # representatives of true pairs: their imaginary parts
+        self.scale_real = torch.where(paired[self.real_idx], 2.0**0.5, 1.0).to(torch.float64)
+        self.conj_flat = conj.flatten()
+        h_t = H.detach().reshape(h * w).to(torch.complex128)
+        mag = h_t.abs()
+        self.phase = torch.where(mag > 0, h_t / torch.where(mag > 0, mag, torch.ones_like(mag)), torch.ones_like(h_t))
+        s = torch.cat([mag[self.real_idx], mag[self.imag_idx]])
+        self._s = s.repeat(c)
+
+    def singulars(self) -> Tensor:
+        return self._s
+
+    def _coefficients(self, spectrum: Tensor) -> Tensor:
+        # spectrum (N, C, H*W) complex -> (N, C*D) real
+        sc = self.scale_real.to(spectrum.real)
+        re = spectrum[..., self.real_idx.to(spectrum.device)].real * sc.to(spectrum.device)
+        im = spectrum[..., self.imag_idx.to(spectrum.device)].imag * 2.0**0.5
+        return torch.cat([re, im], dim=-1).reshape(spectrum.shape[0], -1)
+
+    def _spectrum(self, v: Tensor) -> Tensor:
+        # (N, C*D) real -> (N, C, H*W) complex, Hermitian-symmetric
+        c, h, w = self.shape
+        n = v.shape[0]
+        v = v.reshape(n, c, -1)
+        nr = self.real_idx.numel()
+        dev = v.device
+        re = v[..., :nr] / self.scale_real.to(v).to(dev)
+        im = v[..., nr:] / 2.0**0.5
+        spec = torch.zeros(n, c, h * w, dtype=torch.complex128 if v.dtype == torch.float64 else torch.complex64,
+                           device=dev)
+        spec[..., self.real_idx.to(dev)] = re.to(spec.dtype)
+        spec[..., self.imag_idx.to(dev)] += 1j * im.to(spec.dtype)
+        partners = self.conj_flat[self.imag_idx].to(dev)  # the conjugates of the paired representatives
+        spec[..., partners] = torch.conj(spec[..., self.imag_idx.to(dev)])
+        return spec
+
+    def _fft(self, x: Tensor) -> Tensor:
+        c, h, w = self.shape
+        return torch.fft.fft2(x.reshape(x.shape[0], c, h, w), norm="ortho").reshape(x.shape[0], c, h * w)
+
+    def _ifft(self, spec: Tensor) -> Tensor:
+        c, h, w = self.shape
+        return torch.fft.ifft2(spec.reshape(spec.shape[0], c, h, w), norm="ortho").real
+
+    def Vt(self, x: Tensor) -> Tensor:
+        return self._coefficients(self._fft(x))
+
+    def V(self, v: Tensor) -> Tensor:
+        return self._ifft(self._spectrum(v))
+
+    def Ut(self, y: Tensor) -> Tensor:
+        spec = self._fft(y)
+        return self._coefficients(spec * torch.conj(self.phase).to(spec))
+
+    def U(self, u: Tensor) -> Tensor:
+        spec = self._spectrum(u)
+        return self._ifft(spec * self.phase.to(spec))
