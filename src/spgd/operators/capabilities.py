@@ -9,6 +9,9 @@ naming what is missing. A user's own operator opts in by defining the method (no
 - ``prox(z, y, rho) -> x`` (DiffPIR): the data-proximal step x = argmin_x ||y - A x||^2 + rho ||x - z||^2, rho a
   float or a (B,) tensor, per image.
 - ``pinv(y) -> x`` (PiGDM): the pseudo-inverse A^+ y (exact from the SVD where there is one).
+- ``observed(x) -> mask`` (optional, PiGDM): 1 on the entries of x that y measures directly (A^+ A = I there), 0
+  elsewhere; where an operator offers it (inpainting), PiGDM's release projects x0_hat onto y there. Nothing is
+  refused for lacking it.
 
 An operator may say how it computes `prox` and `pinv` in ``prox_kind`` / ``pinv_kind`` ("closed form",
 "SVD", "FFT", or "conjugate gradients, ..." for an iterative solve): `describe` reads them for tables and

@@ -113,6 +113,11 @@ class _Inpainting(SeededPartsMixin, LinearOperator):
         r = torch.as_tensor(rho, dtype=z.dtype, device=z.device).reshape(-1, 1, 1, 1)
         return (m * y + r * z) / (m * m + r)
 
+    def observed(self, x: Tensor) -> Tensor:
+        """1 on the entries of x that y measures directly (A^+ A = I there), 0 elsewhere: PiGDM's release projects
+        x0_hat onto y there and masks its guidance (spgd.samplers.pigdm)."""
+        return (self._mask_for(x) > 0).to(x.dtype)
+
     def pinv(self, y: Tensor) -> Tensor:
         """A^+ y: y / m where m > 0 (y itself there for a 0/1 mask), 0 on the missing pixels."""
         m = self._mask_for(y)

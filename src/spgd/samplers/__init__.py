@@ -12,7 +12,11 @@ from .base import Result, Stats
 from .schedule import karras_sigmas, linear_lr, ve_euler_factors
 from .classical import Classical
 from .daps import DAPS
+from .ddrm import DDRM
+from .diffpir import DiffPIR
 from .dps import DPS
+from .pigdm import PiGDM
+from .reddiff import REDDiff
 from .spgd import SPGD, adm_update, directional_cosine
 
 # method name -> (sampler class, fixed settings). The fixed settings define an ablation, so they win over
@@ -30,6 +34,10 @@ METHODS: dict[str, tuple[type, dict[str, Any]]] = {
     "dps": (DPS, {}),
     "daps": (DAPS, {}),  # the 2024 release (the paper's code)
     "daps-2025": (DAPS, {"release": "2025"}),  # the current release: other grid, no final ODE jump, 2x data term
+    "ddrm": (DDRM, {}),  # the release (bahjat-kawar/ddrm @ 32b6b3c); needs an operator with an SVD
+    "diffpir": (DiffPIR, {}),  # the release (yuanzhi-zhu/DiffPIR @ 111d26e); needs an operator with a prox
+    "pigdm": (PiGDM, {}),  # NVlabs/RED-diff @ 66482f2 algos/pgdm.py (no official code); needs an operator with a pinv
+    "reddiff": (REDDiff, {}),  # the release (NVlabs/RED-diff @ 66482f2 algos/reddiff.py)
     "classical": (Classical, {}),  # prior-free: Tikhonov-CG / bicubic / biharmonic by operator
 }
 
@@ -118,8 +126,12 @@ def make_sampler(method: str = "spgd", **settings):
 __all__ = [
     "Classical",
     "DAPS",
+    "DDRM",
+    "DiffPIR",
     "DPS",
     "METHODS",
+    "PiGDM",
+    "REDDiff",
     "Result",
     "SPGD",
     "Stats",

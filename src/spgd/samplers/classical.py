@@ -31,6 +31,7 @@ class Classical(Sampler):
     iters: int = CG_ITERS  # conjugate-gradient iterations (x5 for the biharmonic fill)
     progress: bool = False  # accepted for a uniform interface; nothing long enough to show
     stochastic: ClassVar[bool] = False  # the same result for every seed: no mean/uncertainty over samples
+    needs: ClassVar[tuple[str, ...]] = ("linear",)  # adjoint or pseudo_inverse (spgd.samplers.catalog)
 
     def run(
         self, y: Tensor, operator, prior=None, generator: GeneratorLike = None, callback: Optional[Callback] = None,

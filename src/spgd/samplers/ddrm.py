@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -120,6 +120,8 @@ class DDRM(Sampler):
     x0_hat and eps, then V of v') and one for the start (U^T y and V of the first spectral vector; none when
     `x_start` is given).
     """
+
+    needs: ClassVar[tuple[str, ...]] = ("svd",)  # operator capabilities (spgd.operators.capabilities)
 
     steps: int = 20  # the release's `timesteps`: timesteps range(0, T, T // steps) (see the class docstring)
     eta: float = 0.85  # eta_A = eta_C: the fresh-noise share of the null-space and "after" rules (released: 0.85)
