@@ -292,3 +292,19 @@ def test_restore_runs_on_each_format_non_square(tmp_path: Path, monkeypatch):
                               generator=torch.Generator().manual_seed(0))
         assert result.x.shape == x.shape, name
         assert torch.isfinite(result.x).all(), name
+
+
+def test_a_config_and_state_dict_file_loads_like_the_network_it_describes(fixtures_dir):
+    """The shared fixture network is stored as {"config": UNet keywords, "state_dict": ...} with no format tag:
+    load_prior reads it as the VP-preconditioned network those keywords build."""
+    import spgd
+    from spgd.priors import UNetModel, VPPrecond
+
+    path = fixtures_dir / "unet_small_reference.pt"
+    ref = torch.load(path, weights_only=True)
+    net = UNetModel(**ref["config"])
+    net.load_state_dict(ref["state_dict"])
+    loaded = spgd.load_prior(path)
+    x = ref["inputs"][1]
+    torch.testing.assert_close(loaded.denoise(x, float(ref["sigmas"][1])), VPPrecond(net).denoise(x, float(ref["sigmas"][1])))
+    torch.testing.assert_close(loaded.denoise(x, float(ref["sigmas"][1])), ref["outputs"][1], rtol=1e-4, atol=1e-4)

@@ -18,6 +18,8 @@ EDM/EDM2 `.pkl` files are refused: unpickling them runs code stored in the file.
 
 from __future__ import annotations
 
+import inspect
+
 import os
 import pickle
 import re
@@ -182,6 +184,8 @@ def load_unet_checkpoint(path: str | os.PathLike, arch_or_config: str | Mapping[
     config = _resolve_config(arch_or_config)
     label = f"'{arch_or_config}'" if isinstance(arch_or_config, str) else "of the given config"
     obj = _read(path)
+    if _is_config_and_weights(obj):  # {"config": UNet keywords, "state_dict": ...} (e.g. the shared fixture net)
+        obj = {**obj, "format": FORMAT}
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         obj = obj["state_dict"]
     state_dict, _ = split_buffers(_extract_state_dict(obj, path))
@@ -259,6 +263,8 @@ def adm_prior(
 
 def _load_file(path: str | os.PathLike, class_label: int | None = None) -> Prior:
     obj = _read(path)
+    if _is_config_and_weights(obj):  # {"config": UNet keywords, "state_dict": ...} (e.g. the shared fixture net)
+        obj = {**obj, "format": FORMAT}
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         if not isinstance(obj.get("config"), Mapping) or not isinstance(obj.get("state_dict"), Mapping):
             raise SpgdError(f"{path} is a damaged spgd-unet file: it lacks 'config' or 'state_dict'")
@@ -270,6 +276,17 @@ def _load_file(path: str | os.PathLike, class_label: int | None = None) -> Prior
     name = infer_architecture(state_dict, path)
     model = _build(ARCHITECTURES[name], state_dict, path, f"'{name}'")
     return adm_prior(model, name, class_label, str(path), _schedule_from_buffers(buffers, path))
+
+
+def _is_config_and_weights(obj) -> bool:
+    """A dict holding a UNet's constructor keywords under "config" and its weights under "state_dict", without
+    the spgd-unet format tag (how ../shared/fixtures/reference-spgd stores its network)."""
+    if not isinstance(obj, Mapping) or "format" in obj:
+        return False
+    config, weights = obj.get("config"), obj.get("state_dict")
+    if not isinstance(config, Mapping) or not isinstance(weights, Mapping) or not config:
+        return False
+    return set(config) <= set(inspect.signature(UNetModel.__init__).parameters)
 
 
 def _bundled_prior() -> Prior:
