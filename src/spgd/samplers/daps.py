@@ -106,6 +106,7 @@ class DAPS(Sampler):
         with run.meter:
             for k in run.progress(range(self.steps)):
                 sigma, lr_k = sigmas[k], lrs[k]
+                x_level = x
                 # 1. x0_hat from the probability-flow ODE, sigma_k -> ode_sigma_min (2024: -> 0)
                 ode = self.ode_sigmas(sigma)
                 z = x
@@ -126,7 +127,8 @@ class DAPS(Sampler):
                 # 3. re-noise to the next level
                 x_new = x0 + sigmas[k + 1] * run.draw.like(x0)
                 x = run.tracker.check(run.tracker.freeze(x_new, x), k, last=k == self.steps - 1)
-                if callback is not None:
-                    callback({"step": k, "sigma": sigma, "x": x, "x0_hat": x0_hat, "x0_y": x0,
+                if callback is not None:  # data part of the move: Langevin's x0_y - x0_hat; prior part: the rest
+                    callback({"step": k, "sigma": sigma, "x": x, "x0_hat": x0_hat, "x0_y": x0, "x_level": x_level,
+                              "x_warm": x_level + (x0 - x0_hat),
                               "loss": [] if loss is None else [loss.detach()], "alive": run.tracker.alive})
             return run.finish(x, y, operator, self.steps - 1)

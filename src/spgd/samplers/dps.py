@@ -134,10 +134,12 @@ class DPS(Sampler):
                 # x'_{t-1} = mu_t(x_t, x0_hat) + exp(logvar_t / 2) z  (no noise at the last step)
                 x_prev = self.ancestral_step(run, x0_hat, v, x, sched, i)
                 # x_{t-1} = x'_{t-1} - lr * grad
+                x_level = x
                 x = run.tracker.check(run.tracker.freeze(x_prev - self.lr * grad, x), i, last=i == n - 1)
-                if callback is not None:
-                    callback({"step": i, "sigma": sched.sigma(i), "x": x, "x0_hat": x0_hat,
-                              "loss": [norm.detach() ** 2], "alive": run.tracker.alive})
+                if callback is not None:  # data part of the move: -lr grad; prior part: the ancestral step
+                    callback({"step": i, "sigma": sched.sigma(i), "x": x, "x0_hat": x0_hat, "x_level": x_level,
+                              "x_warm": x_level - self.lr * grad, "loss": [norm.detach() ** 2],
+                              "alive": run.tracker.alive})
             return run.finish(x, y, operator, n - 1)
 
     def denoise_with_grad(
