@@ -22,12 +22,14 @@ def rows(run_dir: Path, with_measurement: bool = True) -> list[str]:
     base = m.get("measurement") or {}
     if with_measurement and base.get("psnr"):
         out.append(f"| {m['task']} | ({base.get('kind', 'measurement')}) | | {_pm(base['psnr'])} | "
-                   f"{_pm(base.get('ssim'), 3)} | | | | | |")
+                   f"{_pm(base.get('ssim'), 3)} | | | | | | |")
     for method, s in m["per_method"].items():
         mem = s.get("peak_memory_bytes", {}).get("max")
         failed = ", ".join(s.get("failed_images", [])) or "0"
+        res = s.get("rms_residual") or {}
+        res = "-" if res.get("mean") is None else f"{res['mean']:.4f}"
         out.append(
-            f"| {m['task']} | {method} | {'-' if method == 'classical' else m['prior']} | {_pm(s['psnr'])} | {_pm(s['ssim'], 3)} | {s['denoiser_calls']['mean']:.0f} | "
+            f"| {m['task']} | {method} | {'-' if method == 'classical' else m['prior']} | {_pm(s['psnr'])} | {_pm(s['ssim'], 3)} | {res} | {s['denoiser_calls']['mean']:.0f} | "
             f"{s['vjps']['mean']:.0f} | {s['seconds']['mean']:.1f} | "
             f"{'-' if mem is None else f'{mem / 2**30:.1f}'} | {failed} |"
         )
@@ -43,8 +45,8 @@ def main(argv: list[str]) -> int:
     if not runs:
         print(f"no run folders (metrics.json) under {' '.join(argv)}", file=sys.stderr)
         return 2
-    print("| task | method | prior | PSNR (dB) | SSIM | denoiser calls | VJPs | s/img | peak memory (GiB) | failed |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| task | method | prior | PSNR (dB) | SSIM | \\|Ax-y\\| | denoiser calls | VJPs | s/img | peak memory (GiB) | failed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     tasks_done = set()
     for run in runs:  # the measurement row once per task (every run of a task has the same measurements)
         task = json.loads((run / "metrics.json").read_text())["task"]

@@ -340,7 +340,7 @@ class _BlurBase(LinearOperator):
 
     @property
     def svd_kind(self) -> str:  # type: ignore[override]
-        if self.padding == "circular" and getattr(self, "kernel", None) is not None:
+        if self.padding == "circular":  # any kernel: the real Fourier basis
             return "exact"
         return "exact" if self.padding == "reflect" and self._separable_kernels() is not None else ""
 
