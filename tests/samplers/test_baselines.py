@@ -13,30 +13,23 @@ import torch
 import torch.nn.functional as F
 
 from spgd.errors import SpgdError
-from spgd.priors import UNetModel, VPPrecond
 from spgd.samplers import make_sampler
 from spgd.samplers.dps import DDPMSchedule, respaced_timesteps
+from replay import fixture_network, Replay, rel
 
 TOL = 1e-4
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
+@pytest.fixture(scope="module")
+def prior(shared_dir):
+    return fixture_network(shared_dir)
 
 
 @pytest.fixture(scope="module")
 def ref_dir(shared_dir):
     return shared_dir / "fixtures" / "reference-dps-daps"
-
-
-@pytest.fixture(scope="module")
-def prior(shared_dir):
-    u = torch.load(shared_dir / "fixtures" / "reference-spgd" / "unet_small_reference.pt", weights_only=True)
-    net = UNetModel(**u["config"])
-    net.load_state_dict(u["state_dict"])
-    return VPPrecond(net)
 
 
 def load(ref_dir, name):
@@ -65,21 +58,6 @@ class ReleasedInpainting:
 
     def forward(self, x):
         return x * self.mask
-
-
-class Replay:
-    """noise(shape, dtype, device): hands out recorded draws in order and checks their shapes."""
-
-    def __init__(self, draws):
-        self.draws = list(draws)
-        self.used = 0
-
-    def __call__(self, shape, dtype, device):
-        assert self.used < len(self.draws), "the sampler drew more noise than the released code"
-        d = self.draws[self.used]
-        assert tuple(d.shape) == tuple(shape), (self.used, tuple(d.shape), shape)
-        self.used += 1
-        return d.to(dtype=dtype, device=device)
 
 
 def dps_draws(ref):

@@ -14,9 +14,9 @@ import torch
 
 import spgd
 from spgd.errors import SpgdError
-from spgd.priors import UNetModel, VPPrecond
 from spgd.samplers import make_sampler
 from spgd.samplers.ddrm import DDRM, alphas_cumprod_ext, released_timesteps
+from replay import fixture_network, Replay, rel
 
 TOL = 1e-4
 MISS = 1e-2
@@ -24,8 +24,9 @@ MISS = 1e-2
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
+@pytest.fixture(scope="module")
+def prior(shared_dir):
+    return fixture_network(shared_dir)
 
 
 @pytest.fixture(scope="module")
@@ -33,31 +34,8 @@ def ref_dir(shared_dir):
     return shared_dir / "fixtures" / "reference-ddrm"
 
 
-@pytest.fixture(scope="module")
-def prior(shared_dir):
-    u = torch.load(shared_dir / "fixtures" / "reference-spgd" / "unet_small_reference.pt", weights_only=True)
-    net = UNetModel(**u["config"])
-    net.load_state_dict(u["state_dict"])
-    return VPPrecond(net)
-
-
 def load(ref_dir, name):
     return torch.load(ref_dir / f"ddrm_{name}.pt", weights_only=True)
-
-
-class Replay:
-    """noise(shape, dtype, device): hands out recorded draws in order and checks their shapes."""
-
-    def __init__(self, draws):
-        self.draws = list(draws)
-        self.used = 0
-
-    def __call__(self, shape, dtype, device):
-        assert self.used < len(self.draws), "the sampler drew more noise than the released code"
-        d = self.draws[self.used]
-        assert tuple(d.shape) == tuple(shape), (self.used, tuple(d.shape), shape)
-        self.used += 1
-        return d.to(dtype=dtype, device=device)
 
 
 def recorded_draws(ref):

@@ -19,9 +19,9 @@ import torch
 
 import spgd
 from spgd.errors import SpgdError
-from spgd.priors import UNetModel, VPPrecond
 from spgd.samplers import make_sampler, vp
 from spgd.samplers.diffpir import DiffPIR, DiffPIRTables, quad_timesteps
+from replay import fixture_network, Replay, rel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,8 +31,9 @@ TOL = {"diffpir_inpainting_random": (1e-4, 1e-4), "diffpir_deblur_gaussian": (2e
        "diffpir_sisr_x4": (2e-3, 5e-3)}
 
 
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
+@pytest.fixture(scope="module")
+def prior(shared_dir):
+    return fixture_network(shared_dir)
 
 
 @pytest.fixture(scope="module")
@@ -40,31 +41,8 @@ def ref_dir(shared_dir):
     return shared_dir / "fixtures" / "reference-diffpir"
 
 
-@pytest.fixture(scope="module")
-def prior(shared_dir):
-    u = torch.load(shared_dir / "fixtures" / "reference-spgd" / "unet_small_reference.pt", weights_only=True)
-    net = UNetModel(**u["config"])
-    net.load_state_dict(u["state_dict"])
-    return VPPrecond(net)
-
-
 def load(ref_dir, name):
     return torch.load(ref_dir / f"{name}.pt", weights_only=True)
-
-
-class Replay:
-    """noise(shape, dtype, device): hands out recorded draws in order and checks their shapes."""
-
-    def __init__(self, draws):
-        self.draws = list(draws)
-        self.used = 0
-
-    def __call__(self, shape, dtype, device):
-        assert self.used < len(self.draws), "the sampler drew more noise than the released code"
-        d = self.draws[self.used]
-        assert tuple(d.shape) == tuple(shape), (self.used, tuple(d.shape), shape)
-        self.used += 1
-        return d.to(dtype=dtype, device=device)
 
 
 def draws(ref, start=True):
@@ -147,7 +125,7 @@ def test_tables_match_the_release(ref_dir, prior):
         torch.testing.assert_close(rho, r["rhos"], rtol=1e-6, atol=0)
         torch.testing.assert_close(rho[r["t_i"][:-1]], r["rho_t"], rtol=1e-6, atol=0)
         # the re-noise coefficients, computed as the loop does
-        t, t_next = r["t_i"][:-1], r["t_i"][1:]
+        t_next = r["t_i"][1:]
         torch.testing.assert_close(tab.a[t_next], r["coef_a"], rtol=3e-7, atol=0)
         torch.testing.assert_close(torch.sqrt(tab.b[t_next] ** 2), r["coef_b"], rtol=3e-7, atol=0)
         torch.testing.assert_close(r["hyper"]["zeta"] ** 0.5 * tab.b[t_next], r["coef_c"], rtol=3e-7, atol=0)
@@ -293,4 +271,23 @@ def test_bad_settings_are_refused(settings, message):
 def test_registered_with_the_released_setting_names():
     assert isinstance(make_sampler("diffpir"), DiffPIR)
     names = spgd.samplers.setting_names("diffpir")
-    assert names == ["steps", "lam", "zeta", "eta", "check_every", "progress"]
+    assert names == ["steps", "lam", "zeta", "eta", "start", "check_every", "progress"]
+
+
+def test_the_papers_start_is_pure_noise_and_the_release_start_uses_y():
+    """start="noise" (Algorithm 1 of the paper) begins at x_T = z; start="y" (the release) at y noised to T - 1."""
+    prior = spgd.load_prior("gaussian")
+    op = spgd.make_operator("inpainting_random", drop=0.5, noise_sigma=0.0)
+    y = op.forward(torch.full((1, 3, 8, 8), 0.5))
+    z = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for start in ("noise", "y"):
+        first = []
+        make_sampler("diffpir", steps=3, start=start).run(
+            y, op, prior, noise=lambda shape, dtype, device: z.clone(),
+            callback=lambda info: first.append(info["x_level"]) if info["step"] == 0 else None)
+        if start == "noise":
+            assert torch.equal(first[0], z)
+        else:
+            assert not torch.equal(first[0], z) and (first[0] - z).abs().max() < 0.05  # y scaled by a_T / a_ty ~ 0.006
+    with pytest.raises(SpgdError, match="start must be one of"):
+        make_sampler("diffpir", start="zeros")

@@ -15,9 +15,9 @@ import torch
 
 import spgd
 from spgd.errors import SpgdError
-from spgd.priors import UNetModel, VPPrecond
 from spgd.samplers import make_sampler
 from spgd.samplers.pigdm import alphas_table, skip_schedule
+from replay import fixture_network, RedDiffDeblur, Replay, reddiff_fixture_operator, rel
 
 TOL = 1e-4
 MISS = 1e-2
@@ -25,8 +25,9 @@ MISS = 1e-2
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
+@pytest.fixture(scope="module")
+def prior(shared_dir):
+    return fixture_network(shared_dir)
 
 
 @pytest.fixture(scope="module")
@@ -34,64 +35,8 @@ def ref_dir(shared_dir):
     return shared_dir / "fixtures" / "reference-reddiff-pigdm"
 
 
-@pytest.fixture(scope="module")
-def prior(shared_dir):
-    u = torch.load(shared_dir / "fixtures" / "reference-spgd" / "unet_small_reference.pt", weights_only=True)
-    net = UNetModel(**u["config"])
-    net.load_state_dict(u["state_dict"])
-    return VPPrecond(net)
-
-
 def load(ref_dir, name):
     return torch.load(ref_dir / f"{name}.pt", weights_only=True)
-
-
-class Replay:
-    """noise(shape, dtype, device): hands out recorded draws in order and checks their shapes."""
-
-    def __init__(self, draws):
-        self.draws = list(draws)
-        self.used = 0
-
-    def __call__(self, shape, dtype, device):
-        assert self.used < len(self.draws), "the sampler drew more noise than the released code"
-        d = self.draws[self.used]
-        assert tuple(d.shape) == tuple(shape), (self.used, tuple(d.shape), shape)
-        self.used += 1
-        return d.to(dtype=dtype, device=device)
-
-
-class ReleasedDeblur:
-    """The release's `deblur_gauss` H-function from the stored factors (README "Operators"): per channel c,
-    A(x)_c = U (S_eff[c] * (V^T X_c V)) U^T, and A+(y)_c = V (T / S_eff[c]) V^T with T = U^T Y_c U, dividing only
-    where S_eff != 0 (elsewhere T is kept, not zeroed: the release's quirk). Measurements are (B, 12288) vectors in
-    (c, h, w) order, as the release holds them. `intended=True` uses s_i s_j instead of S_eff (a known deviation)."""
-
-    def __init__(self, ref, intended=False):
-        self.U, self.V = ref["U_small"], ref["V_small"]
-        s = ref["singulars_small"]
-        self.S = (s[:, None] * s[None, :]).expand(3, 64, 64) if intended else ref["S_eff"]
-        self.noise_sigma = 0.05
-
-    def input_shape(self, y):
-        return (y.shape[0], 3, 64, 64)
-
-    def forward(self, x):
-        coef = self.S * ((self.V.T @ x) @ self.V)
-        return ((self.U @ coef) @ self.U.T).reshape(x.shape[0], -1)
-
-    def pinv(self, y):
-        t = (self.U.T @ y.reshape(-1, 3, 64, 64)) @ self.U
-        t = torch.where(self.S != 0, t / self.S, t)
-        return (self.V @ t) @ self.V.T
-
-
-def fixture_operator(ref):
-    """(operator, y) of a fixture: the library's random inpainting with the stored mask (y as an image), or the
-    release's deblurring H-function (y as stored)."""
-    if "mask" in ref:
-        return spgd.make_operator("inpainting_random", mask=ref["mask"], noise_sigma=0.05), ref["y"].view(1, 3, 64, 64)
-    return ReleasedDeblur(ref), ref["y"]
 
 
 def draws(ref):
@@ -123,7 +68,7 @@ def test_time_grid_matches_the_release(ref_dir, prior):
 @pytest.mark.parametrize("name", ["pigdm_deblur_gauss", "pigdm_inpainting_random"])
 def test_pigdm_replays_the_released_run(ref_dir, prior, name):
     ref = load(ref_dir, name)
-    op, y = fixture_operator(ref)
+    op, y = reddiff_fixture_operator(ref)
     if "mask" in ref:
         assert callable(getattr(op, "observed", None)), (
             "InpaintingRandom needs observed(x) (a 0/1 mask: 1 where y measures x directly) for ΠGDM's projection"
@@ -140,13 +85,13 @@ def test_pigdm_replays_the_released_run(ref_dir, prior, name):
     if "mask" in ref:
         wrong, _, _ = run_pigdm(ref, prior, op, y, project=False)
     else:
-        wrong, _, _ = run_pigdm(ref, prior, ReleasedDeblur(ref, intended=True), y)
+        wrong, _, _ = run_pigdm(ref, prior, RedDiffDeblur(ref, intended=True), y)
     assert rel(wrong.x, ref["final"]) > MISS
 
 
 def test_the_same_image_alone_and_in_a_batch(ref_dir, prior):
     ref = load(ref_dir, "pigdm_inpainting_random")
-    op, y = fixture_operator(ref)
+    op, y = reddiff_fixture_operator(ref)
     y2 = torch.cat([y, y.flip(-1)])
     sampler = make_sampler("pigdm", steps=4)
     gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731

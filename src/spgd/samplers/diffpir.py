@@ -34,6 +34,8 @@ from ..operators.capabilities import require
 from . import vp
 from .base import Callback, GeneratorLike, NoiseFn, Result, Sampler
 
+STARTS = ("y", "noise")
+
 #: the release's floor on the measurement noise level, in its [0, 1] image units (`sigma = max(0.001, ...)`)
 SIGMA_FLOOR = 0.001
 
@@ -136,7 +138,8 @@ class DiffPIR(Sampler):
     then ||(2y-1) - A(2u-1)||^2 = 4 ||y - A u||^2 and ||(2u-1) - (2u0-1)||^2 = 4 ||u - u0||^2.
 
     Release versus paper (Algorithm 1 of arXiv:2305.08995):
-    - start: the paper samples x_T ~ N(0, I); the release starts from y noised to t = T-1 (above);
+    - start: the paper samples x_T ~ N(0, I) (`start="noise"`); the release starts from y noised to t = T-1
+      (above, `start="y"`, the default);
     - rho_t in mixed units (lam / 4 in consistent units, above), and sigma floored at 0.001 (noise-free inpainting);
     - eta (a DDIM-like split of the fresh noise, default 0 = the paper's update) is the release's addition, and
       two standard-normal draws are made per step even when eta = 0;
@@ -160,6 +163,7 @@ class DiffPIR(Sampler):
     lam: float = 7.0  # lambda: weight of the data term, rho_t = lam sigma^2 / r_t^2 (released: per task)
     zeta: float = 0.3  # zeta in [0, 1]: share of fresh noise in the re-noise step (released: per task)
     eta: float = 0.0  # eta in [0, 1]: DDIM-like stochasticity inside the deterministic part (released: 0)
+    start: str = "y"  # "y": x_T from y noised to t = T-1 (the release); "noise": x_T = z ~ N(0, I) (the paper)
     check_every: int = 10
     progress: bool = False
 
@@ -172,6 +176,8 @@ class DiffPIR(Sampler):
             raise SpgdError(f"zeta must be in [0, 1], got {self.zeta}")
         if not 0 <= self.eta <= 1:
             raise SpgdError(f"eta must be in [0, 1], got {self.eta}")
+        if self.start not in STARTS:
+            raise SpgdError(f"start must be one of {STARTS}, got {self.start!r}")
 
     def tables(self, prior=None) -> DiffPIRTables:
         """The release's tables for the prior's training schedule (`vp.training_betas`)."""
@@ -202,8 +208,8 @@ class DiffPIR(Sampler):
         s1 = math.sqrt(1 - self.zeta)  # a float64 scalar in the release (np.sqrt)
         with run.meter:
             x = run.x
-            if x_start is None:  # x_T from the start draw z = run.x
-                x = self.start(x, y, operator, tab, a, b, noise_sigma, run.meter.stats)
+            if x_start is None and self.start == "y":  # x_T from y and the start draw z = run.x
+                x = self.start_from_y(x, y, operator, tab, a, b, noise_sigma, run.meter.stats)
             for i in run.progress(range(n)):
                 t, x_level = ts[i], x
                 # x0_hat = clamp(c1_t x - c2_t eps(x, t), -1, 1): guided-diffusion's p_sample "pred_xstart"
@@ -241,8 +247,8 @@ class DiffPIR(Sampler):
                               "alive": run.tracker.alive})
             return run.finish(x, y, operator, n - 1)
 
-    def start(self, z: Tensor, y: Tensor, operator, tab: DiffPIRTables, a: Tensor, b: Tensor, noise_sigma: float,
-              stats) -> Tensor:
+    def start_from_y(self, z: Tensor, y: Tensor, operator, tab: DiffPIRTables, a: Tensor, b: Tensor,
+                     noise_sigma: float, stats) -> Tensor:
         """x_T from the start draw z (see the class docstring): y noised from its own level t_y to T - 1 when y is
         shaped like x, else the operator's up-sampling of y noised to T - 1."""
         T = len(tab.beta)
