@@ -188,8 +188,8 @@ def load_image(
         if (H, W) != (h, w):
             if not resize:
                 raise SpgdError(
-                    f"image {path} is {W}x{H} (width x height); the prior needs {w}x{h}: pass --resize "
-                    "(resize=True) to center-crop and resize it"
+                    f"image {path} is {W}x{H} (width x height); the prior needs {w}x{h}: pass resize=True "
+                    "to center-crop and resize it"
                 )
             u, note = _center_crop_resize(u, h, w)
             notes.append(note)

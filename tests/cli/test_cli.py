@@ -16,7 +16,7 @@ from conftest import CLI_TINY, cli_error_line, copy_demo_images, run_cli
 
 from spgd.cli.main import COMMANDS
 from spgd.errors import SpgdError
-from spgd.experiment.evaluation import UNCERTAINTY_VMAX, SampleMoments
+from spgd.experiment.samples import UNCERTAINTY_VMAX
 from spgd.metrics.lpips import BACKBONES, build_features
 from spgd.presets import apply_overrides, load_preset, sampler_settings
 
@@ -254,15 +254,6 @@ def test_records_hold_the_data_fit(capsys, tmp_path, two_images):
     assert fit["classical"] == pytest.approx(noise * 0.8**0.5, rel=0.15)
     assert 3 * fit["classical"] < fit["spgd"] < 1
     assert "|Ax-y|" in stdout
-
-
-def test_sample_moments_skip_failed_samples():
-    mom = SampleMoments()
-    mom.add(torch.tensor([[1.0], [5.0]]), [True, True])
-    mom.add(torch.tensor([[3.0], [float("nan")]]), [True, False])
-    mean, std = mom.mean_std()
-    assert mom.counts() == [2, 1]
-    assert mean.tolist() == [[2.0], [5.0]] and std.tolist() == [[1.0], [0.0]]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -529,3 +520,29 @@ def test_protocol_sets_the_papers_measurement_and_is_kept_on_resume(capsys, tmp_
     assert code == 0, err
     code, _, err = run(capsys, "eval", "--resume", run_dir, "--protocol", "dps")
     assert code == 2 and "protocol" in err, err
+
+
+def test_cli_warmup_steps_0_is_refused(capsys, tmp_path, two_images):
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--set", "warmup_steps=0",
+                       "--out", tmp_path / "runs")
+    cli_error_line(code, err, "warmup_steps", "never used")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_verbose_shows_detail_lines_in_diagnose_and_bench(tmp_path, demo_dir, capsys):
+    """-v is on every command; diagnose prints each method's resolved settings, bench each row's execution."""
+    from PIL import Image
+
+    with Image.open(demo_dir / "00000.png") as img:
+        img.convert("RGB").crop((96, 96, 128, 128)).save(tmp_path / "face.png")
+    argv = ["diagnose", tmp_path / "face.png", "--task", "denoising", "--prior", "gaussian", "--methods", "spgd",
+            "--set", "steps=2", "--set", "warmup_steps=1", "--frames", "0", "--out", tmp_path / "runs",
+            "--device", "cpu"]
+    code, _, quiet_err = run_cli(capsys, *argv)
+    assert code == 0 and "'warmup_steps': 1" not in quiet_err
+    code, _, err = run_cli(capsys, *argv, "-v")
+    assert code == 0 and "spgd: {'steps': 2, 'warmup_steps': 1" in err
+    code, _, err = run_cli(capsys, "bench", "--device", "cpu", "--arch", "ffhq256", "--size", "32", "--steps", "1",
+                           "--warmup-steps", "1", "--batch-sizes", "1", "--precision", "fp32", "--no-reference",
+                           "--out", tmp_path / "bench", "-v")
+    assert code == 0 and "bench:   fp32 eager, settings {'precision': 'fp32'" in err

@@ -71,7 +71,7 @@ def rank_device(name: Optional[str], local_rank: int, world_size: int) -> Option
     if local_rank >= count:
         raise SpgdError(
             f"LOCAL_RANK {local_rank} has no GPU of its own ({count} CUDA device(s) on this machine): "
-            f"start at most {count} processes per node (torchrun --nproc-per-node {count})"
+            f"start at most {count} processes per node"
         )
     return f"cuda:{local_rank}"
 
