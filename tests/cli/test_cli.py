@@ -73,8 +73,9 @@ def test_eval_writes_everything_and_resume_does_nothing(capsys, tmp_path, two_im
         assert (run_dir / f).is_file(), f
 
     settings = json.loads((run_dir / "settings.json").read_text())
-    assert settings["task"] == "inpainting_random" and settings["methods"] == ["spgd"]
-    assert settings["samplers"]["spgd"]["steps"] == 3 and settings["samplers"]["spgd"]["lr"] == 2.5
+    plan, resolved = settings["plan"], settings["resolved"]  # the run folder schema of every command
+    assert plan["task"] == "inpainting_random" and plan["methods"] == ["spgd"]
+    assert resolved["samplers"]["spgd"]["steps"] == 3 and resolved["samplers"]["spgd"]["lr"] == 2.5
     assert settings["versions"]["torch"] == torch.__version__
     assert settings["command_line"][:2] == ["spgd", "eval"]
 
@@ -150,7 +151,7 @@ def test_same_pixels_with_batch_size_1_and_4(capsys, tmp_path, four_images):
         assert code == 0, err
         results[b] = only_run(out)
     settings = json.loads((results["auto"] / "settings.json").read_text())
-    assert (settings["batch_size"], settings["batch_size_option"]) == (4, "auto")
+    assert (settings["resolved"]["batch_size"], settings["plan"]["batch_size"]) == (4, "auto")
     assert {r["batch_size"] for r in map(json.loads, map(Path.read_text, (results["auto"] / "records").glob("*.json")))} == {4}
     results[4] = results["auto"]
     names = [f"0000{i}" for i in range(4)]
@@ -174,7 +175,7 @@ def test_no_fast_runs_the_network_float32_eager(capsys, tmp_path, two_images, mo
     code, _, err = run(capsys, "eval", two_images, "--task", "denoising", "--prior", "default", "--set", "steps=1",
                        "--set", "warmup_steps=1", "--size", "32", "--resize", "--no-fast", "--out", out, "-q")
     assert code == 0, err
-    assert json.loads((only_run(out) / "settings.json").read_text())["network"] == "fp32 eager"
+    assert json.loads((only_run(out) / "settings.json").read_text())["resolved"]["network"] == "fp32 eager"
 
 
 def test_several_methods_samples_and_lpips(capsys, tmp_path, two_images):
@@ -291,7 +292,7 @@ def test_unknown_set_key_and_bad_values(capsys, tmp_path, two_images):
     before = snapshot(out)
     for bad, fragment in (
         (["--set", "stepz=3"], "valid keys are"),
-        (["--set", "steps=2.5"], "steps takes an integer"),
+        (["--set", "steps=2.5"], "steps must be an integer"),
         (["--set", "beta=1.5"], "beta"),
         (["--method", "spgd,nope"], "unknown method 'nope'"),
         (["--set", "noise=1"], "noise_sigma"),
@@ -334,7 +335,7 @@ def test_restore_a_saved_measurement(capsys, tmp_path, inpainting_run):
     assert (run_dir / "restored.png").is_file() and str(run_dir / "restored.png") in stdout
     assert pixels(run_dir / "restored.png").shape == (64, 64, 3)
     settings = json.loads((run_dir / "settings.json").read_text())
-    assert settings["command"] == "restore" and settings["sampler"]["steps"] == 3
+    assert settings["command"] == "restore" and settings["resolved"]["sampler"]["steps"] == 3
 
 
 def test_restore_samples_give_a_mean_and_an_uncertainty_map(capsys, tmp_path, inpainting_run):
@@ -346,7 +347,7 @@ def test_restore_samples_give_a_mean_and_an_uncertainty_map(capsys, tmp_path, in
     run_dir = only_run(tmp_path / "three")
     samples = [pixels(run_dir / f) for f in ("restored.png", "restored-s1.png", "restored-s2.png")]
     assert not np.array_equal(samples[0], samples[1])
-    settings = json.loads((run_dir / "settings.json").read_text())
+    settings = json.loads((run_dir / "settings.json").read_text())["resolved"]
     ms = settings["mean_of_samples"]
     assert ms["n"] == 3 and settings["failed_per_sample"] == [False] * 3 and 0 < ms["pixel_std"]
     mean = pixels(run_dir / "restored-mean.png").astype(np.float64)
@@ -498,7 +499,7 @@ def test_overrides_routing():
         apply_overrides(p, ["nope=1"])
     with pytest.raises(SpgdError, match="key=value"):
         apply_overrides(p, ["steps"])
-    with pytest.raises(SpgdError, match="--seed"):
+    with pytest.raises(SpgdError, match="follows the run.s seed"):
         apply_overrides(load_preset("motion_blur"), ["seed=3"])
 
 
@@ -510,7 +511,7 @@ def test_protocol_sets_the_papers_measurement_and_is_kept_on_resume(capsys, tmp_
                        "--resize", "--limit", 1, "--method", "classical", "--protocol", "daps", "--out", out)
     assert code == 0, err
     run_dir = only_run(out)
-    settings = json.loads((run_dir / "settings.json").read_text())
+    settings = json.loads((run_dir / "settings.json").read_text())["resolved"]
     assert settings["preset"]["protocol"] == "daps" and settings["identity"]["protocol"] == "daps"
     assert settings["operator"]["noise_sigma"] == 0.05 and settings["operator"]["drop"] == 0.7
     fit = json.loads((run_dir / "metrics.json").read_text())["per_method"]["classical"]["rms_residual"]["mean"]

@@ -9,12 +9,11 @@ from ..errors import SpgdError
 from ..experiment.console import Console
 from ..experiment.distributed import Job, rank_device, run_eval
 from ..experiment.evaluation import EvalPlan, EvalSummary
-from ..experiment.runs import read_plan
 from ..experiment.tables import format_table
 from .options import (
     EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK, TASKS_TEXT, OptionContainer, add_device, add_methods,
     add_network_options, add_option_groups, add_output, add_prior, add_seed, add_settings, apply_no_fast, console,
-    explicit_options, parse_batch_size, parse_methods, parse_size, plan_fields,
+    parse_batch_size, parse_methods, parse_size, plan_fields,
 )
 
 HELP = "degrade a folder of clean images, restore, score and report"
@@ -128,13 +127,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     apply_no_fast(args)
     if args.method is not None:
         args.method = parse_methods(args.method)
-    saved = None
-    if args.resume is not None:
-        saved = read_plan(args.resume, "eval")
-        given = explicit_options(add_arguments, argv[1:], PLAN_OPTIONS.values())
-    else:
-        given = set(PLAN_OPTIONS.values())
-    fields = plan_fields(args, PLAN_OPTIONS, given, saved)
+    fields = plan_fields(args, argv, add_arguments, PLAN_OPTIONS, args.resume, "eval")
     if fields["images_dir"] is None:
         raise SpgdError("spgd eval needs IMAGES_DIR (a folder of clean images)")
     if fields["task"] is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
 from ..experiment.console import Console
+from ..experiment.runs import PathLike, read_plan
 from ..experiment.train import TRAINED_WEIGHTS
 from ..operators import TASKS
 from ..samplers import METHODS, check_methods
@@ -215,13 +216,16 @@ def console(args: argparse.Namespace) -> Console:
     return Console.of_flags(getattr(args, "quiet", False), getattr(args, "verbose", False))
 
 
-def plan_fields(args: argparse.Namespace, fields: Mapping[str, str], given: Iterable[str],
-                saved: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """A plan's fields (plan field -> option destination in `fields`) from the parsed options, or, resuming, from
-    the run folder's `saved` plan for every option the command line did not give (`given`)."""
-    given = set(given)
-    return {f: saved[f] if saved is not None and f in saved and dest not in given else getattr(args, dest)
-            for f, dest in fields.items()}
+def plan_fields(args: argparse.Namespace, argv: list[str], add_arguments: Callable[[argparse.ArgumentParser], Any],
+                fields: Mapping[str, str], resume: Optional[PathLike] = None, command: str = "") -> dict[str, Any]:
+    """A plan's fields (plan field -> option destination in `fields`) from the parsed options; resuming the run
+    folder `resume` of `command`, from its saved plan (spgd.experiment.runs.read_plan) for every option the
+    command line `argv` did not give."""
+    saved, given = {}, set(fields.values())
+    if resume is not None:
+        saved = read_plan(resume, command)
+        given = explicit_options(add_arguments, argv[1:], fields.values())
+    return {f: saved[f] if f in saved and dest not in given else getattr(args, dest) for f, dest in fields.items()}
 
 
 def parser_flags(parser: argparse.ArgumentParser, renames: Optional[Mapping[str, str]] = None) -> dict[str, str]:

@@ -6,11 +6,10 @@ import argparse
 import sys
 
 from ..errors import SpgdError
-from ..experiment.runs import read_plan
 from ..experiment.sweep import SweepPlan, format_sweep, sweep
 from .options import (
     ABLATION_METHODS, EXIT_INTERRUPTED, EXIT_OK, add_device, add_methods, add_output, add_prior, add_seed,
-    add_settings, console, explicit_options, parse_methods, parse_size, plan_fields,
+    add_settings, console, parse_methods, parse_size, plan_fields,
 )
 
 HELP = "stability study: quality against one setting"
@@ -72,13 +71,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.batch_size < 1:
         raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
     args.methods = parse_methods(args.methods)
-    saved = None
-    if args.resume is not None:
-        saved = read_plan(args.resume, "sweep")
-        given = explicit_options(add_arguments, argv[1:], PLAN_OPTIONS.values())
-    else:
-        given = set(PLAN_OPTIONS.values())
-    fields = plan_fields(args, PLAN_OPTIONS, given, saved)
+    fields = plan_fields(args, argv, add_arguments, PLAN_OPTIONS, args.resume, "sweep")
     for name, what in (("images_dir", "IMAGES_DIR (a folder of clean images)"), ("task", "--task"),
                        ("vary", "--vary KEY=VALUES, e.g. --vary lr=log:0.1:10:5")):
         if fields[name] is None:

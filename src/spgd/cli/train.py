@@ -8,13 +8,12 @@ from pathlib import Path
 import torch
 
 from ..errors import SpgdError
-from ..experiment.runs import read_plan
 from ..experiment.train import TRAINED_WEIGHTS, TRAINING_STATE, TrainPlan, train
 from ..training.loop import DEFAULT_CONFIG, P_MEAN, P_STD, SAVE_DTYPES, SIGMA_HI, SIGMA_LO
 from ..training.report import format_report
 from .options import (
     EXIT_OK, OptionContainer, add_device, add_option_groups, add_run_folder_output, add_seed, console,
-    explicit_options, plan_fields, prior_location,
+    plan_fields, prior_location,
 )
 
 HELP = "train a small prior on a folder of images"
@@ -123,13 +122,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if args.threads < 1:
             raise SpgdError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    saved = None
-    if args.resume and (Path(args.out) / "settings.json").is_file():
-        saved = read_plan(args.out, "train")
-        given = explicit_options(add_arguments, argv[1:], PLAN_OPTIONS.values())
-    else:
-        given = set(PLAN_OPTIONS.values())
-    plan = TrainPlan(**plan_fields(args, PLAN_OPTIONS, given, saved), device=args.device, resume=args.resume)
+    resume = args.out if args.resume and (Path(args.out) / "settings.json").is_file() else None
+    fields = plan_fields(args, argv, add_arguments, PLAN_OPTIONS, resume, "train")
+    plan = TrainPlan(**fields, device=args.device, resume=args.resume)
     record = train(plan, args.out, con, ["spgd", *argv])
     meta, report = record.meta, record.meta["report"]
     con.detail(f"training checkpoint: {record.checkpoint}; settings: {meta['settings']}")
