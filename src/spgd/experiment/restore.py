@@ -314,11 +314,11 @@ class DemoRecord:
     prior: str  # the bundled prior's class
 
 
-def run_demo(plan: DemoPlan = DemoPlan(), out: PathLike = "runs", console: Optional[Console] = None,
+def run_demo(plan: Optional[DemoPlan] = None, out: PathLike = "runs", console: Optional[Console] = None,
              argv: Optional[list[str]] = None) -> DemoRecord:
     """Degrade the bundled photo (80 % of its pixels removed), restore it with SPGD and the default prior,
     and write grid.png, restored.png, measurement.png, metrics.json and settings.json."""
-    con = console or Console()
+    con, plan = console or Console(), plan or DemoPlan()
     if plan.steps < 1:
         raise SpgdError(f"steps must be >= 1, got {plan.steps}")
     dev = resolve_device(plan.device)

@@ -19,5 +19,3 @@ class Denoising(LinearOperator):
     def adjoint(self, y: Tensor) -> Tensor:
         return y
 
-
-Identity = Denoising
