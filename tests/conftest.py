@@ -57,6 +57,12 @@ TINY_UNET = dict(
 )
 
 
+@pytest.fixture
+def two_images(tmp_path: Path, demo_dir: Path) -> Path:
+    """Two demo faces in a folder of their own."""
+    return copy_demo_images(demo_dir, tmp_path / "images", 2)
+
+
 def copy_demo_images(demo_dir: Path, dest: Path, n: int) -> Path:
     """The first n demo faces copied into a fresh folder `dest` (tests may add or break files there)."""
     import shutil

@@ -43,11 +43,6 @@ def pixels(path: Path) -> np.ndarray:
 
 
 @pytest.fixture
-def two_images(tmp_path: Path, demo_dir: Path) -> Path:
-    return copy_demo_images(demo_dir, tmp_path / "images", 2)
-
-
-@pytest.fixture
 def four_images(tmp_path: Path, demo_dir: Path) -> Path:
     return copy_demo_images(demo_dir, tmp_path / "images4", 4)
 

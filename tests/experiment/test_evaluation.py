@@ -4,21 +4,13 @@ excluded, nothing given silently ignored, no run folder left by a run that fails
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 
-from conftest import CLI_TINY, cli_error_line, copy_demo_images, no_run_folder, run_cli
-
+from conftest import CLI_TINY, cli_error_line, no_run_folder, run_cli
 
 TINY = CLI_TINY
 run = run_cli
 error_line = cli_error_line
-
-
-@pytest.fixture
-def two_images(tmp_path: Path, demo_dir: Path) -> Path:
-    return copy_demo_images(demo_dir, tmp_path / "images", 2)
 
 
 def test_eval_lr_1e6_marks_both_images_diverged_and_exits_1(capsys, tmp_path, two_images):

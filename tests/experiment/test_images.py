@@ -3,21 +3,11 @@ folder exists, with the fix."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from conftest import CLI_TINY, cli_error_line, copy_demo_images, no_run_folder, run_cli
-
+from conftest import CLI_TINY, cli_error_line, no_run_folder, run_cli
 
 TINY = CLI_TINY
 run = run_cli
 error_line = cli_error_line
-
-
-@pytest.fixture
-def two_images(tmp_path: Path, demo_dir: Path) -> Path:
-    return copy_demo_images(demo_dir, tmp_path / "images", 2)
 
 
 def test_eval_side_not_divisible_by_8_fails_before_a_run_folder(capsys, tmp_path, two_images):

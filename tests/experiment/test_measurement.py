@@ -4,24 +4,17 @@ a batch, measuring per image."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-
 import torch
 
-from spgd.experiment.measurement import OperatorFactory, measure_per_image, viewable
-from conftest import CLI_TINY, cli_error_line, copy_demo_images, no_run_folder, run_cli
+from conftest import CLI_TINY, cli_error_line, no_run_folder, run_cli
 
+from spgd.experiment.measurement import OperatorFactory, measure_per_image, viewable
 
 TINY = CLI_TINY
 run = run_cli
 error_line = cli_error_line
-
-
-@pytest.fixture
-def two_images(tmp_path: Path, demo_dir: Path) -> Path:
-    return copy_demo_images(demo_dir, tmp_path / "images", 2)
 
 
 def test_kernel_size_beside_kernel_is_an_error(capsys, tmp_path, two_images):

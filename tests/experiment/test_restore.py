@@ -9,7 +9,6 @@ from pathlib import Path
 
 from conftest import CLI_TINY, cli_error_line, no_run_folder, run_cli
 
-
 TINY = CLI_TINY
 run = run_cli
 error_line = cli_error_line
