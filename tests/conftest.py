@@ -57,6 +57,12 @@ TINY_UNET = dict(
 )
 
 
+@pytest.fixture
+def two_images(tmp_path: Path, demo_dir: Path) -> Path:
+    """Two demo faces in a folder of their own."""
+    return copy_demo_images(demo_dir, tmp_path / "images", 2)
+
+
 def copy_demo_images(demo_dir: Path, dest: Path, n: int) -> Path:
     """The first n demo faces copied into a fresh folder `dest` (tests may add or break files there)."""
     import shutil
@@ -135,3 +141,20 @@ def check_compile_failure_falls_back(prior, x, monkeypatch) -> None:
     assert any("torch.compile of the denoiser failed" in str(w.message) for w in caught)
     torch.testing.assert_close(out, expected)
     assert prior.settings()["compile"] is False
+
+
+def blur_problem(batch: int = 2, size: int = 16):
+    """A small Gaussian-prior deblurring problem: (prior, operator, y)."""
+    import spgd
+    from spgd.priors.gaussian import GaussianPrior
+
+    prior = GaussianPrior()
+    op = spgd.make_operator("gaussian_blur", kernel_size=5, std=1.0)
+    x = prior.sample((batch, 3, size, size), torch.Generator().manual_seed(0))
+    y = op.measure(x, torch.Generator().manual_seed(1))
+    return prior, op, y
+
+
+def no_run_folder(out: Path) -> bool:
+    """Whether a command left no run folder under `out`."""
+    return not out.exists() or not any(out.iterdir())

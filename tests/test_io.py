@@ -1,10 +1,13 @@
 """Image loading/saving, conversions with notes, folders and grids."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from spgd import io as spgd_io
 from spgd.errors import SpgdError
 from spgd.io import from_unit, list_images, load_image, make_grid, save_image, to_unit
 
@@ -92,7 +95,7 @@ def test_palette(tmp_path):
 
 def test_size_check_and_resize(tmp_path):
     Image.fromarray(_rgb(20, 30)).save(tmp_path / "r.png")
-    with pytest.raises(SpgdError, match=r"is 30x20.*needs 16x16.*--resize"):
+    with pytest.raises(SpgdError, match=r"is 30x20.*needs 16x16.*resize=True"):
         load_image(tmp_path / "r.png", size=16)
     x, notes = load_image(tmp_path / "r.png", size=16, resize=True)
     assert x.shape == (1, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
@@ -158,3 +161,36 @@ def test_grid_sizes_and_labels():
         make_grid([])
     with pytest.raises(SpgdError, match="labels"):
         make_grid([[gt]], labels=["a", "b"])
+
+
+def write_png16_rgb(path: Path, h: int, w: int) -> None:
+    import struct
+    import zlib
+
+    import numpy as np
+
+    a = (np.random.default_rng(0).integers(0, 65535, (h, w, 3))).astype(">u2")
+    raw = b"".join(b"\x00" + a[i].tobytes() for i in range(h))
+
+    def chunk(t: bytes, d: bytes) -> bytes:
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_rgb_png_is_noted(tmp_path):
+    write_png16_rgb(tmp_path / "a.png", 8, 8)
+    _, notes = spgd_io.load_image(tmp_path / "a.png")
+    assert any("16-bit" in n for n in notes), notes
+
+
+def test_result_files_honour_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        spgd_io.save_image(torch.zeros(3, 4, 4), tmp_path / "a.png")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644

@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -188,8 +188,8 @@ def load_image(
         if (H, W) != (h, w):
             if not resize:
                 raise SpgdError(
-                    f"image {path} is {W}x{H} (width x height); the prior needs {w}x{h}: pass --resize "
-                    "(resize=True) to center-crop and resize it"
+                    f"image {path} is {W}x{H} (width x height); the prior needs {w}x{h}: pass resize=True "
+                    "to center-crop and resize it"
                 )
             u, note = _center_crop_resize(u, h, w)
             notes.append(note)
@@ -239,6 +239,11 @@ def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> P
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_torch_save(path: Union[str, Path], obj: Any) -> Path:
+    """torch.save(obj) to `path` atomically (spgd.io.atomic_write)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_image(x: Tensor, path: Union[str, Path]) -> Path:

@@ -16,7 +16,7 @@ from conftest import CLI_TINY, cli_error_line, copy_demo_images, run_cli
 
 from spgd.cli.main import COMMANDS
 from spgd.errors import SpgdError
-from spgd.experiment.evaluation import UNCERTAINTY_VMAX, SampleMoments
+from spgd.experiment.samples import UNCERTAINTY_VMAX
 from spgd.metrics.lpips import BACKBONES, build_features
 from spgd.presets import apply_overrides, load_preset, sampler_settings
 
@@ -40,11 +40,6 @@ def snapshot(folder: Path) -> dict:
 
 def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
-
-
-@pytest.fixture
-def two_images(tmp_path: Path, demo_dir: Path) -> Path:
-    return copy_demo_images(demo_dir, tmp_path / "images", 2)
 
 
 @pytest.fixture
@@ -73,8 +68,9 @@ def test_eval_writes_everything_and_resume_does_nothing(capsys, tmp_path, two_im
         assert (run_dir / f).is_file(), f
 
     settings = json.loads((run_dir / "settings.json").read_text())
-    assert settings["task"] == "inpainting_random" and settings["methods"] == ["spgd"]
-    assert settings["samplers"]["spgd"]["steps"] == 3 and settings["samplers"]["spgd"]["lr"] == 2.5
+    plan, resolved = settings["plan"], settings["resolved"]  # the run folder schema of every command
+    assert plan["task"] == "inpainting_random" and plan["methods"] == ["spgd"]
+    assert resolved["samplers"]["spgd"]["steps"] == 3 and resolved["samplers"]["spgd"]["lr"] == 2.5
     assert settings["versions"]["torch"] == torch.__version__
     assert settings["command_line"][:2] == ["spgd", "eval"]
 
@@ -150,7 +146,7 @@ def test_same_pixels_with_batch_size_1_and_4(capsys, tmp_path, four_images):
         assert code == 0, err
         results[b] = only_run(out)
     settings = json.loads((results["auto"] / "settings.json").read_text())
-    assert (settings["batch_size"], settings["batch_size_option"]) == (4, "auto")
+    assert (settings["resolved"]["batch_size"], settings["plan"]["batch_size"]) == (4, "auto")
     assert {r["batch_size"] for r in map(json.loads, map(Path.read_text, (results["auto"] / "records").glob("*.json")))} == {4}
     results[4] = results["auto"]
     names = [f"0000{i}" for i in range(4)]
@@ -174,7 +170,7 @@ def test_no_fast_runs_the_network_float32_eager(capsys, tmp_path, two_images, mo
     code, _, err = run(capsys, "eval", two_images, "--task", "denoising", "--prior", "default", "--set", "steps=1",
                        "--set", "warmup_steps=1", "--size", "32", "--resize", "--no-fast", "--out", out, "-q")
     assert code == 0, err
-    assert json.loads((only_run(out) / "settings.json").read_text())["network"] == "fp32 eager"
+    assert json.loads((only_run(out) / "settings.json").read_text())["resolved"]["network"] == "fp32 eager"
 
 
 def test_several_methods_samples_and_lpips(capsys, tmp_path, two_images):
@@ -256,15 +252,6 @@ def test_records_hold_the_data_fit(capsys, tmp_path, two_images):
     assert "|Ax-y|" in stdout
 
 
-def test_sample_moments_skip_failed_samples():
-    mom = SampleMoments()
-    mom.add(torch.tensor([[1.0], [5.0]]), [True, True])
-    mom.add(torch.tensor([[3.0], [float("nan")]]), [True, False])
-    mean, std = mom.mean_std()
-    assert mom.counts() == [2, 1]
-    assert mean.tolist() == [[2.0], [5.0]] and std.tolist() == [[1.0], [0.0]]
-
-
 # ------------------------------------------------------------------------------------------------------
 # bad input
 
@@ -300,7 +287,7 @@ def test_unknown_set_key_and_bad_values(capsys, tmp_path, two_images):
     before = snapshot(out)
     for bad, fragment in (
         (["--set", "stepz=3"], "valid keys are"),
-        (["--set", "steps=2.5"], "steps takes an integer"),
+        (["--set", "steps=2.5"], "steps must be an integer"),
         (["--set", "beta=1.5"], "beta"),
         (["--method", "spgd,nope"], "unknown method 'nope'"),
         (["--set", "noise=1"], "noise_sigma"),
@@ -343,7 +330,7 @@ def test_restore_a_saved_measurement(capsys, tmp_path, inpainting_run):
     assert (run_dir / "restored.png").is_file() and str(run_dir / "restored.png") in stdout
     assert pixels(run_dir / "restored.png").shape == (64, 64, 3)
     settings = json.loads((run_dir / "settings.json").read_text())
-    assert settings["command"] == "restore" and settings["sampler"]["steps"] == 3
+    assert settings["command"] == "restore" and settings["resolved"]["sampler"]["steps"] == 3
 
 
 def test_restore_samples_give_a_mean_and_an_uncertainty_map(capsys, tmp_path, inpainting_run):
@@ -355,7 +342,7 @@ def test_restore_samples_give_a_mean_and_an_uncertainty_map(capsys, tmp_path, in
     run_dir = only_run(tmp_path / "three")
     samples = [pixels(run_dir / f) for f in ("restored.png", "restored-s1.png", "restored-s2.png")]
     assert not np.array_equal(samples[0], samples[1])
-    settings = json.loads((run_dir / "settings.json").read_text())
+    settings = json.loads((run_dir / "settings.json").read_text())["resolved"]
     ms = settings["mean_of_samples"]
     assert ms["n"] == 3 and settings["failed_per_sample"] == [False] * 3 and 0 < ms["pixel_std"]
     mean = pixels(run_dir / "restored-mean.png").astype(np.float64)
@@ -507,7 +494,7 @@ def test_overrides_routing():
         apply_overrides(p, ["nope=1"])
     with pytest.raises(SpgdError, match="key=value"):
         apply_overrides(p, ["steps"])
-    with pytest.raises(SpgdError, match="--seed"):
+    with pytest.raises(SpgdError, match="follows the run.s seed"):
         apply_overrides(load_preset("motion_blur"), ["seed=3"])
 
 
@@ -519,7 +506,7 @@ def test_protocol_sets_the_papers_measurement_and_is_kept_on_resume(capsys, tmp_
                        "--resize", "--limit", 1, "--method", "classical", "--protocol", "daps", "--out", out)
     assert code == 0, err
     run_dir = only_run(out)
-    settings = json.loads((run_dir / "settings.json").read_text())
+    settings = json.loads((run_dir / "settings.json").read_text())["resolved"]
     assert settings["preset"]["protocol"] == "daps" and settings["identity"]["protocol"] == "daps"
     assert settings["operator"]["noise_sigma"] == 0.05 and settings["operator"]["drop"] == 0.7
     fit = json.loads((run_dir / "metrics.json").read_text())["per_method"]["classical"]["rms_residual"]["mean"]
@@ -529,3 +516,29 @@ def test_protocol_sets_the_papers_measurement_and_is_kept_on_resume(capsys, tmp_
     assert code == 0, err
     code, _, err = run(capsys, "eval", "--resume", run_dir, "--protocol", "dps")
     assert code == 2 and "protocol" in err, err
+
+
+def test_cli_warmup_steps_0_is_refused(capsys, tmp_path, two_images):
+    code, _, err = run(capsys, "eval", two_images, "--task", "gaussian_blur", *TINY, "--set", "warmup_steps=0",
+                       "--out", tmp_path / "runs")
+    cli_error_line(code, err, "warmup_steps", "never used")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_verbose_shows_detail_lines_in_diagnose_and_bench(tmp_path, demo_dir, capsys):
+    """-v is on every command; diagnose prints each method's resolved settings, bench each row's execution."""
+    from PIL import Image
+
+    with Image.open(demo_dir / "00000.png") as img:
+        img.convert("RGB").crop((96, 96, 128, 128)).save(tmp_path / "face.png")
+    argv = ["diagnose", tmp_path / "face.png", "--task", "denoising", "--prior", "gaussian", "--methods", "spgd",
+            "--set", "steps=2", "--set", "warmup_steps=1", "--frames", "0", "--out", tmp_path / "runs",
+            "--device", "cpu"]
+    code, _, quiet_err = run_cli(capsys, *argv)
+    assert code == 0 and "'warmup_steps': 1" not in quiet_err
+    code, _, err = run_cli(capsys, *argv, "-v")
+    assert code == 0 and "spgd: {'steps': 2, 'warmup_steps': 1" in err
+    code, _, err = run_cli(capsys, "bench", "--device", "cpu", "--arch", "ffhq256", "--size", "32", "--steps", "1",
+                           "--warmup-steps", "1", "--batch-sizes", "1", "--precision", "fp32", "--no-reference",
+                           "--out", tmp_path / "bench", "-v")
+    assert code == 0 and "bench:   fp32 eager, settings {'precision': 'fp32'" in err

@@ -13,7 +13,7 @@ from PIL import Image
 import spgd
 from spgd.diagnostics import GradientTelemetry, angle_deg, cosine_similarity
 from spgd.cli import main
-from spgd.cli.diagnose import add_arguments as add_diagnose_arguments, run_diagnose
+from spgd.cli.diagnose import add_arguments as add_diagnose_arguments, run as run_diagnose
 from spgd.errors import SpgdError
 from spgd.priors.gaussian import GaussianPrior
 from spgd.samplers import make_sampler
@@ -198,17 +198,17 @@ def test_plots_and_animation(tmp_path):
 def test_ablations_keep_their_defining_settings():
     """The preset's SPGD values (warmup_steps = 5, beta = 0.9) and run-wide --set values must not turn an
     ablation back into SPGD."""
-    from spgd.experiment.diagnose import _method_settings
+    from spgd.experiment.diagnose import _fixed_notes, _method_settings
     from spgd.presets import apply_overrides, load_preset
 
     preset = apply_overrides(load_preset("gaussian_blur"), ["beta=0.5"], ["spgd", "spgd-no-momentum"])
-    notes = []
-    got = {m: make_sampler(m, **_method_settings(m, preset, notes, cpu=True))
-           for m in ("spgd", "spgd-no-momentum", "spgd-no-warmup", "spgd-official")}
+    methods = ("spgd", "spgd-no-momentum", "spgd-no-warmup", "spgd-official")
+    got = {m: make_sampler(m, **_method_settings(m, preset, cpu=True)) for m in methods}
     assert got["spgd"].beta == 0.5 and got["spgd"].warmup_steps == 5 and got["spgd"].steps == 50
     assert got["spgd-no-momentum"].beta == 0.0 and got["spgd-no-warmup"].warmup_steps == 1
     assert not got["spgd-official"].use_momentum and not got["spgd-official"].fresh_denoise
-    assert notes == ["spgd-no-momentum: ignored --set beta (fixed by this method: {'beta': 0.0})"]
+    assert _fixed_notes(methods, preset) == [
+        "spgd-no-momentum: ignored override of beta (fixed by this method: {'beta': 0.0})"]
 
 
 def test_run_diagnose_end_to_end(tmp_path, demo_dir, capsys):
@@ -218,7 +218,7 @@ def test_run_diagnose_end_to_end(tmp_path, demo_dir, capsys):
     argv = [str(tmp_path / "face.png"), "--task", "gaussian_blur", "--prior", "gaussian",
             "--methods", "spgd,spgd-no-warmup", "--set", "steps=4", "--set", "warmup_steps=2",
             "--frames", "2", "--out", str(tmp_path / "runs"), "--device", "cpu"]
-    assert run_diagnose(parser.parse_args(argv)) == 0
+    assert run_diagnose(parser.parse_args(argv), argv) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     names = {p.name for p in run_dir.iterdir()}
     for method in ("spgd", "spgd-no-warmup"):
@@ -231,19 +231,19 @@ def test_run_diagnose_end_to_end(tmp_path, demo_dir, capsys):
     assert spgd_run["gl_angle_mean"] is not None and 0 <= spgd_run["gl_angle_p90"] <= 180
     assert 5 < spgd_run["psnr_mean"] < 60 and spgd_run["denoiser_calls"] == 4 * 3
     settings = json.loads((run_dir / "settings.json").read_text())  # the run folder schema of every command
-    assert settings["command"] == "diagnose" and settings["sampler"]["spgd"] == spgd_run["settings"]
-    assert {"versions", "command_line", "created"} <= set(settings) and settings["seed"] == 0
+    assert settings["command"] == "diagnose" and settings["resolved"]["sampler"]["spgd"] == spgd_run["settings"]
+    assert {"versions", "command_line", "created"} <= set(settings) and settings["plan"]["seed"] == 0
     with Image.open(run_dir / "angles.png") as img:
         assert img.format == "PNG"
 
     # a second call never overwrites the first
     again = argv[:5] + ["--methods", "spgd-no-warmup", "--set", "steps=2", "--frames", "0", "--quiet"] + argv[-4:]
-    assert run_diagnose(parser.parse_args(again)) == 0
+    assert run_diagnose(parser.parse_args(again), again) == 0
     assert len(list((tmp_path / "runs").iterdir())) == 2
     # bad input is one error line in the common format and status 2 (spgd.cli.main prints it)
     capsys.readouterr()
     with pytest.raises(SpgdError, match="unknown method 'nope'"):
-        run_diagnose(parser.parse_args(argv[:5] + ["--methods", "spgd,nope"]))
+        run_diagnose(parser.parse_args(argv[:5] + ["--methods", "spgd,nope"]), argv)
     assert main(["diagnose", *argv[:5], "--methods", "spgd,nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("spgd: error: unknown method 'nope'") and len(err.strip().splitlines()) == 1

@@ -106,7 +106,7 @@ def test_two_processes_equal_one(tmp_path, four, reference):
     assert str(run_dir) in p.stdout and "PSNR" in p.stdout  # rank 0 reports the merged table, once
     assert p.stdout.count("PSNR") == 1
     assert "4 image(s) to do (0 already done, 2 on rank 0 of 2)" in p.stderr
-    assert json.loads((run_dir / "settings.json").read_text())["world_size"] == 2
+    assert json.loads((run_dir / "settings.json").read_text())["resolved"]["world_size"] == 2
     assert_same_results(run_dir, reference)
 
     # resuming a finished run under torchrun: every rank sees nothing left, nothing is rewritten
@@ -204,7 +204,7 @@ def test_environment_and_devices(monkeypatch):
     job = Job.from_env("auto", 1.0, None)
     assert (job.rank, job.world_size) == (0, 1)
     assert job.gather(3) == [3] and job.on_rank0(lambda: 4) == 4 and job.agree(lambda: 5) == 5
-    with pytest.raises(SpgdError, match="--dist-backend"):
+    with pytest.raises(SpgdError, match="backend must be one of"):
         Job.from_env("mpi4", 1.0, None)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "2")

@@ -67,7 +67,7 @@ def test_run_bench_writes_rows(tmp_path: Path):
     assert all(r["speedup"] == 1.0 for r in record["rows"] if r["mode"] == "reference")
     settings = json.loads((run / "settings.json").read_text())  # the run folder schema of every command
     assert settings["command"] == "bench" and settings["command_line"] == ["spgd", *argv]
-    assert settings["versions"] == record["versions"] and settings["settings"]["steps"] == 1
+    assert settings["versions"] == record["versions"] and settings["plan"]["steps"] == 1
     assert record["command"] == ["spgd", *argv] and record["date"] == settings["created"]
     text = (run / "bench.md").read_text()
     assert "| tiny 16px | reference | 1 |" in text and "fast bf16 eager" in text and "peak RSS" in text

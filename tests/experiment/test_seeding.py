@@ -56,7 +56,7 @@ def test_diagnose_restores_what_eval_restores(capsys, tmp_path, demo_dir, monkey
     eval_run = only_run(tmp_path / "eval")
     summary = json.loads((only_run(tmp_path / "diagnose") / "summary.json").read_text())
     settings = json.loads((only_run(tmp_path / "diagnose") / "settings.json").read_text())
-    assert settings["command_line"][:2] == ["spgd", "diagnose"] and settings["sampler"]["spgd"]["steps"] == 3
+    assert settings["command_line"][:2] == ["spgd", "diagnose"] and settings["resolved"]["sampler"]["spgd"]["steps"] == 3
     for i, name in enumerate(sorted(p.stem for p in images.iterdir())):
         io.save_image(seen["restored"]["spgd"][i], tmp_path / f"diagnose-{name}.png")
         io.save_image(seen["y"][i], tmp_path / f"measurement-{name}.png")

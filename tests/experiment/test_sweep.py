@@ -15,9 +15,8 @@ from spgd.cli import main
 from spgd.errors import SpgdError
 from spgd.experiment.runs import atomic_write_json, read_run_settings
 from spgd.cli import sweep as cli_sweep
-from spgd.cli.options import Parser
-from spgd.experiment.evaluation import EvalConfig
-from spgd.experiment.sweep import CELL_OPTIONS, DEFAULT_METHODS, parse_values, parse_vary, resolve_varied
+from spgd.cli.options import ABLATION_METHODS, Parser
+from spgd.experiment.sweep import SweepPlan, parse_values, parse_vary, resolve_varied
 from spgd.samplers import fixed_settings
 
 TINY = ["--size", "32", "--resize", "--prior", "gaussian", "--set", "steps=3", "--set", "warmup_steps=1",
@@ -120,16 +119,17 @@ def test_bad_input_exits_2_with_one_line(two_faces, tmp_path, capsys, vary, meth
     assert not out.exists() or not any(out.iterdir())  # nothing was started
 
 
-def test_declared_defaults_are_the_eval_defaults() -> None:
-    """A sweep's cells default as `spgd eval` does (EvalConfig's fields), through the options the command line
-    declares (the one home of their defaults); images, task and vary have none."""
+def test_declared_defaults_are_the_plans_defaults() -> None:
+    """The options the command line declares default as the sweep's plan does (field by field); images, task and
+    vary have none, the methods are SPGD and its ablations."""
     parser = Parser(prog="spgd")
     cli_sweep.add_arguments(parser)
     declared = vars(parser.parse_args([]))
-    config = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(EvalConfig)}
-    assert {k: declared[k] for k in CELL_OPTIONS} == {k: config[field] for k, field in CELL_OPTIONS.items()}
+    plan = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(SweepPlan)}
+    with_default = {f: d for f, d in cli_sweep.PLAN_OPTIONS.items() if plan[f] is not MISSING}
+    assert {f: declared[d] for f, d in with_default.items()} == {f: plan[f] for f in with_default}
     assert [declared[k] for k in ("images_dir", "task", "vary")] == [None, None, None]
-    assert declared["methods"] == DEFAULT_METHODS
+    assert declared["methods"] == ABLATION_METHODS
 
 
 def test_resume_needs_a_run_folder_of_the_same_command(tmp_path: Path) -> None:

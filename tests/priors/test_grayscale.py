@@ -96,7 +96,7 @@ def test_train_gray_prior_from_the_data_and_restore_cli(tmp_path: Path, capsys):
     restored = next((tmp_path / "runs").glob("*/restored.png"))
     assert Image.open(restored).mode == "L" and Image.open(restored).size == (24, 16)
     # the file's note says what was done: read as 1 channel (it once said "replicated to 3 channels")
-    notes = json.loads((restored.parent / "settings.json").read_text())["measurement_notes"]
+    notes = json.loads((restored.parent / "settings.json").read_text())["resolved"]["measurement_notes"]
     assert any("read as 1 channel" in n for n in notes) and not any("replicated" in n for n in notes + [err])
     # spgd eval on a folder of gray images: 1-channel images, operator and outputs
     code = cli.main(["eval", str(data), "--task", "gaussian_blur", "--prior", str(out), "--set", "steps=1",

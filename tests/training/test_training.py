@@ -100,8 +100,9 @@ def test_cli_writes_a_run_folder_and_resumes_it(images_dir: Path, tmp_path: Path
     assert code == 0, err
     assert {p.name for p in run_dir.iterdir()} == {TRAINED_WEIGHTS, TRAINING_STATE, "settings.json", "report.json"}
     settings = json.loads((run_dir / "settings.json").read_text())
-    assert {"versions", "command_line", "created", "settings", "data"} <= set(settings)
-    assert settings["command_line"][:2] == ["spgd", "train"] and settings["settings"]["steps"] == 3
+    assert {"command", "plan", "resolved", "versions", "command_line", "created"} == set(settings)
+    assert settings["command_line"][:2] == ["spgd", "train"] and settings["plan"]["steps"] == 3
+    assert settings["resolved"]["settings"]["steps"] == 3 and settings["resolved"]["data"]["split"]
     report = json.loads((run_dir / "report.json").read_text())
     assert report["steps"] == 3 and set(report["psnr_db"]) == {"0.05", "0.1", "0.2", "0.5", "1"}
     assert f"wrote {run_dir / TRAINED_WEIGHTS}" in out
@@ -143,15 +144,15 @@ def test_random_crops_cover_scales_and_sizes():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(steps=0), "--steps"),
-        (dict(batch_size=0), "--batch-size"),
-        (dict(crop=17), "--crop must be a positive multiple of 2"),
-        (dict(lr=-1.0), "--lr"),
-        (dict(holdout_fraction=1.0), "hold-out"),
+        (dict(steps=0), "steps must be >= 1"),
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(crop=17), "crop must be a positive multiple of 2"),
+        (dict(lr=-1.0), "lr must be in"),
+        (dict(holdout_fraction=1.0), "holdout_fraction"),
         (dict(device="tpu9"), "device"),
         (dict(config={**TINY, "num_channels": 48}), "invalid UNet config"),
-        (dict(uniform_fraction=1.5), "--uniform-fraction"),
-        (dict(p_std=0.0), "--p-std"),
+        (dict(uniform_fraction=1.5), "uniform_fraction"),
+        (dict(p_std=0.0), "p_std"),
         (dict(init="nowhere.pt"), "nowhere.pt"),
         (dict(init="gaussian"), "not a UNet prior"),
         (dict(init="default", resume=True), "exclude each other"),
@@ -230,7 +231,7 @@ def test_train_bf16_autocast_and_half_precision_file(images_dir: Path, tmp_path:
     assert all(p.dtype == torch.float32 for p in p16.parameters())
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(p16(x, 0.5), p32(x, 0.5), rtol=1e-2, atol=1e-2)
-    with pytest.raises(SpgdError, match="--save-dtype"):
+    with pytest.raises(SpgdError, match="save_dtype"):
         train_prior(images_dir, tmp_path / "x.pt", steps=1, save_dtype="int8", **FAST)
-    with pytest.raises(SpgdError, match="--precision"):
+    with pytest.raises(SpgdError, match="precision must be"):
         train_prior(images_dir, tmp_path / "x.pt", steps=1, precision="fp16", **FAST)

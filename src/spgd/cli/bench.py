@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import Sequence, Union
 
-from ..experiment.bench import EXAMPLES, PAPER_STEPS, PAPER_WARMUP, run_bench
+import torch
+
+from ..errors import SpgdError
+from ..experiment.bench import (
+    PAPER_STEPS, PAPER_WARMUP, PRECISIONS, BenchPlan, bench, format_quality, format_table, memory_label,
+)
+from ..priors.execution import COMPILE_MODES
 from ..priors.unet import ARCHITECTURES
-from .options import OptionContainer, add_device, add_option_groups, add_output, add_seed
+from .options import EXIT_OK, OptionContainer, add_device, add_option_groups, add_output, add_seed, console
 
 HELP = "speed and quality benchmarks"
 DESCRIPTION = """\
@@ -14,6 +21,14 @@ Time SPGD restorations with random-weight networks of the given architectures: t
 (float32, eager) against the fast path (bf16 autocast, torch.compile, channels-last), per batch size; with
 --check-quality, also the PSNR of each mode's restorations against the ground truth and its difference to the
 reference's."""
+EXAMPLES = """examples:
+  # the GPU table of the issue: reference and fast path, FFHQ-256, batch 1, 8, 32 and auto, K reduced to 20
+  spgd bench --arch ffhq256 --batch-sizes 1,8,32,auto --steps 20 --warmup-steps 5 --precision bf16 --compile on
+  # both architectures, bf16 and fp32 fast paths, compiled and eager, plus the same-results check
+  spgd bench --arch ffhq256,imagenet256 --precision fp32,bf16 --compile on,off --check-quality
+  # a tiny CPU run (what the tests do)
+  spgd bench --device cpu --arch ffhq256 --size 64 --steps 2 --warmup-steps 1 --batch-sizes 1
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -67,5 +82,67 @@ def add_quality_options(g: OptionContainer) -> None:
     a("--quality-only", action="store_true", help="only the --check-quality comparison, no timing rows")
 
 
+RENAMES = {"archs": "arch", "precisions": "precision", "compiles": "compile", "compile_modes": "compile_mode",
+           "quality_priors": "quality_prior"}
+
+
+def choices(text: str, option: str, allowed: Sequence[str]) -> list[str]:
+    """A comma-separated list of `option`, each one of `allowed`, without repeats."""
+    items = [t.strip().lower() for t in (text or "").split(",") if t.strip()]
+    if not items:
+        raise SpgdError(f"{option} needs at least one of {', '.join(allowed)}")
+    for t in items:
+        if t not in allowed:
+            raise SpgdError(f"{option}: {t!r} is not one of {', '.join(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+def batch_sizes(text: str) -> list[Union[int, str]]:
+    """--batch-sizes: comma-separated positive integers or 'auto', without repeats."""
+    out: list[Union[int, str]] = []
+    for t in (p.strip().lower() for p in text.split(",")):
+        if not t:
+            continue
+        if t == "auto":
+            out.append("auto")
+            continue
+        try:
+            b = int(t)
+        except ValueError:
+            raise SpgdError(f"--batch-sizes: {t!r} is neither a positive integer nor 'auto'") from None
+        if b < 1:
+            raise SpgdError(f"--batch-sizes: batch sizes must be >= 1, got {b}")
+        out.append(b)
+    if not out:
+        raise SpgdError("--batch-sizes needs at least one batch size, e.g. 1,8,32,auto")
+    return list(dict.fromkeys(out))
+
+
+def on_off(text: str, option: str) -> list[bool]:
+    return [v == "on" for v in choices(text, option, ("on", "off"))]
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    return run_bench(args, ["spgd", *argv])
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    if not archs:
+        raise SpgdError("--arch needs at least one architecture")
+    plan = BenchPlan(
+        archs=archs, batch_sizes=batch_sizes(args.batch_sizes), steps=args.steps, warmup_steps=args.warmup_steps,
+        precisions=choices(args.precision, "--precision", PRECISIONS),
+        compiles=None if args.compile is None else on_off(args.compile, "--compile"),
+        compile_modes=choices(args.compile_mode, "--compile-mode", COMPILE_MODES),
+        channels_last=on_off(args.channels_last, "--channels-last"), size=args.size, repeat=args.repeat,
+        max_batch=args.max_batch, lr=args.lr, reference=not args.no_reference, check_quality=args.check_quality,
+        quality_priors=[p.strip() for p in args.quality_prior.split(",") if p.strip()],
+        quality_images=args.quality_images, quality_count=args.quality_count, quality_steps=args.quality_steps,
+        quality_only=args.quality_only, seed=args.seed, device=args.device,
+    )
+    con = console(args)
+    record = bench(plan, args.out, con, ["spgd", *argv]).record
+    memory = memory_label(torch.device(record["device"]))
+    if record["rows"]:
+        con.result(format_table(record["rows"], memory))
+    if record["quality"]:
+        con.result("")
+        con.result(format_quality(record["quality"]))
+    return EXIT_OK

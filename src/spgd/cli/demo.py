@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..experiment.restore import DEMO_STEPS, DEMO_TASK, run_demo
+from ..experiment.restore import DEMO_STEPS, DEMO_TASK, DemoPlan, run_demo
 from .options import EXIT_OK, add_device, add_output, console
 
 HELP = "restore the bundled photo (no files or downloads needed)"
@@ -31,5 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     con = console(args)
     con.detail(f"{DEMO_TASK}, {args.steps} SPGD steps, the default prior")
-    run_demo(args.out, args.steps, args.device, con, ["spgd", *argv])
+    record = run_demo(DemoPlan(args.steps, args.device), args.out, con, ["spgd", *argv])
+    m, r = record.scores["measurement"], record.scores["restored"]
+    con.result(str(record.run_dir))
+    con.result(f"measurement: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}")
+    con.result(f"restored:    PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}  ({record.seconds:.1f} s, prior "
+               f"{record.prior})")
     return EXIT_OK

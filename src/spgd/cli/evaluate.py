@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..errors import SpgdError
 from ..experiment.console import Console
 from ..experiment.distributed import Job, rank_device, run_eval
-from ..experiment.evaluation import EvalConfig, format_table
-from ..experiment.runs import resumed_options
+from ..experiment.evaluation import EvalPlan, EvalSummary
+from ..experiment.tables import format_table
 from .options import (
     EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK, TASKS_TEXT, OptionContainer, add_device, add_methods,
     add_network_options, add_option_groups, add_output, add_prior, add_seed, add_settings, apply_no_fast, console,
-    explicit_options, parse_batch_size, parse_methods, parse_size, task_preset,
+    parse_batch_size, parse_methods, parse_size, plan_fields,
 )
 
 HELP = "degrade a folder of clean images, restore, score and report"
@@ -113,41 +112,41 @@ def add_run_options(g: OptionContainer) -> None:
     add_output(g)
 
 
-# eval options that define the experiment: taken from settings.json on --resume when not given
-IDENTITY_OPTIONS = ("images_dir", "task", "method", "prior", "checkpoint", "samples", "seed", "set", "size", "resize",
-                    "kernel", "mask", "lpips_weights", "lpips_net", "fid_weights", "protocol", "class_label")
+# the plan's fields and their options (plan field -> destination); batch size, device and the torchrun settings
+# say how to run, not what: a resumed run takes them from the command line, the rest from its plan
+PLAN_OPTIONS = {"images_dir": "images_dir", "task": "task", "methods": "method", "protocol": "protocol",
+                "overrides": "set", "prior": "prior", "checkpoint": "checkpoint", "class_label": "class_label",
+                "samples": "samples", "seed": "seed", "size": "size", "resize": "resize", "limit": "limit",
+                "kernel": "kernel", "mask": "mask", "lpips_weights": "lpips_weights", "lpips_net": "lpips_net",
+                "fid_weights": "fid_weights"}
+RENAMES = {**PLAN_OPTIONS, "backend": "dist_backend", "timeout_minutes": "dist_timeout"}
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     con = console(args)
     apply_no_fast(args)
-    opts = {k: getattr(args, k) for k in IDENTITY_OPTIONS}  # the defaults are those of the declarations
-    if args.resume is not None:
-        given = explicit_options(add_arguments, argv[1:], IDENTITY_OPTIONS)
-        opts = resumed_options(args.resume, "eval", opts, given, "cli_options")
-    if opts["images_dir"] is None:
+    if args.method is not None:
+        args.method = parse_methods(args.method)
+    fields = plan_fields(args, argv, add_arguments, PLAN_OPTIONS, args.resume, "eval")
+    if fields["images_dir"] is None:
         raise SpgdError("spgd eval needs IMAGES_DIR (a folder of clean images)")
-    if opts["task"] is None:
+    if fields["task"] is None:
         raise SpgdError(f"spgd eval needs --task; valid tasks: {TASKS_TEXT}")
-    methods = parse_methods(opts["method"])
-    preset = task_preset(opts["task"], opts["set"], methods, opts["protocol"])
-    cfg = EvalConfig(
-        images_dir=Path(opts["images_dir"]), task=opts["task"], methods=methods, preset=preset,
-        overrides=list(opts["set"]), prior=opts["prior"], checkpoint=opts["checkpoint"], samples=opts["samples"],
-        seed=opts["seed"], size=opts["size"], resize=bool(opts["resize"]), limit=args.limit, kernel=opts["kernel"],
-        mask=opts["mask"], lpips_weights=list(opts["lpips_weights"]), lpips_net=opts["lpips_net"],
-        fid_weights=opts["fid_weights"], batch_size=args.batch_size, device=args.device,
-        class_label=opts["class_label"],
-    )
-    cfg.validate()
+    plan = EvalPlan(**fields, batch_size=args.batch_size, device=args.device)
+    plan.validate()
     # under torchrun each process does a share of the images and rank 0 reports (spgd.experiment.distributed)
-    with Job.from_env(args.dist_backend, args.dist_timeout, cfg.device) as job:
-        cfg.device = rank_device(cfg.device, job.local_rank, job.world_size)
+    with Job.from_env(args.dist_backend, args.dist_timeout, plan.device) as job:
+        plan.device = rank_device(plan.device, job.local_rank, job.world_size)
         if job.rank != 0:
             con = Console(min(con.level, 0))
-        summary = run_eval(cfg, job, args.resume, args.out, con, ["spgd", *argv], dict(opts))
+        summary = run_eval(plan, job, args.resume, args.out, con, ["spgd", *argv])
     if summary.rank != 0:
         return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+    return report(summary, con)
+
+
+def report(summary: EvalSummary, con: Console) -> int:
+    """The run folder and the table on stdout, what went wrong on stderr; the exit status."""
     run_dir = summary.run_dir
     done = summary.n_done_before + summary.n_done_now
     if summary.interrupted:

@@ -1,10 +1,12 @@
 """The `spgd` command: one module per command (spgd.cli.restore, .evaluate, .demo, .train, .diagnose, .bench,
 .fid, .sweep, .models, .methods), each with HELP (its line in `spgd --help`), DESCRIPTION and EXAMPLES (its `--help` text),
-`add_arguments(parser)` and `run(args, argv)`; the options they share are declared once in spgd.cli.options.
-The work is in the experiment layer (spgd.experiment) and the library.
+`add_arguments(parser)` and `run(args, argv)` (with RENAMES where a Python parameter has another name than its
+option); the options they share are declared once in spgd.cli.options. The work is in the experiment layer
+(spgd.experiment) and the library, whose errors name Python parameters: they are printed in the command's
+flags (spgd.cli.options.cli_words).
 
-Exit codes: 0 success; 1 some images failed (diverged); 2 bad input or another error (one line
-``spgd: error: ...`` on stderr, a traceback only with -v or SPGD_DEBUG=1); 130 interrupted.
+Exit codes (spgd.cli.options): 0 success; 1 some images failed (diverged); 2 bad input or another error (one
+line ``spgd: error: ...`` on stderr, a traceback only with -v or SPGD_DEBUG=1); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .. import __version__
 from ..errors import SpgdError
 from ..experiment.console import Console
 from . import bench, demo, diagnose, evaluate, fid, methods, models, restore, sweep, train
-from .options import EXIT_ERROR, EXIT_INTERRUPTED, Parser
+from .options import EXIT_ERROR, EXIT_INTERRUPTED, Parser, cli_words, parser_flags
 
 # the commands in the order `spgd --help` lists them
 COMMANDS = {"restore": restore, "eval": evaluate, "demo": demo, "train": train, "diagnose": diagnose,
@@ -52,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    return int(COMMANDS[args.command].run(args, argv) or 0)
+    command = COMMANDS[args.command]
+    try:
+        return int(command.run(args, argv) or 0)
+    except SpgdError as e:  # in the words of the command line
+        parser = Parser(prog=f"spgd {args.command}")
+        command.add_arguments(parser)
+        raise SpgdError(cli_words(str(e), parser_flags(parser, getattr(command, "RENAMES", None)))) from e
 
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:

@@ -1,21 +1,28 @@
 """The options several commands share, declared once with their help and default, and the helpers that read
 them: the parser class (one-line errors), exit statuses, --prior/--checkpoint, --class-label/--no-fast, --set,
---device, --seed, --out, -q/-v, --size and method lists."""
+--device, --seed, --out, -q/-v, --size and method lists; and the re-wording of a pipeline's error, which names
+Python parameters, into the flags of the command line."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Protocol
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
 from ..experiment.console import Console
+from ..experiment.runs import PathLike, read_plan
 from ..experiment.train import TRAINED_WEIGHTS
 from ..operators import TASKS
-from ..presets import apply_overrides, load_preset
-from ..samplers import METHODS, parse_methods  # noqa: F401 - parse_methods: the commands read it here
+from ..samplers import METHODS, check_methods
 
+# the exit statuses of every command: 0 success; 1 some images failed (diverged); 2 bad input or another error;
+# 130 interrupted
 EXIT_OK, EXIT_FAILED_IMAGES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: the default --methods of spgd diagnose and spgd sweep: SPGD against its ablations
+ABLATION_METHODS = "spgd,spgd-no-momentum,spgd-no-warmup"
 
 TASKS_TEXT = ", ".join(TASKS)
 WEIGHTS_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
@@ -55,6 +62,15 @@ def explicit_options(add_arguments: Callable[[argparse.ArgumentParser], None], a
     marks = {k: _Unset() for k in names}
     ns = parser.parse_args(argv, namespace=argparse.Namespace(**marks))
     return {k for k, mark in marks.items() if getattr(ns, k) is not mark and getattr(ns, k) is not None}
+
+
+def parse_methods(text: str) -> list[str]:
+    """--method/--methods: a comma-separated method list, each checked against METHODS (none twice).
+
+    >>> parse_methods("spgd, dps")
+    ['spgd', 'dps']
+    """
+    return check_methods([m.strip() for m in str(text).split(",") if m.strip()])
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -200,6 +216,37 @@ def console(args: argparse.Namespace) -> Console:
     return Console.of_flags(getattr(args, "quiet", False), getattr(args, "verbose", False))
 
 
-def task_preset(task: str, overrides: list[str], methods: Optional[list[str]] = None, protocol: str = "spgd") -> dict:
-    """TASK's preset under PROTOCOL with the --set overrides applied."""
-    return apply_overrides(load_preset(task, protocol), overrides, methods)
+def plan_fields(args: argparse.Namespace, argv: list[str], add_arguments: Callable[[argparse.ArgumentParser], Any],
+                fields: Mapping[str, str], resume: Optional[PathLike] = None, command: str = "") -> dict[str, Any]:
+    """A plan's fields (plan field -> option destination in `fields`) from the parsed options; resuming the run
+    folder `resume` of `command`, from its saved plan (spgd.experiment.runs.read_plan) for every option the
+    command line `argv` did not give."""
+    saved, given = {}, set(fields.values())
+    if resume is not None:
+        saved = read_plan(resume, command)
+        given = explicit_options(add_arguments, argv[1:], fields.values())
+    return {f: saved[f] if f in saved and dest not in given else getattr(args, dest) for f, dest in fields.items()}
+
+
+def parser_flags(parser: argparse.ArgumentParser, renames: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """Python parameter -> the flag of `parser` that gives it: each option's destination (argparse's
+    `_actions`, the only way to list a parser's options), and `renames` (parameter -> destination) where the
+    two names differ (overrides -> set)."""
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"}
+    flags.update({a.dest: a.metavar for a in parser._actions if not a.option_strings and a.metavar})
+    return {**flags, **{param: flags[dest] for param, dest in (renames or {}).items() if dest in flags}}
+
+
+def cli_words(message: str, flags: Mapping[str, str]) -> str:
+    """A pipeline's error, which names Python parameters, in the words of the command line: `name=True` -> the
+    flag, `name=value` -> `--flag value`, and a message that starts with a parameter's name starts with its flag.
+
+    >>> cli_words("size asks for 7x7; pass size=(H, W) with resize=True", {"size": "--size", "resize": "--resize"})
+    '--size asks for 7x7; pass --size (H, W) with --resize'
+    """
+    for name in sorted(flags, key=len, reverse=True):
+        flag = flags[name]
+        message = re.sub(rf"(?<![\w.-]){name}=True\b", flag, message)
+        message = re.sub(rf"(?<![\w.-]){name}=(?=\S)", f"{flag} ", message)
+        message = re.sub(rf"^{name}(?= )", flag, message)
+    return message

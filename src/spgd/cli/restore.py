@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 
 from ..errors import SpgdError
-from ..experiment.restore import restore_file
+from ..experiment.console import Console
+from ..experiment.restore import RestorePlan, RestoreRecord, restore
+from ..experiment.samples import UNCERTAINTY_VMAX
 from .options import (
     EXIT_FAILED_IMAGES, EXIT_OK, TASKS_TEXT, add_device, add_methods, add_network_options, add_output, add_prior,
-    add_seed, add_settings, apply_no_fast, console, parse_methods, task_preset,
+    add_seed, add_settings, apply_no_fast, console, parse_methods,
 )
 
 HELP = "restore one measured image with a known degradation"
@@ -52,19 +54,34 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+RENAMES = {"overrides": "set"}
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     con = console(args)
     apply_no_fast(args)
     methods = parse_methods(args.method)
     if len(methods) != 1:
         raise SpgdError("spgd restore takes one --method; use spgd eval to compare methods")
-    overrides = args.set or []
-    preset = task_preset(args.task, overrides, methods)
-    con.detail(f"{args.task} preset with --set: {preset}")
-    _, failed = restore_file(
-        args.measurement, task=args.task, preset=preset, overrides=overrides, method=methods[0],
-        prior_name=args.prior, checkpoint=args.checkpoint, kernel=args.kernel, mask=args.mask,
-        seed=args.seed, device=args.device, out=args.out, console=con, argv=["spgd", *argv], samples=args.samples,
-        pad=args.pad, class_label=args.class_label,
+    plan = RestorePlan(
+        args.measurement, args.task, method=methods[0], overrides=args.set, prior=args.prior,
+        checkpoint=args.checkpoint, class_label=args.class_label, kernel=args.kernel, mask=args.mask,
+        seed=args.seed, samples=args.samples, pad=args.pad, device=args.device,
     )
-    return EXIT_FAILED_IMAGES if failed else EXIT_OK
+    con.detail(f"{args.task} preset with --set: {plan.preset()}")
+    record = restore(plan, args.out, con, ["spgd", *argv])
+    report(record, con)
+    return EXIT_FAILED_IMAGES if record.failed else EXIT_OK
+
+
+def report(record: RestoreRecord, con: Console) -> None:
+    """Where the files are, what it cost, how well it fits, and a warning if it diverged."""
+    run_dir, stats, summary = record.run_dir, record.stats, record.mean_of_samples
+    con.result(f"{run_dir / 'restored.png'}")
+    if summary:
+        con.info(f"mean of {summary['n']} samples: {run_dir / 'restored-mean.png'}; per-pixel standard deviation "
+                 f"(0-{UNCERTAINTY_VMAX:g} on [0, 1] images): {run_dir / 'uncertainty.png'}")
+    con.info(f"{stats.seconds:.1f} s, {stats.denoiser_calls} denoiser calls, RMS residual "
+             f"|A(x) - y| = {record.rms_residual:.4f} (noise level {record.noise_sigma})")
+    if record.failed:
+        con.warn(f"the restoration diverged ({record.failure_reason}); try a smaller lr (--set lr=...)")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ..experiment.sweep import DEFAULT_METHODS, IDENTITY_OPTIONS, run_sweep
+from ..errors import SpgdError
+from ..experiment.sweep import SweepPlan, format_sweep, sweep
 from .options import (
-    add_device, add_methods, add_output, add_prior, add_seed, add_settings, explicit_options, parse_size,
+    ABLATION_METHODS, EXIT_INTERRUPTED, EXIT_OK, add_device, add_methods, add_output, add_prior, add_seed,
+    add_settings, console, parse_methods, parse_size, plan_fields,
 )
 
 HELP = "stability study: quality against one setting"
@@ -37,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="the setting and its values: lr=0.1,0.3,1,3,10, lr=log:0.1:10:5 (log spaced), "
                    "lr=lin:0.5:2:4, cosine=sample,pixel; KEY may also be an operator parameter (noise_sigma); "
                    "--set may not set it")
-    add_methods(p, default=DEFAULT_METHODS)
+    add_methods(p, default=ABLATION_METHODS)
     add_prior(p)
     add_settings(p)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
@@ -55,5 +58,51 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+# the plan's fields and their options (plan field -> destination): a resumed sweep keeps its plan (an option
+# given now must agree with it), except the batch size and device, which say how to run, not what
+PLAN_OPTIONS = {"images_dir": "images_dir", "task": "task", "vary": "vary", "methods": "methods",
+                "overrides": "set", "prior": "prior", "checkpoint": "checkpoint", "limit": "limit", "size": "size",
+                "resize": "resize", "seed": "seed", "kernel": "kernel", "mask": "mask"}
+RENAMES = PLAN_OPTIONS
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    return run_sweep(args, explicit_options(add_arguments, argv[1:], IDENTITY_OPTIONS))
+    con = console(args)
+    if args.batch_size < 1:
+        raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
+    args.methods = parse_methods(args.methods)
+    fields = plan_fields(args, argv, add_arguments, PLAN_OPTIONS, args.resume, "sweep")
+    for name, what in (("images_dir", "IMAGES_DIR (a folder of clean images)"), ("task", "--task"),
+                       ("vary", "--vary KEY=VALUES, e.g. --vary lr=log:0.1:10:5")):
+        if fields[name] is None:
+            raise SpgdError(f"spgd sweep needs {what}")
+    plan = SweepPlan(**fields, batch_size=args.batch_size, device=args.device)
+    record = sweep(plan, args.out, args.resume, con, command_line(plan))
+    if record.interrupted:
+        print(f"spgd: interrupted; continue with:\n  spgd sweep --resume {record.run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    con.result(str(record.run_dir))
+    con.result(format_sweep(record.tables))
+    failed = {m: s["values_with_failure"] for m, s in record.tables["summary"].items() if s["values_with_failure"]}
+    if failed:
+        con.info(f"diverged images at {record.varied.key} = {failed} (marked in sweep.png, excluded from the means)")
+    return EXIT_OK
+
+
+def command_line(plan: SweepPlan) -> list[str]:
+    """The sweep as one `spgd sweep` command line (canonical: every experiment option spelled out)."""
+    out = ["spgd", "sweep", str(plan.images_dir), "--task", plan.task, "--vary", plan.vary,
+           "--methods", ",".join(plan.methods), "--prior", plan.prior, "--seed", str(plan.seed)]
+    for name in ("checkpoint", "limit", "kernel", "mask"):
+        if getattr(plan, name) is not None:
+            out += [f"--{name}", str(getattr(plan, name))]
+    if plan.size is not None:
+        out += ["--size", f"{plan.size[0]}x{plan.size[1]}"]
+    if plan.resize:
+        out.append("--resize")
+    for item in plan.overrides:
+        out += ["--set", item]
+    out += ["--batch-size", str(plan.batch_size)]
+    if plan.device:
+        out += ["--device", plan.device]
+    return out

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from ..errors import SpgdError
-from ..experiment.train import TRAINED_WEIGHTS, TRAINING_STATE, train_run
-from ..training.loop import DEFAULT_CONFIG, P_MEAN, P_STD, SAVE_DTYPES, SIGMA_HI, SIGMA_LO, format_report
+from ..experiment.train import TRAINED_WEIGHTS, TRAINING_STATE, TrainPlan, train
+from ..training.loop import DEFAULT_CONFIG, P_MEAN, P_STD, SAVE_DTYPES, SIGMA_HI, SIGMA_LO
+from ..training.report import format_report
 from .options import (
-    EXIT_OK, OptionContainer, add_device, add_option_groups, add_run_folder_output, add_seed,
-    console, prior_location,
+    EXIT_OK, OptionContainer, add_device, add_option_groups, add_run_folder_output, add_seed, console,
+    plan_fields, prior_location,
 )
 
 HELP = "train a small prior on a folder of images"
@@ -102,35 +104,31 @@ def add_run_options(g: OptionContainer) -> None:
     add_run_folder_output(g)
 
 
-def check_network_options(args: argparse.Namespace) -> None:
-    """--threads, --channels and --res-blocks (train_prior checks the rest)."""
-    if args.threads is not None and args.threads < 1:
-        raise SpgdError(f"--threads must be >= 1, got {args.threads}")
-    if args.channels < 32 or args.channels % 32:
-        raise SpgdError(f"--channels must be a positive multiple of 32 (GroupNorm uses 32 groups), got {args.channels}")
-    if args.res_blocks < 1:
-        raise SpgdError(f"--res-blocks must be >= 1, got {args.res_blocks}")
+# the plan's fields and their options (plan field -> destination); resuming a run folder that holds a
+# settings.json takes every option not given from its plan
+PLAN_OPTIONS = {"images_dir": "images_dir", "steps": "steps", "batch_size": "batch_size", "crop": "crop", "lr": "lr",
+                "ema_decay": "ema", "channels": "channels", "res_blocks": "res_blocks", "seed": "seed",
+                "checkpoint_every": "checkpoint_every", "holdout_fraction": "holdout", "max_minutes": "max_minutes",
+                "p_mean": "p_mean", "p_std": "p_std", "uniform_fraction": "uniform_fraction", "init": "init",
+                "scaling": "scaling", "sigma_data": "sigma_data", "image_channels": "image_channels",
+                "precision": "precision", "save_dtype": "save_dtype", "checkpoint": "checkpoint"}
+RENAMES = PLAN_OPTIONS
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Train into the run folder (spgd.experiment.train) and print the held-out report."""
     con = console(args)
-    check_network_options(args)
     if args.threads is not None:
+        if args.threads < 1:
+            raise SpgdError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    config = {**DEFAULT_CONFIG, "num_channels": args.channels, "num_res_blocks": args.res_blocks}
-    meta, weights, checkpoint = train_run(
-        args.images_dir, args.out, resume=args.resume, checkpoint=args.checkpoint, argv=["spgd", *argv],
-        steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, ema_decay=args.ema,
-        config=config, seed=args.seed, checkpoint_every=args.checkpoint_every, device=args.device,
-        progress=con.level >= 1, holdout_fraction=args.holdout, max_minutes=args.max_minutes, p_mean=args.p_mean,
-        p_std=args.p_std, uniform_fraction=args.uniform_fraction, init=args.init, scaling=args.scaling,
-        sigma_data=args.sigma_data, image_channels=args.image_channels, precision=args.precision,
-        save_dtype=args.save_dtype,
-    )
-    report = meta["report"]
-    con.detail(f"training checkpoint: {checkpoint}; settings: {meta['settings']}")
-    con.result(f"wrote {weights} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "
+    resume = args.out if args.resume and (Path(args.out) / "settings.json").is_file() else None
+    fields = plan_fields(args, argv, add_arguments, PLAN_OPTIONS, resume, "train")
+    plan = TrainPlan(**fields, device=args.device, resume=args.resume)
+    record = train(plan, args.out, con, ["spgd", *argv])
+    meta, report = record.meta, record.meta["report"]
+    con.detail(f"training checkpoint: {record.checkpoint}; settings: {meta['settings']}")
+    con.result(f"wrote {record.weights} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "
                f"{meta['parameters']:,} parameters)")
     con.result(f"held-out denoising PSNR (dB; held out: {report['held_out']}; "
                f"{report['crops']} crops of {report['crop']}px):")

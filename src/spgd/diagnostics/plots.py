@@ -18,7 +18,7 @@ from torch import Tensor
 from ..errors import SpgdError
 from .telemetry import GradientTelemetry
 
-__all__ = ["plot_angles", "plot_loss", "save_animation"]
+__all__ = ["plot_angles", "plot_loss", "pyplot", "save_animation"]
 
 PathLike = Union[str, Path]
 
@@ -30,7 +30,7 @@ ANGLE_CURVES = (
 )
 
 
-def _pyplot():
+def pyplot():
     """matplotlib.pyplot on the Agg backend, imported here: pyplot takes about half a second to import, which
     `import spgd.diagnostics` (and a `spgd` command that makes no plot) should not pay."""
     import matplotlib  # start-up time: see the docstring
@@ -61,7 +61,7 @@ def _save(fig, path: PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -75,7 +75,7 @@ def plot_angles(
     angle(g_d_k, g_d_k-1) in degrees against the outer step; mean over samples, shaded 10-90 % band. The
     `middle` window that `summary()` uses is shaded grey, and its g_l mean/p90 is given in the panel title."""
     _check(telemetries)
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator  # start-up time: matplotlib only when a plot is made
 
     n = len(telemetries)
@@ -114,7 +114,7 @@ def plot_loss(telemetries: Mapping[str, GradientTelemetry], path: PathLike, titl
     """Likelihood loss ||A(x0_hat) - y||^2 (last warm-up step, log scale) and the mean momentum weight alpha
     over the warm-up, against the step; one curve per method, mean over samples with a 10-90 % band."""
     _check(telemetries)
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_loss, ax_alpha) = plt.subplots(1, 2, figsize=(11, 3.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     any_alpha = False

@@ -14,19 +14,19 @@ with torch.utils.flop_counter.FlopCounterMode on one batch-1 forward and forward
 and attention FLOPs; normalisations and element-wise work are not counted), and the speed-up against the
 reference at the same architecture and batch size, measured in the same run.
 
-`--check-quality` also restores the same measurements from the same starting noise with the reference and
+With check_quality it also restores the same measurements from the same starting noise with the reference and
 each fast mode and reports the PSNR of each against the ground truth and its difference to the reference.
+
+Python: ``bench(BenchPlan(archs=["ffhq256"], batch_sizes=[1], steps=2, warmup_steps=1, size=64))`` writes
+bench.json, bench.md and settings.json into a new run folder and returns a :class:`BenchRecord`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import platform
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..device import resolve_device
+from ..data import DEMO_IMAGE
+from ..device import device_label, resolve_device
 from ..errors import SpgdError
 from ..io import list_images, load_image, to_unit
 from ..metrics import psnr
@@ -43,31 +44,80 @@ from ..priors import load_prior
 from ..priors.execution import COMPILE_MODES, FastPath, apply_fast, auto_batch_size, execution_label, reference
 from ..priors.precond import VPPrecond
 from ..priors.unet import ARCHITECTURES, UNetModel
+from ..samplers.schedule import SIGMA_MAX  # the start x = sigma_max * eps of the SPGD schedule
 from ..samplers.spgd import SPGD
-from .restore import DEMO_IMAGE
-from .evaluation import measure_per_image
 from .console import Console
-from .runs import atomic_write_json, atomic_write_text, new_run_dir, provenance
+from .measurement import measure_per_image
+from .runs import PathLike, atomic_write_json, atomic_write_text, new_run_dir, provenance
 from .seeding import image_seed, noise_seed, sample_generators
+from .tables import markdown_table, number
 
-EXIT_OK = 0
 PAPER_STEPS, PAPER_WARMUP = 200, 5  # K and N of the paper, for the extrapolated column
-SIGMA_MAX = 100.0  # the start x = sigma_max * eps of the SPGD schedule
-
-EXAMPLES = """examples:
-  # the GPU table of the issue: reference and fast path, FFHQ-256, batch 1, 8, 32 and auto, K reduced to 20
-  spgd bench --arch ffhq256 --batch-sizes 1,8,32,auto --steps 20 --warmup-steps 5 --precision bf16 --compile on
-  # both architectures, bf16 and fp32 fast paths, compiled and eager, plus the same-results check
-  spgd bench --arch ffhq256,imagenet256 --precision fp32,bf16 --compile on,off --check-quality
-  # a tiny CPU run (what the tests do)
-  spgd bench --device cpu --arch ffhq256 --size 64 --steps 2 --warmup-steps 1 --batch-sizes 1
-"""
+PRECISIONS = ("fp32", "bf16")
 
 
 # ----------------------------------------------------------------------------------------------------------
-# options
+# the plan
 
 
+@dataclass
+class BenchPlan:
+    """What to time and compare: architectures, batch sizes, K and N, the fast path's modes, the quality check."""
+
+    archs: list[str] = field(default_factory=lambda: ["ffhq256"])  # ARCHITECTURES names or JSON files
+    batch_sizes: list[Union[int, str]] = field(default_factory=lambda: [1, 8, 32, "auto"])  # "auto": free memory
+    steps: int = PAPER_STEPS  # K
+    warmup_steps: int = PAPER_WARMUP  # N
+    precisions: list[str] = field(default_factory=lambda: ["bf16"])  # of the fast path: fp32, bf16
+    compiles: Optional[list[bool]] = None  # fast path compiled or not; None: compiled on CUDA only
+    compile_modes: list[str] = field(default_factory=lambda: ["default"])  # of the compiled rows (COMPILE_MODES)
+    channels_last: list[bool] = field(default_factory=lambda: [False])
+    size: Optional[int] = None  # image side; None: the architecture's
+    repeat: int = 1  # timed restorations per row (the median is reported)
+    max_batch: int = 64  # upper bound of the auto batch size
+    lr: float = 1.0  # SPGD step size (Gaussian blur preset)
+    reference: bool = True  # time the reference too (the speed-up column)
+    check_quality: bool = False  # compare the restorations of the reference and the fast modes
+    quality_priors: list[str] = field(default_factory=lambda: ["default", "gaussian"])  # or "random"
+    quality_images: Optional[str] = None  # a folder of ground truths; None: the bundled photo
+    quality_count: int = 2
+    quality_steps: Optional[int] = None  # K of the quality check; None: steps
+    quality_only: bool = False  # no timing rows
+    seed: int = 0  # of the random weights, the timing batch and (as image i of spgd eval) the quality images
+    device: Optional[str] = None
+
+    def validate(self) -> None:
+        """Refuse step counts, repeats, sizes and choices that cannot be benchmarked."""
+        if self.steps < 1 or self.warmup_steps < 1:
+            raise SpgdError(f"steps and warmup_steps must be >= 1, got {self.steps} and {self.warmup_steps}")
+        for name, value, low in (("repeat", self.repeat, 1), ("quality_steps", self.quality_steps, 1),
+                                 ("size", self.size, 8), ("quality_count", self.quality_count, 1)):
+            if value is not None and value < low:
+                raise SpgdError(f"{name} must be >= {low}, got {value}")
+        for name, values, allowed in (("precisions", self.precisions, PRECISIONS),
+                                      ("compile_modes", self.compile_modes, COMPILE_MODES)):
+            bad = [v for v in values if v not in allowed] + ([] if values else ["(none)"])
+            if bad:
+                raise SpgdError(f"{name}: {bad[0]!r} is not one of {', '.join(allowed)}")
+        if not self.archs:
+            raise SpgdError("archs needs at least one architecture")
+        for b in self.batch_sizes:
+            if b != "auto" and not (isinstance(b, int) and b >= 1):
+                raise SpgdError(f"batch_sizes: batch sizes must be >= 1 or 'auto', got {b!r}")
+        if not self.batch_sizes:
+            raise SpgdError("batch_sizes needs at least one batch size, e.g. [1, 8, 32, 'auto']")
+
+
+@dataclass
+class BenchRecord:
+    """What a benchmark came to: its run folder and bench.json's content (rows, quality check, provenance)."""
+
+    run_dir: Path
+    record: dict
+
+
+# ----------------------------------------------------------------------------------------------------------
+# modes and architectures
 
 
 @dataclass(frozen=True)
@@ -80,36 +130,6 @@ class Mode:
     @property
     def is_reference(self) -> bool:
         return self.fast is None
-
-
-def parse_choices(text: Optional[str], option: str, allowed: Sequence[str]) -> list[str]:
-    items = [t.strip().lower() for t in (text or "").split(",") if t.strip()]
-    if not items:
-        raise SpgdError(f"{option} needs at least one of {', '.join(allowed)}")
-    for t in items:
-        if t not in allowed:
-            raise SpgdError(f"{option}: {t!r} is not one of {', '.join(allowed)}")
-    return list(dict.fromkeys(items))
-
-
-def parse_batch_sizes(text: str) -> list[Union[int, str]]:
-    out: list[Union[int, str]] = []
-    for t in (p.strip().lower() for p in text.split(",")):
-        if not t:
-            continue
-        if t == "auto":
-            out.append("auto")
-            continue
-        try:
-            b = int(t)
-        except ValueError:
-            raise SpgdError(f"--batch-sizes: {t!r} is neither a positive integer nor 'auto'") from None
-        if b < 1:
-            raise SpgdError(f"--batch-sizes: batch sizes must be >= 1, got {b}")
-        out.append(b)
-    if not out:
-        raise SpgdError("--batch-sizes needs at least one batch size, e.g. 1,8,32,auto")
-    return list(dict.fromkeys(out))
 
 
 def build_modes(precisions: Sequence[str], compiles: Sequence[str], channels_last: Sequence[str],
@@ -139,13 +159,13 @@ def load_arch(spec: str) -> tuple[str, dict]:
         try:
             config = json.loads(path.read_text())
         except FileNotFoundError:
-            raise SpgdError(f"--arch: file not found: {path}") from None
+            raise SpgdError(f"architecture file not found: {path}") from None
         except (OSError, json.JSONDecodeError) as e:
-            raise SpgdError(f"--arch: cannot read {path}: {e}") from None
+            raise SpgdError(f"cannot read the architecture file {path}: {e}") from None
         if not isinstance(config, dict):
-            raise SpgdError(f"--arch: {path} must hold a JSON object of UNetModel keywords")
+            raise SpgdError(f"the architecture file {path} must hold a JSON object of UNetModel keywords")
         return path.stem, config
-    raise SpgdError(f"--arch: unknown architecture {spec!r}; valid: {', '.join(ARCHITECTURES)}, or a .json file")
+    raise SpgdError(f"unknown architecture {spec!r}; valid: {', '.join(ARCHITECTURES)}, or a .json file")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -191,7 +211,7 @@ def ground_truth(count: int, size: int, folder: Optional[str] = None) -> Tensor:
     copies after the first flipped and shifted so they differ."""
     paths = list_images(folder) if folder else [DEMO_IMAGE]
     if not paths:
-        raise SpgdError(f"--quality-images: no images in {folder}")
+        raise SpgdError(f"quality_images: no images in {folder}")
     images = []
     for i in range(count):
         x, _ = load_image(paths[i % len(paths)], size=size, resize=True)
@@ -250,18 +270,17 @@ def _sync(device: torch.device) -> None:
 # the benchmark
 
 
-def time_row(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.device, args: argparse.Namespace
-             ) -> dict:
-    """Warm up (untimed, compiles), then time `args.repeat` full restorations of a batch; median seconds."""
-    gen = torch.Generator(device=device).manual_seed(args.seed)
+def time_row(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.device, plan: BenchPlan) -> dict:
+    """Warm up (untimed, compiles), then time `plan.repeat` full restorations of a batch; median seconds."""
+    gen = torch.Generator(device=device).manual_seed(plan.seed)
     gt = torch.rand((batch, 3, size, size), generator=gen, device=device) * 2 - 1
     y = op.measure(gt, gen)
     x_start = SIGMA_MAX * torch.randn(gt.shape, generator=gen, device=device)
-    restore_once(prior, y, op, 2, 1, args.lr, x_start)  # warm-up: compiles the forward, VJP and no-grad graphs
+    restore_once(prior, y, op, 2, 1, plan.lr, x_start)  # warm-up: compiles the forward, VJP and no-grad graphs
     seconds, peaks, failed, kind = [], [], 0, "none"
-    for _ in range(args.repeat):
+    for _ in range(plan.repeat):
         _sync(device)
-        result = restore_once(prior, y, op, args.steps, args.warmup_steps, args.lr, x_start)
+        result = restore_once(prior, y, op, plan.steps, plan.warmup_steps, plan.lr, x_start)
         seconds.append(result.stats.seconds)
         peaks.append(result.stats.peak_memory_bytes or 0)
         kind = result.stats.peak_memory_kind
@@ -280,10 +299,11 @@ def time_row(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.dev
     }
 
 
-def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: torch.device,
-             args: argparse.Namespace, con: Console) -> tuple[list[dict], dict]:
-    size = args.size or int(config.get("image_size", 256))
-    net = random_unet(config, device, args.seed)
+def run_arch(name: str, config: dict, modes: list[Mode], device: torch.device, plan: BenchPlan,
+             con: Console) -> tuple[list[dict], dict]:
+    """The timing rows of one architecture: every mode at every batch size; and its FLOPs per image."""
+    size = plan.size or int(config.get("image_size", 256))
+    net = random_unet(config, device, plan.seed)
     prior = VPPrecond(net)
     op = blur_operator(size, device)
     image_shape = (3, size, size)
@@ -291,19 +311,19 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
         "fast": count_flops(config, image_shape, param_grads=False),
         "reference": count_flops(config, image_shape, param_grads=True),
     }
-    K, N = args.steps, args.warmup_steps
+    K, N = plan.steps, plan.warmup_steps
     rows = []
     for mode in modes:
         fresh_compile_cache()
         run_in_mode(prior, mode)
         f = flops["reference" if mode.is_reference else "fast"]
         flops_per_image = K * N * f["forward_vjp"] + K * f["forward"]  # N VJPs and one fresh denoise per level
-        for requested in batches:
+        for requested in plan.batch_sizes:
             batch = requested
             if requested == "auto":
-                batch = auto_batch_size(prior, image_shape, device, max_batch=args.max_batch)
+                batch = auto_batch_size(prior, image_shape, device, max_batch=plan.max_batch)
             con.info(f"bench: {name} {size}px, {mode.label}, batch {batch}{' (auto)' if requested == 'auto' else ''}")
-            row = time_row_or_oom(prior, op, int(batch), size, device, args, con, f"{name}, {mode.label}")
+            row = time_row_or_oom(prior, op, int(batch), size, device, plan, con, f"{name}, {mode.label}")
             spi = row["seconds_per_image"]
             row.update(
                 arch=name,
@@ -328,11 +348,11 @@ def run_arch(name: str, config: dict, modes: list[Mode], batches: list, device: 
     return rows, {"size": size, **flops}
 
 
-def time_row_or_oom(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.device,
-                    args: argparse.Namespace, con: Console, label: str) -> dict:
+def time_row_or_oom(prior: VPPrecond, op: Any, batch: int, size: int, device: torch.device, plan: BenchPlan,
+                    con: Console, label: str) -> dict:
     """time_row, or a row marked OOM when the batch does not fit in GPU memory."""
     try:
-        return time_row(prior, op, batch, size, device, args)
+        return time_row(prior, op, batch, size, device, plan)
     except torch.cuda.OutOfMemoryError:
         prior.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
@@ -351,22 +371,21 @@ def add_speedups(rows: list[dict]) -> None:
 
 
 def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], device: torch.device,
-                  args: argparse.Namespace, con: Console) -> list[dict]:
+                  plan: BenchPlan, con: Console) -> list[dict]:
     """Restore the same y from the same x_start with every mode; PSNR against the ground truth per mode."""
-    names = [p.strip() for p in args.quality_prior.split(",") if p.strip()]
     out = []
-    for pname in names:
+    for pname in plan.quality_priors:
         priors: list[tuple[str, Any, int]] = []
         if pname == "random":
             for aname, config in arch_configs:
-                size = args.size or int(config.get("image_size", 256))
-                priors.append((f"random {aname}", VPPrecond(random_unet(config, device, args.seed)), size))
+                size = plan.size or int(config.get("image_size", 256))
+                priors.append((f"random {aname}", VPPrecond(random_unet(config, device, plan.seed)), size))
         else:
-            priors.append((pname, load_prior(pname, device=device, fast=False), args.size or 256))
+            priors.append((pname, load_prior(pname, device=device, fast=False), plan.size or 256))
         for label, prior, size in priors:
-            gt = ground_truth(args.quality_count, size, args.quality_images).to(device)
+            gt = ground_truth(plan.quality_count, size, plan.quality_images).to(device)
             op = blur_operator(size, device)
-            y, x_start = quality_problem(op, gt, args.seed)
+            y, x_start = quality_problem(op, gt, plan.seed)
             scores: dict[str, list[float]] = {}
             # An analytic prior has no network: every mode runs the same code, so two of them show it.
             runs = modes if isinstance(prior, VPPrecond) else modes[:2]
@@ -375,7 +394,8 @@ def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], devic
                     fresh_compile_cache()
                     run_in_mode(prior, mode)
                 con.info(f"bench: quality, {label}, {mode.label}")
-                res = restore_once(prior, y, op, args.quality_steps or args.steps, args.warmup_steps, args.lr, x_start)
+                res = restore_once(prior, y, op, plan.quality_steps or plan.steps, plan.warmup_steps, plan.lr,
+                                   x_start)
                 scores[mode.label] = psnr(to_unit(res.x.clamp(-1, 1)), to_unit(gt)).tolist()
             base = scores.get("reference") or next(iter(scores.values()))
             for m, vals in scores.items():
@@ -396,120 +416,87 @@ def quality_check(modes: list[Mode], arch_configs: list[tuple[str, dict]], devic
 
 
 # ----------------------------------------------------------------------------------------------------------
-# report
+# the benchmark, and its report
 
 
-def _fmt(v: Optional[float], spec: str) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+def bench(plan: BenchPlan, out: PathLike = "runs", console: Optional[Console] = None,
+          argv: Optional[list[str]] = None) -> BenchRecord:
+    """The timing rows, the quality check, bench.json, bench.md and settings.json in a new run folder."""
+    con = console or Console()
+    device = resolve_device(plan.device)
+    plan.validate()
+    archs = [load_arch(a) for a in plan.archs]
+    modes = bench_modes(plan, device)
+
+    run_dir = new_run_dir(out, "bench")
+    made = provenance(run_dir, "bench", plan, {"device": str(device)}, argv)
+    started = time.perf_counter()
+    rows: list[dict] = []
+    flops: dict[str, dict] = {}
+    for name, config in archs if not plan.quality_only else []:
+        arch_rows, arch_flops = run_arch(name, config, modes, device, plan, con)
+        rows += arch_rows
+        flops[name] = arch_flops
+    # the quality check always compares against the reference, even when its timing rows are skipped
+    quality_modes = modes if plan.reference else [Mode("reference", None), *modes]
+    check = plan.check_quality or plan.quality_only
+    quality = quality_check(quality_modes, archs, device, plan, con) if check else []
+
+    record = bench_record(plan, device, made, rows, flops, quality, time.perf_counter() - started)
+    atomic_write_json(run_dir / "bench.json", record)
+    atomic_write_text(run_dir / "bench.md", bench_markdown(record, plan, device))
+    con.info(f"bench: wrote {run_dir / 'bench.json'} and bench.md")
+    return BenchRecord(run_dir, record)
+
+
+def bench_modes(plan: BenchPlan, device: torch.device) -> list[Mode]:
+    """The modes the plan asks for (compiled by default on CUDA only)."""
+    compiles = plan.compiles if plan.compiles is not None else [device.type == "cuda"]
+    return build_modes(list(dict.fromkeys(plan.precisions)), ["on" if c else "off" for c in dict.fromkeys(compiles)],
+                       ["on" if c else "off" for c in dict.fromkeys(plan.channels_last)],
+                       list(dict.fromkeys(plan.compile_modes)), plan.reference)
 
 
 def format_table(rows: list[dict], memory_label: str) -> str:
+    """The timing rows as a Markdown table."""
     head = ["arch", "mode", "batch", "s/image", "images/s", f"peak memory GiB ({memory_label})", "TFLOP/s",
             "speed-up", f"s/image at K={PAPER_STEPS}, N={PAPER_WARMUP}"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
     for r in rows:
         batch = f"{r['batch']} (auto)" if r["batch_requested"] == "auto" else str(r["batch"])
         if r.get("oom"):
             batch += " OOM"
-        cells = [f"{r['arch']} {r['size']}px", r["mode"], batch, _fmt(r["seconds_per_image"], ".3g"),
-                 _fmt(r["images_per_second"], ".3g"), _fmt(r["peak_memory_gib"], ".2f"), _fmt(r["tflops"], ".3g"),
-                 _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] is not None else ""),
-                 _fmt(r["est_seconds_per_image_paper"], ".3g")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells.append([f"{r['arch']} {r['size']}px", r["mode"], batch, number(r["seconds_per_image"], ".3g"),
+                      number(r["images_per_second"], ".3g"), number(r["peak_memory_gib"], ".2f"),
+                      number(r["tflops"], ".3g"),
+                      number(r["speedup"], ".2f") + ("x" if r["speedup"] is not None else ""),
+                      number(r["est_seconds_per_image_paper"], ".3g")])
+    return markdown_table(head, cells)
 
 
 def format_quality(rows: list[dict]) -> str:
-    lines = ["| prior | mode | images | mean PSNR dB | diff vs reference dB | max per-image diff dB |",
-             "|---|---|---|---|---|---|"]
-    for q in rows:
-        lines.append(f"| {q['prior']} | {q['mode']} | {q['images']} | {q['psnr_mean']:.3f} | "
-                     f"{q['psnr_diff_vs_reference']:+.4f} | {q['max_abs_psnr_diff_per_image']:.4f} |")
-    return "\n".join(lines)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def run_bench(args: argparse.Namespace, argv: Optional[list[str]] = None) -> int:
-    """Run `spgd bench` with parsed arguments (and the command line): the timing rows, the quality check,
-    bench.json, bench.md and settings.json."""
-    con = Console.of_flags(getattr(args, "quiet", False), getattr(args, "verbose", False))
-    device = resolve_device(args.device)
-    check_bench_args(args)
-    archs = [load_arch(a.strip()) for a in args.arch.split(",") if a.strip()]
-    if not archs:
-        raise SpgdError("--arch needs at least one architecture")
-    batches = parse_batch_sizes(args.batch_sizes)
-    modes = bench_modes(args, device)
-
-    run_dir = new_run_dir(args.out, "bench")
-    made = provenance(argv)
-    atomic_write_json(run_dir / "settings.json", {"command": "bench", "device": str(device),
-                                                  "settings": dict(vars(args)), **made})
-    started = time.perf_counter()
-    rows: list[dict] = []
-    flops: dict[str, dict] = {}
-    for name, config in archs if not args.quality_only else []:
-        arch_rows, arch_flops = run_arch(name, config, modes, batches, device, args, con)
-        rows += arch_rows
-        flops[name] = arch_flops
-    # the quality check always compares against the reference, even when its timing rows are skipped
-    quality_modes = modes if not args.no_reference else [Mode("reference", None), *modes]
-    check = args.check_quality or args.quality_only
-    quality = quality_check(quality_modes, archs, device, args, con) if check else []
-
-    record = bench_record(args, device, made, rows, flops, quality, time.perf_counter() - started)
-    atomic_write_json(run_dir / "bench.json", record)
-    atomic_write_text(run_dir / "bench.md", bench_markdown(record, args, device))
-    if rows:
-        con.result(format_table(rows, memory_label(device)))
-    if quality:
-        con.result("")
-        con.result(format_quality(quality))
-    con.info(f"bench: wrote {run_dir / 'bench.json'} and bench.md")
-    return EXIT_OK
-
-
-def check_bench_args(args: argparse.Namespace) -> None:
-    """Refuse step counts, repeats and sizes that cannot be benchmarked."""
-    if args.steps < 1 or args.warmup_steps < 1:
-        raise SpgdError(f"--steps and --warmup-steps must be >= 1, got {args.steps} and {args.warmup_steps}")
-    if args.repeat < 1:
-        raise SpgdError(f"--repeat must be >= 1, got {args.repeat}")
-    if args.quality_steps is not None and args.quality_steps < 1:
-        raise SpgdError(f"--quality-steps must be >= 1, got {args.quality_steps}")
-    if args.size is not None and args.size < 8:
-        raise SpgdError(f"--size must be >= 8, got {args.size}")
-
-
-def bench_modes(args: argparse.Namespace, device: torch.device) -> list[Mode]:
-    """The modes the options ask for (compiled by default on CUDA only)."""
-    precisions = parse_choices(args.precision, "--precision", ("fp32", "bf16"))
-    compiles = parse_choices(args.compile or ("on" if device.type == "cuda" else "off"), "--compile", ("on", "off"))
-    channels_last = parse_choices(args.channels_last, "--channels-last", ("on", "off"))
-    compile_modes = parse_choices(args.compile_mode, "--compile-mode", COMPILE_MODES)
-    return build_modes(precisions, compiles, channels_last, compile_modes, not args.no_reference)
+    """The quality check as a Markdown table."""
+    head = ["prior", "mode", "images", "mean PSNR dB", "diff vs reference dB", "max per-image diff dB"]
+    return markdown_table(head, [[q["prior"], q["mode"], str(q["images"]), f"{q['psnr_mean']:.3f}",
+                                  f"{q['psnr_diff_vs_reference']:+.4f}", f"{q['max_abs_psnr_diff_per_image']:.4f}"]
+                                 for q in rows])
 
 
 def memory_label(device: torch.device) -> str:
     return "CUDA max allocated" if device.type == "cuda" else "CPU: process peak RSS"
 
 
-def bench_record(args: argparse.Namespace, device: torch.device, made: dict, rows: list[dict], flops: dict,
+def bench_record(plan: BenchPlan, device: torch.device, made: dict, rows: list[dict], flops: dict,
                  quality: list[dict], seconds: float) -> dict:
-    """The content of bench.json: the rows, the quality check and what produced them (`made`: the provenance
-    of settings.json)."""
+    """The content of bench.json: the rows, the quality check and what produced them (`made`: the run folder's
+    settings.json)."""
     return {
         "command": made["command_line"] or ["spgd", "bench", "(Python)"],
         "date": made["created"],
         "device": str(device),
-        "device_name": device_name(device),
+        "device_name": device_label(device),
         "versions": made["versions"],
-        "settings": {k: v for k, v in vars(args).items()},
+        "settings": made["plan"],
         "task": "gaussian_blur",
         "flops_per_image_step": flops,
         "flops_note": "counted with torch.utils.flop_counter.FlopCounterMode (batch 1, meta device): matmul, "
@@ -524,7 +511,7 @@ def bench_record(args: argparse.Namespace, device: torch.device, made: dict, row
     }
 
 
-def bench_markdown(record: dict, args: argparse.Namespace, device: torch.device) -> str:
+def bench_markdown(record: dict, plan: BenchPlan, device: torch.device) -> str:
     """bench.md: the tables of bench.json with what they mean."""
     rows, quality = record["rows"], record["quality"]
     md = [
@@ -532,13 +519,13 @@ def bench_markdown(record: dict, args: argparse.Namespace, device: torch.device)
         "",
         f"Command: `{' '.join(record['command'])}`",
         "",
-        f"SPGD, Gaussian blur, K = {args.steps}, N = {args.warmup_steps}, random-weight networks. Speed-up: "
+        f"SPGD, Gaussian blur, K = {plan.steps}, N = {plan.warmup_steps}, random-weight networks. Speed-up: "
         "seconds per image of the reference (fp32, eager, parameter gradients, as the released code) over this "
         "row's, same architecture and batch, same run. TFLOP/s from counted FLOPs (FlopCounterMode). The last "
         f"column scales the measured time to K = {PAPER_STEPS}, N = {PAPER_WARMUP} (cost per level is constant).",
         "",
         format_table(rows, memory_label(device)) if rows
-        else "(no timing rows: --quality-only)",
+        else "(no timing rows: quality only)",
         "",
     ]
     if quality:

@@ -9,16 +9,16 @@ contiguous block of the images still to do (spgd.experiment.runs.shard) and writ
 into the shared run folder, each file atomically. Only small Python objects travel between the processes,
 never tensors: the run folder (rank 0 creates it), the list of images still to do (rank 0 reads it, so all
 agree), any set-up error (raised on every rank), and at the end each rank's status, after which rank 0
-merges the tables from all records (spgd.experiment.evaluation.write_tables) and prints the summary.
+merges the tables from all records (spgd.experiment.tables.write_tables) and returns the whole run's summary.
 
 A rank that dies loses only its unfinished images (``torchrun`` then stops the others, which keep theirs);
-``spgd eval --resume RUN_DIR`` under any number of processes does only the missing ones, split evenly.
+resuming the run folder (``spgd eval --resume RUN_DIR``) under any number of processes does only the missing
+ones, split evenly.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -29,9 +29,10 @@ import torch.distributed as dist
 
 from ..errors import SpgdError
 from ..io import list_images
-from .evaluation import EvalConfig, EvalSummary, Evaluation, write_tables
 from .console import Console
-from .runs import new_run_dir
+from .evaluation import EvalPlan, EvalSummary, Evaluation, check_resumable, evaluate, set_up, settings_resolved
+from .runs import PathLike, new_run_dir, provenance
+from .tables import write_tables
 
 T = TypeVar("T")
 
@@ -58,19 +59,19 @@ def env_world() -> tuple[int, int, int]:
 
 
 def rank_device(name: Optional[str], local_rank: int, world_size: int) -> Optional[str]:
-    """The device of this process: --device as given, except that with several processes the default (or
+    """The device of this process: `name` as given, except that with several processes the default (or
     plain "cuda") becomes cuda:LOCAL_RANK, one GPU per process."""
     if world_size == 1 or name not in (None, "auto", "cuda"):
         return name
     if name in (None, "auto") and not torch.cuda.is_available():
         return "cpu"
     if not torch.cuda.is_available():
-        raise SpgdError("--device cuda requested but CUDA is not available; use --device cpu")
+        raise SpgdError("device 'cuda' requested but CUDA is not available; use 'cpu'")
     count = torch.cuda.device_count()
     if local_rank >= count:
         raise SpgdError(
             f"LOCAL_RANK {local_rank} has no GPU of its own ({count} CUDA device(s) on this machine): "
-            f"start at most {count} processes per node (torchrun --nproc-per-node {count})"
+            f"start at most {count} processes per node"
         )
     return f"cuda:{local_rank}"
 
@@ -104,9 +105,9 @@ class Job:
         """Join the job the launcher describes (nothing to join without torchrun or with one process).
         backend "auto": NCCL when this process uses a CUDA device, else Gloo."""
         if backend not in BACKENDS:
-            raise SpgdError(f"--dist-backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+            raise SpgdError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if not timeout_minutes > 0:
-            raise SpgdError(f"--dist-timeout must be > 0 minutes, got {timeout_minutes}")
+            raise SpgdError(f"timeout_minutes must be > 0, got {timeout_minutes}")
         rank, world, local = env_world()
         if world == 1:
             return cls()
@@ -121,8 +122,8 @@ class Job:
             backend = "nccl" if on_cuda else "gloo"
         if backend == "nccl":
             if not on_cuda:
-                raise SpgdError(f"--dist-backend nccl needs CUDA devices, but this run uses {dev or 'the CPU'}; "
-                                "use --dist-backend gloo")
+                raise SpgdError(f"backend nccl needs CUDA devices, but this run uses {dev or 'the CPU'}; "
+                                "use backend='gloo'")
             torch.cuda.set_device(torch.device(dev))  # NCCL's object collectives use the current device
         try:
             dist.init_process_group(
@@ -199,22 +200,22 @@ def _wait_visible(path: Path, seconds: float = 10.0) -> None:
     while not path.is_dir():
         if time.monotonic() > deadline:
             raise SpgdError(
-                f"the run folder {path} created by rank 0 is not visible on this machine: put --out on a "
+                f"the run folder {path} created by rank 0 is not visible on this machine: put out=... on a "
                 "filesystem that all nodes share"
             )
         time.sleep(0.2)
 
 
-def run_eval(cfg: EvalConfig, job: Job, resume: Optional[str], out: str, console: Console, argv: list[str],
-             cli_options: dict) -> EvalSummary:
-    """`spgd eval` on one or many processes (see the module docstring): set up on every rank, do this rank's
-    block of the images still to do, merge on rank 0. Returns the summary: on rank 0 (the only one of a
-    single process) of the whole run, with the tables; on other ranks of their own block only."""
-    run_dir = Path(resume) if resume is not None else job.on_rank0(lambda: _new_run_dir(cfg, out))
-    ev = Evaluation(cfg, run_dir, console, argv)
-    _open_on_every_rank(ev, job, resume, cli_options)
+def run_eval(plan: EvalPlan, job: Job, resume: Optional[PathLike] = None, out: PathLike = "runs",
+             console: Optional[Console] = None, argv: Optional[list[str]] = None) -> EvalSummary:
+    """`spgd eval` on one or many processes (see the module doc): set up on every rank, do this rank's block of
+    the images still to do, merge on rank 0. Returns the summary: on rank 0 (the only one of a single process)
+    of the whole run, with the tables; on other ranks of their own block only."""
+    console = console or Console()
     if job.world_size == 1:
-        return _run_one_process(ev, resume)
+        return evaluate(plan, out, resume, console, argv)
+    run_dir = Path(resume) if resume is not None else job.on_rank0(lambda: _new_run_dir(plan, out))
+    ev = _open_on_every_rank(plan, run_dir, job, resume, console, argv)
     # rank 0 decides what is left to do, so that all ranks split the same list
     pending = job.on_rank0(lambda: [it.index for it in ev.pending()])
     if job.rank == 0:
@@ -223,7 +224,7 @@ def run_eval(cfg: EvalConfig, job: Job, resume: Optional[str], out: str, console
     own, status, error = _run_own_block(ev, job, pending, probe_skipped)
     statuses = job.gather(status)  # waits for every rank to finish its block
     # rank 0 merges while the others wait: a rank that exits with an error now would make torchrun stop rank 0
-    tables = job.on_rank0(lambda: write_tables(run_dir, ev.size, cfg.resize))
+    tables = job.on_rank0(lambda: write_tables(run_dir, ev.setup.size, plan.resize))
     if error is not None:
         raise error
     if job.rank != 0:
@@ -231,40 +232,34 @@ def run_eval(cfg: EvalConfig, job: Job, resume: Optional[str], out: str, console
     return _merged_summary(ev, own, statuses, probe_skipped, tables)
 
 
-def _new_run_dir(cfg: EvalConfig, out: str) -> Path:
+def _new_run_dir(plan: EvalPlan, out: PathLike) -> Path:
     """A new run folder, once what can be checked before creating it is checked (the images folder)."""
-    list_images(cfg.images_dir)
-    return new_run_dir(out, "eval", cfg.task)
+    list_images(plan.images_dir)
+    return new_run_dir(out, "eval", plan.task)
 
 
-def _open_on_every_rank(ev: Evaluation, job: Job, resume: Optional[str], cli_options: dict) -> None:
-    """Evaluation.open_run on every rank (all stop if one fails), then rank 0 writes a new run's settings.json.
-    A new run folder that stays empty is removed on failure."""
+def _open_on_every_rank(plan: EvalPlan, run_dir: Path, job: Job, resume: Optional[PathLike], console: Console,
+                        argv: Optional[list[str]]) -> Evaluation:
+    """The set-up on every rank (all stop if one fails), then rank 0 checks the run to resume or writes a new
+    run's settings.json. A new run folder that stays empty is removed on failure."""
 
-    def open_run() -> None:
+    def set_up_here():
         if job.rank != 0:
-            _wait_visible(ev.run_dir)
-        ev.open_run(resume=resume is not None, cli_options=cli_options, write_settings=False)
+            _wait_visible(run_dir)
+        return set_up(plan, console)
 
     try:
-        job.agree(open_run)
-        if resume is None:
-            job.on_rank0(lambda: ev.write_settings(cli_options, job.world_size))
+        setup = job.agree(set_up_here)
+        if resume is not None:
+            job.on_rank0(lambda: check_resumable(run_dir, plan))
+        else:
+            job.on_rank0(lambda: provenance(run_dir, "eval", plan, settings_resolved(plan, setup, job.world_size),
+                                            argv))
     except BaseException:
-        run_dir = ev.run_dir
         if job.rank == 0 and resume is None and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # nothing was written: leave no empty folder behind
         raise
-
-
-def _run_one_process(ev: Evaluation, resume: Optional[str]) -> EvalSummary:
-    """The whole run in this process; a new run folder that failed before its first result is removed."""
-    try:
-        return ev.run()
-    except Exception:
-        if resume is None and not any((ev.run_dir / "records").glob("*.json")):
-            shutil.rmtree(ev.run_dir, ignore_errors=True)  # failed before the first result: leave no junk folder
-        raise
+    return Evaluation(plan, setup, run_dir, console)
 
 
 def _run_own_block(
@@ -273,11 +268,12 @@ def _run_own_block(
     """This rank's block of `pending`: its summary, the status it reports to the others, and its error (kept
     to raise after the merge)."""
     error: Optional[BaseException] = None
+    items = ev.setup.items
     try:
         own = ev.run(job.rank, job.world_size, pending)
     except Exception as e:  # noqa: BLE001 - reported to rank 0 below, then raised here
         error = e
-        own = EvalSummary(ev.run_dir, len(ev.items), len(ev.items) - len(pending), 0, ev.n_skipped)
+        own = EvalSummary(ev.run_dir, len(items), len(items) - len(pending), 0, ev.n_skipped)
     own.rank = job.rank
     status = {
         "done": own.n_done_now,
@@ -293,7 +289,7 @@ def _merged_summary(ev: Evaluation, own: EvalSummary, statuses: list[dict], prob
     """Rank 0's summary of the whole run from every rank's status; raises naming the ranks that failed."""
     summary = EvalSummary(
         ev.run_dir,
-        len(ev.items),
+        len(ev.setup.items),
         own.n_done_before,
         sum(s["done"] for s in statuses),
         probe_skipped + sum(s["skipped"] for s in statuses),
@@ -305,6 +301,6 @@ def _merged_summary(ev: Evaluation, own: EvalSummary, statuses: list[dict], prob
         what = "; ".join(f"rank {r}: {text}" for r, text in failed)
         raise SpgdError(
             f"{what}; the finished images are kept ({summary.tables['n_images']} of {summary.n_images}) in "
-            f"{ev.run_dir}; finish with: spgd eval --resume {ev.run_dir}"
+            f"{ev.run_dir}; finish them with resume={ev.run_dir}"
         )
     return summary

@@ -1,27 +1,40 @@
-"""Run folders: a new folder per call, atomic files, the provenance of settings.json, resuming, sharding.
+"""Run folders: a new folder per call, atomic files, settings.json (one schema for every command), resuming,
+sharding.
 
 Every file a run writes appears atomically (written to a temporary file in the same folder, then renamed with
 ``os.replace``), so an interrupted run or a merge by another process never sees a half-written file.
+
+settings.json, written by :func:`provenance` for every command::
+
+    command        the pipeline that made the folder: "eval", "restore", "demo", "sweep", "diagnose", "bench", "train"
+    plan           the pipeline's plan, every field (its dataclass as JSON): what was asked; a resumed run reads
+                   this key, whatever the command
+    resolved       what the pipeline made of the plan: the device, sizes, each method's settings, the operator
+                   used, the network's execution ... (the command's own keys)
+    versions       spgd, torch, numpy, python, platform, pillow (cuda and the GPU where there is one)
+    command_line   the command line, or null from Python
+    created        UTC time
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import io as _io
 import json
 import math
 import os
 import platform
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 import PIL
 import torch
 
 from .. import __version__
+from ..device import device_label
 from ..errors import SpgdError
-from ..io import atomic_write, make_grid
+from ..io import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -35,7 +48,7 @@ def new_run_dir(out: PathLike, command: str, task: Optional[str] = None) -> Path
     except OSError as e:
         raise SpgdError(f"cannot create the output folder {out}: {e.strerror or e}") from None
     if not out.is_dir():
-        raise SpgdError(f"--out {out} is not a folder")
+        raise SpgdError(f"out={out} is not a folder")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     base = "-".join(p for p in (stamp, command, task) if p)
     for n in range(1, 10_000):
@@ -53,13 +66,6 @@ def new_run_dir(out: PathLike, command: str, task: Optional[str] = None) -> Path
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically (temporary file in the same folder, then os.replace)."""
     return atomic_write(path, lambda f: f.write(data))
-
-
-def write_grid(path: PathLike, rows: Sequence[Sequence[Optional[torch.Tensor]]], labels: Optional[Sequence[str]] = None,
-               cell_size: Optional[Sequence[int]] = None) -> Path:
-    """A comparison grid of images (:func:`spgd.io.make_grid`: one row per image) written atomically as a PNG."""
-    grid = make_grid(rows, labels=labels, cell_size=cell_size)
-    return atomic_write(path, lambda f: grid.save(f, format="PNG"))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -91,12 +97,6 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def atomic_torch_save(path: PathLike, obj: Any) -> Path:
-    buf = _io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def read_json(path: PathLike) -> Any:
     path = Path(path)
     try:
@@ -119,21 +119,18 @@ def read_run_settings(run_dir: PathLike, command: str) -> dict:
     return saved
 
 
-def resumed_options(run_dir: PathLike, command: str, options: dict, given: Iterable[str], key: str) -> dict:
-    """The options of a run to resume: those typed now (`given`) as typed, every other one as the run folder's
-    settings.json saved it under `key` (else as `options` has it: its declared default); sizes as tuples.
+def read_plan(run_dir: PathLike, command: str) -> dict:
+    """The plan a run folder of `command` was made with (settings.json's "plan"), to resume it.
 
     >>> import json, tempfile; d = tempfile.mkdtemp()
-    >>> _ = Path(d, "settings.json").write_text(json.dumps({"command": "eval", "opts": {"seed": 3, "size": [8, 8]}}))
-    >>> resumed_options(d, "eval", {"seed": 0, "size": None, "limit": 2}, {"limit"}, "opts")
-    {'seed': 3, 'size': (8, 8), 'limit': 2}
+    >>> _ = Path(d, "settings.json").write_text(json.dumps({"command": "eval", "plan": {"seed": 3}}))
+    >>> read_plan(d, "eval")
+    {'seed': 3}
     """
-    saved = read_run_settings(run_dir, command).get(key, {})
-    given = set(given)
-    merged = {k: (saved[k] if k in saved and k not in given else v) for k, v in options.items()}
-    if merged.get("size") is not None:
-        merged["size"] = tuple(merged["size"])
-    return merged
+    saved = read_run_settings(run_dir, command)
+    if not isinstance(saved.get("plan"), dict):
+        raise SpgdError(f"cannot resume {run_dir}: its settings.json holds no plan (made by an older spgd)")
+    return saved["plan"]
 
 
 def versions() -> dict:
@@ -148,7 +145,7 @@ def versions() -> dict:
     }
     if torch.cuda.is_available():
         out["cuda"] = torch.version.cuda
-        out["gpu"] = torch.cuda.get_device_name(0)
+        out["gpu"] = device_label("cuda:0")
     return out
 
 
@@ -156,10 +153,19 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def provenance(argv: Optional[list[str]]) -> dict:
-    """The part of every run folder's settings.json that says how it was made: package versions, the command
-    line and the creation time (UTC)."""
-    return {"versions": versions(), "command_line": argv, "created": utc_now()}
+def provenance(run_dir: PathLike, command: str, plan: Any, resolved: dict, argv: Optional[list[str]]) -> dict:
+    """Write the run folder's settings.json (the schema of the module doc): how it was made, by which command,
+    from which plan (a dataclass), with what resolved; returns its content."""
+    content = {
+        "command": command,
+        "plan": dataclasses.asdict(plan),
+        "resolved": resolved,
+        "versions": versions(),
+        "command_line": argv,
+        "created": utc_now(),
+    }
+    atomic_write_json(Path(run_dir) / "settings.json", content)
+    return content
 
 
 def shard(items: Iterable[Any], rank: int = 0, world_size: int = 1) -> list:

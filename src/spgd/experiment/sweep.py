@@ -1,12 +1,12 @@
 """`spgd sweep`: the stability study. Vary one setting (e.g. lr over a log range) for several methods on the
 same images and plot quality against it, marking the values where restorations diverged.
 
-Each (method, value) cell is an ordinary `spgd eval` run (spgd.experiment.evaluation.Evaluation) into its own sub-folder,
-so every cell degrades, restores and scores through the one eval code path, with the eval seeding: image i
-gets the same operator, measurement noise and initial noise in every cell, and only the varied setting
-differs. Run folder layout::
+Each (method, value) cell is an ordinary evaluation (spgd.experiment.evaluation) into its own sub-folder, so
+every cell degrades, restores and scores through the one eval code path, with the eval seeding: image i gets the
+same operator, measurement noise and initial noise in every cell, and only the varied setting differs. Run
+folder layout::
 
-    settings.json                 the sweep's options, the varied key and values, versions, command line
+    settings.json                 the sweep's plan, the varied key and values, versions, command line
     METHOD/KEY=VALUE/             one `spgd eval` run folder (records/, restored/, metrics.json, grid.png, ...)
     METHOD/KEY=VALUE/cell.json    written when the cell is complete (a resumed sweep skips it)
     sweep.csv                     method, value, image, psnr, ssim, failed (one row per image and cell)
@@ -16,24 +16,25 @@ differs. Run folder layout::
     sweep.png                     mean PSNR and SSIM (band: +- one std) against the value, one line per method;
                                   an x in the strip at the bottom marks a value where images diverged (count)
 
-A diverged image (non-finite values, Stats.failed) is excluded from the means and counted; it is a result of
-the study, not an error, so the exit status stays 0.
+A diverged image (non-finite values, Stats.failed) is excluded from the means and counted: it is a result of
+the study, not an error.
+
+Python: ``sweep(SweepPlan(images_dir, "gaussian_blur", "lr=log:0.1:10:5", methods=["spgd", "dps"]))`` returns a
+:class:`SweepRecord`.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import io as _io
 import math
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..diagnostics.plots import pyplot
 from ..errors import SpgdError
 from ..io import list_images
 from ..presets import (
@@ -41,34 +42,71 @@ from ..presets import (
     RESERVED_SAMPLER_KEYS,
     apply_overrides,
     load_preset,
-    method_defaults,
     operator_keys,
+    overrides_for,
     parse_value,
     sampler_keys,
 )
-from ..samplers import fixed_settings, parse_methods
-from .evaluation import EvalConfig, Evaluation, mean_and_std, read_records
+from ..samplers import check_methods, fixed_settings, setting_defaults
 from .console import Console
+from .evaluation import EvalPlan, evaluate_in
 from .runs import (
+    PathLike,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     new_run_dir,
     provenance,
     read_json,
-    resumed_options,
+    read_plan,
     utc_now,
 )
+from .tables import csv_text, mean_and_std, plus_minus, read_records
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
-DEFAULT_METHODS = "spgd,spgd-no-momentum,spgd-no-warmup"
+SEEDING = ("every cell uses the spgd eval seeding with the same seed: image i gets the same operator, "
+           "measurement noise and initial noise in every cell")
 
-# the options that define the experiment (saved in settings.json; taken from there with --resume): those
-# without a default (images_dir, task, vary), the methods, and the options every cell passes to its `spgd eval`
-# run (option -> EvalConfig field); their defaults are those the command line declares
-CELL_OPTIONS = {"prior": "prior", "checkpoint": "checkpoint", "set": "overrides", "limit": "limit", "size": "size",
-                "resize": "resize", "seed": "seed", "kernel": "kernel", "mask": "mask"}
-IDENTITY_OPTIONS = ("images_dir", "task", "vary", "methods", *CELL_OPTIONS)
+
+# ----------------------------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclass
+class SweepPlan:
+    """A stability study: `vary` ("KEY=VALUES", see :func:`parse_values`) for each of `methods`, every cell an
+    evaluation of the same images. The fields besides batch_size and device define the experiment (a resumed
+    sweep keeps them)."""
+
+    images_dir: PathLike
+    task: str
+    vary: str  # e.g. "lr=log:0.1:10:5", "beta=0,0.5,0.9", "noise_sigma=0.01,0.05"
+    methods: list[str]
+    overrides: list[str] = field(default_factory=list)  # key=value over the task's preset, in every cell
+    prior: str = "default"
+    checkpoint: Optional[str] = None
+    limit: Optional[int] = None
+    size: Optional[tuple[int, int]] = None
+    resize: bool = False
+    seed: int = 0
+    kernel: Optional[str] = None
+    mask: Optional[str] = None
+    batch_size: int = 1
+    device: Optional[str] = None
+
+    def __post_init__(self) -> None:  # as read back from settings.json
+        self.images_dir = str(self.images_dir)
+        self.size = None if self.size is None else (int(self.size[0]), int(self.size[1]))
+        self.methods, self.overrides = list(self.methods), list(self.overrides)
+
+
+@dataclass
+class SweepRecord:
+    """What a sweep did: its run folder, whether it was interrupted, and sweep.json's content."""
+
+    run_dir: Path
+    interrupted: bool
+    tables: dict
+    varied: "Varied"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -76,25 +114,25 @@ IDENTITY_OPTIONS = ("images_dir", "task", "vary", "methods", *CELL_OPTIONS)
 
 
 def parse_values(text: str) -> list[Any]:
-    """The values of ``--vary KEY=VALUES``: a comma-separated list (``0.1,0.3,1``; names and true/false work
+    """The values of ``vary="KEY=VALUES"``: a comma-separated list (``0.1,0.3,1``; names and true/false work
     too), ``log:START:STOP:N`` (N values evenly spaced in log scale, 4 significant digits) or
     ``lin:START:STOP:N`` (evenly spaced)."""
     s = text.strip()
     if not s:
-        raise SpgdError("--vary needs values, e.g. lr=0.1,1,10 or lr=log:0.1:10:5")
+        raise SpgdError("vary needs values, e.g. lr=0.1,1,10 or lr=log:0.1:10:5")
     kind = s.split(":", 1)[0].lower()
     if kind in ("log", "lin"):
         parts = s.split(":")
         if len(parts) != 4:
-            raise SpgdError(f"expected {kind}:START:STOP:N in --vary, got {s!r}")
+            raise SpgdError(f"expected {kind}:START:STOP:N in vary, got {s!r}")
         try:
             start, stop, n = float(parts[1]), float(parts[2]), int(parts[3])
         except ValueError:
             raise SpgdError(f"expected {kind}:START:STOP:N with numbers and an integer N, got {s!r}") from None
         if not (math.isfinite(start) and math.isfinite(stop)):
-            raise SpgdError(f"START and STOP must be finite in --vary, got {s!r}")
+            raise SpgdError(f"START and STOP must be finite in vary, got {s!r}")
         if n < 1:
-            raise SpgdError(f"N must be >= 1 in --vary {s!r}")
+            raise SpgdError(f"N must be >= 1 in vary {s!r}")
         if kind == "log":
             if start <= 0 or stop <= 0:
                 raise SpgdError(f"a log range needs START and STOP > 0, got {s!r}")
@@ -105,13 +143,13 @@ def parse_values(text: str) -> list[Any]:
     else:
         items = [p.strip() for p in s.split(",")]
         if any(not p for p in items):
-            raise SpgdError(f"empty value in --vary list {s!r}")
+            raise SpgdError(f"empty value in vary list {s!r}")
         values = [parse_value(p) for p in items]
         for v in values:
             if isinstance(v, float) and not math.isfinite(v):
-                raise SpgdError(f"--vary values must be finite, got {v!r}")
+                raise SpgdError(f"vary values must be finite, got {v!r}")
     if len({_label(v) for v in values}) != len(values):
-        raise SpgdError(f"--vary lists a value twice: {', '.join(_label(v) for v in values)}")
+        raise SpgdError(f"vary lists a value twice: {', '.join(_label(v) for v in values)}")
     return values
 
 
@@ -120,7 +158,7 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
     key, eq, rest = text.partition("=")
     key = key.strip()
     if not eq or not key:
-        raise SpgdError(f"--vary expects KEY=VALUES (e.g. lr=0.1,1,10 or lr=log:0.1:10:5), got {text!r}")
+        raise SpgdError(f"vary expects KEY=VALUES (e.g. lr=0.1,1,10 or lr=log:0.1:10:5), got {text!r}")
     return key, parse_values(rest)
 
 
@@ -134,7 +172,7 @@ def _label(v: Any) -> str:
 
 
 def _override_text(v: Any) -> str:
-    """A value as `--set` text that parses back to exactly `v`."""
+    """A value as override text (key=VALUE) that parses back to exactly `v`."""
     return repr(v) if isinstance(v, float) else _label(v)
 
 
@@ -160,7 +198,7 @@ def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) ->
     operator parameter of `task`; int settings get their values rounded (log ranges)."""
     scope, _, name = key.rpartition(".")
     if scope not in ("", "sampler", "operator"):
-        raise SpgdError(f"--vary takes a setting name, sampler.NAME or operator.NAME, got {key!r}")
+        raise SpgdError(f"vary takes a setting name, sampler.NAME or operator.NAME, got {key!r}")
     if not scope:
         scope = "sampler" if name in sampler_keys(methods) else "operator" if name in operator_keys(task) else ""
     if name in RESERVED_SAMPLER_KEYS and scope != "operator":
@@ -176,12 +214,12 @@ def resolve_varied(key: str, values: list, task: str, methods: Sequence[str]) ->
             )
     else:
         raise SpgdError(
-            f"unknown setting {name!r} for --vary; sampler settings of {', '.join(methods)}: "
+            f"unknown setting {name!r} to vary; sampler settings of {', '.join(methods)}: "
             f"{', '.join(sampler_keys(methods))}; operator parameters of {task}: {', '.join(operator_keys(task))}"
         )
     for v in values:
         if any(c in _label(v) for c in "/\\") or _label(v) in (".", ".."):
-            raise SpgdError(f"--vary value {_label(v)!r} cannot name a folder")
+            raise SpgdError(f"vary value {_label(v)!r} cannot name a folder")
     return Varied(name, scope, list(values))
 
 
@@ -190,17 +228,17 @@ def _sampler_values(name: str, values: list, methods: Sequence[str]) -> list:
     defining setting always wins, so varying it would change nothing); rounded when the setting is an int."""
     default = None
     for m in methods:
-        defaults = method_defaults(m)
+        defaults = setting_defaults(m)
         if name not in defaults:
             raise SpgdError(
                 f"method {m!r} has no setting {name!r} to vary; its settings: {', '.join(defaults)} "
-                f"(drop it from --methods)"
+                f"(drop it from the methods)"
             )
         fixed = fixed_settings(m)
         if name in fixed:
             raise SpgdError(
                 f"method {m!r} fixes {name}={_label(fixed[name])} (that is what defines it), so varying "
-                f"{name!r} does not change it; drop it from --methods"
+                f"{name!r} does not change it; drop it from the methods"
             )
         default = defaults[name] if default is None else default
     if isinstance(default, int) and not isinstance(default, bool) and all(
@@ -223,39 +261,36 @@ class Cell:
     method: str
     value: Any
     rel: str  # folder, relative to the sweep's run folder
-    cfg: Any  # EvalConfig
+    plan: EvalPlan
 
 
 class Sweep:
-    """A sweep over `varied` for `methods`: one EvalConfig per (method, value), built and checked up front."""
+    """A sweep over the plan's varied setting: one EvalPlan per (method, value), built and checked up front."""
 
-    def __init__(self, opts: dict, batch_size: int = 1, device: Optional[str] = None):
-        self.opts = opts
-        task = opts["task"]
-        methods = parse_methods(opts["methods"], "--methods", unique=True)
-        key, values = parse_vary(opts["vary"])
-        self.varied = resolve_varied(key, values, task, methods)
+    def __init__(self, plan: SweepPlan):
+        if plan.batch_size < 1:
+            raise SpgdError(f"batch_size must be >= 1, got {plan.batch_size}")
+        self.plan = plan
+        methods = check_methods(plan.methods)
+        key, values = parse_vary(plan.vary)
+        self.varied = resolve_varied(key, values, plan.task, methods)
         self.methods = methods
-        overrides = list(opts["set"] or [])
-        if self.varied.key in _set_keys(overrides):
-            raise SpgdError(f"--set {self.varied.key}=... conflicts with --vary {self.varied.key}=...; drop one")
-        base = load_preset(task)
-        apply_overrides(base, overrides, methods)  # bad --set values fail once, with the sweep's methods
+        if self.varied.key in _set_keys(plan.overrides):
+            raise SpgdError(f"overriding {self.varied.key}=... conflicts with vary={self.varied.key}=...; drop one")
+        apply_overrides(load_preset(plan.task), plan.overrides, methods)  # bad overrides fail once, with every method
         self.cells: list[Cell] = []
         for m in methods:
             for v in self.varied.values:
-                cell_overrides = overrides + [self.varied.override(m, v)]
-                preset = apply_overrides(base, cell_overrides, methods)
-                cfg = EvalConfig(
-                    images_dir=Path(opts["images_dir"]), task=task, methods=[m], preset=preset,
-                    overrides=cell_overrides, prior=opts["prior"], checkpoint=opts["checkpoint"], samples=1,
-                    seed=opts["seed"], size=None if opts["size"] is None else tuple(opts["size"]),
-                    resize=bool(opts["resize"]), limit=opts["limit"], kernel=opts["kernel"], mask=opts["mask"],
-                    batch_size=batch_size, device=device,
+                overrides = overrides_for(m, plan.overrides, plan.task, methods) + [self.varied.override(m, v)]
+                cell = EvalPlan(
+                    images_dir=plan.images_dir, task=plan.task, methods=[m], overrides=overrides, prior=plan.prior,
+                    checkpoint=plan.checkpoint, seed=plan.seed, size=plan.size, resize=plan.resize,
+                    limit=plan.limit, kernel=plan.kernel, mask=plan.mask, batch_size=plan.batch_size,
+                    device=plan.device,
                 )
-                cfg.validate()
-                cfg.samplers()  # a bad per-method setting fails now
-                self.cells.append(Cell(m, v, f"{m}/{self.varied.key}={_label(v)}", cfg))
+                cell.validate()
+                cell.preset()  # a bad per-method setting fails now
+                self.cells.append(Cell(m, v, f"{m}/{self.varied.key}={_label(v)}", cell))
 
     def settings_entry(self) -> dict:
         """The sweep as settings.json records it: the varied key, its values and labels, the methods, the cells."""
@@ -268,25 +303,19 @@ class Sweep:
             "cells": {c.rel: {"method": c.method, "value": c.value} for c in self.cells},
         }
 
-    def run(self, run_dir: Path, console: Console, argv: list[str]) -> tuple[bool, dict]:
-        """Run every cell not yet complete; returns (interrupted, sweep.json content)."""
-        inner = Console(2 if console.level >= 2 else 0)  # cells run quietly; the sweep prints a line per cell
-        interrupted = False
+    def run(self, run_dir: Path, console: Console, argv: Optional[list[str]]) -> bool:
+        """Run every cell not yet complete (a line per cell); returns whether it was interrupted."""
+        inner = Console(2 if console.level >= 2 else 0)  # cells run quietly; the sweep says a line per cell
         for i, c in enumerate(self.cells):
             cell_dir = run_dir / c.rel
             tag = f"[{i + 1}/{len(self.cells)}] {c.method} {self.varied.key}={_label(c.value)}"
             if (cell_dir / "cell.json").is_file():
                 console.info(f"{tag}: done earlier")
                 continue
-            resume = (cell_dir / "settings.json").is_file()
-            cell_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            ev = Evaluation(c.cfg, cell_dir, inner, argv)
-            ev.open_run(resume=resume, cli_options={"sweep": str(run_dir), "cell": c.rel})
-            summary = ev.run()
+            summary = evaluate_in(c.plan, cell_dir, inner, argv)
             if summary.interrupted:
-                interrupted = True
-                break
+                return True
             entry = summary.tables.get("per_method", {}).get(c.method, {})
             atomic_write_json(
                 cell_dir / "cell.json",
@@ -294,16 +323,41 @@ class Sweep:
                  "n_images": summary.n_images, "n_failed": entry.get("n_failed")},
             )
             console.info(
-                f"{tag}: PSNR {_pm(entry.get('psnr'), 2)}, SSIM {_pm(entry.get('ssim'), 4)}, "
+                f"{tag}: PSNR {plus_minus(entry.get('psnr'), 2)}, SSIM {plus_minus(entry.get('ssim'), 4)}, "
                 f"{entry.get('n_failed', 0)} of {summary.n_images} failed ({time.perf_counter() - t0:.0f} s)"
             )
-        return interrupted, write_sweep_tables(run_dir)
+        return False
 
 
-def _pm(s: Optional[dict], digits: int) -> str:
-    if not s or s.get("mean") is None:
-        return "-"
-    return f"{s['mean']:.{digits}f}±{s['std']:.{digits}f}"
+def sweep(plan: SweepPlan, out: PathLike = "runs", resume: Optional[PathLike] = None,
+          console: Optional[Console] = None, argv: Optional[list[str]] = None) -> SweepRecord:
+    """Run the sweep into a new run folder under `out`, or finish the sweep folder `resume` (its cells not yet
+    complete; `plan` must be its plan: spgd.experiment.runs.read_plan). Every bad input fails before any folder
+    exists."""
+    console = console or Console()
+    study = Sweep(plan)
+    if resume is None:
+        list_images(Path(plan.images_dir))
+        run_dir = new_run_dir(out, "sweep", plan.task)
+        provenance(run_dir, "sweep", plan, {"sweep": study.settings_entry(), "seeding": SEEDING}, argv)
+    else:
+        run_dir = Path(resume)
+        _check_resumable(run_dir, plan)
+    console.info(
+        f"sweep {study.varied.key} over {', '.join(_label(v) for v in study.varied.values)} for "
+        f"{', '.join(study.methods)} ({len(study.cells)} cells) into {run_dir}"
+    )
+    interrupted = study.run(run_dir, console, argv)
+    return SweepRecord(run_dir, interrupted, write_sweep_tables(run_dir), study.varied)
+
+
+def _check_resumable(run_dir: Path, plan: SweepPlan) -> None:
+    """A sweep folder to finish was made with this plan (batch size and device aside: they change no result)."""
+    saved = SweepPlan(**read_plan(run_dir, "sweep"))
+    diffs = [f"{f.name} (run: {getattr(saved, f.name)!r}, now: {getattr(plan, f.name)!r})" for f in fields(SweepPlan)
+             if f.name not in ("batch_size", "device") and getattr(saved, f.name) != getattr(plan, f.name)]
+    if diffs:
+        raise SpgdError(f"refusing to resume {run_dir}: the settings differ: {'; '.join(diffs)}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -315,10 +369,8 @@ def write_sweep_tables(run_dir: Path) -> dict:
     sweep.json content."""
     run_dir = Path(run_dir)
     settings = read_json(run_dir / "settings.json")
-    sweep = settings["sweep"]
-    buf = _io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["method", sweep["key"], "image", "psnr", "ssim", "failed"])
+    sweep = settings["resolved"]["sweep"]
+    csv_rows: list[list] = []
     results: dict[str, list[dict]] = {m: [] for m in sweep["methods"]}
     measurement: list[float] = []  # the measurement's own PSNR per image (the same in every cell)
     for rel, cell in sweep["cells"].items():
@@ -326,15 +378,16 @@ def write_sweep_tables(run_dir: Path) -> dict:
         records = read_records(run_dir / rel) if (run_dir / rel / "records").is_dir() else []
         rows = _image_results(records, m)
         for record, result, failed in rows:
-            writer.writerow([m, _label(v), record["name"], "" if failed else result["psnr"],
-                             "" if failed else result["ssim"], int(failed)])
+            csv_rows.append([m, _label(v), record["name"], None if failed else result["psnr"],
+                             None if failed else result["ssim"], int(failed)])
         if sweep["scope"] == "sampler":  # an operator sweep changes the measurement from cell to cell
             for record, _, _ in rows:
                 scores = record.get("measurement_metrics")
                 if scores and len(measurement) < len(records):
                     measurement.append(scores["psnr"])
         results[m].append(_cell_summary(run_dir, rel, v, rows))
-    atomic_write_text(run_dir / "sweep.csv", buf.getvalue())
+    atomic_write_text(run_dir / "sweep.csv", csv_text(["method", sweep["key"], "image", "psnr", "ssim", "failed"],
+                                                      csv_rows))
     tables = _sweep_summary(settings, results, measurement)
     atomic_write_json(run_dir / "sweep.json", tables)
     if any(c["n"] for cells in results.values() for c in cells):
@@ -395,10 +448,10 @@ SWEEP_NOTES = (
 
 def _sweep_summary(settings: dict, results: dict[str, list[dict]], measurement: list[float]) -> dict:
     """sweep.json: the varied setting, the per-cell entries of each method and each method's verdict."""
-    sweep = settings["sweep"]
+    sweep, plan = settings["resolved"]["sweep"], settings["plan"]
     return {
-        "task": settings["task"],
-        "prior": settings.get("prior"),
+        "task": plan["task"],
+        "prior": plan["prior"],
         "key": sweep["key"],
         "scope": sweep["scope"],
         "values": sweep["values"],
@@ -413,22 +466,11 @@ def _sweep_summary(settings: dict, results: dict[str, list[dict]], measurement: 
     }
 
 
-def _pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed)."""
-    # imported here, not at the top: pyplot takes about 0.4 s to import and only the plot needs it
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt  # start-up time, as above
-
-    return plt
-
-
 def plot_sweep(tables: dict, path: Path) -> Path:
     """sweep.png: mean PSNR and SSIM against the varied value, one line per method with a +-std band; log x
     when the (positive) values span more than 10x; an x (with the count) in the bottom strip where images
     diverged."""
-    plt = _pyplot()
+    plt = pyplot()
     values = tables["values"]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     positions = {_label(v): (float(v) if numeric else float(i)) for i, v in enumerate(values)}
@@ -511,97 +553,10 @@ def format_sweep(tables: dict) -> str:
         row = f"{_label(v):>10}"
         for m in methods:
             c = by[m].get(_label(v))
-            text = "-" if c is None or not c["n"] else f"{_pm(c['psnr'], 2)}" + (
+            text = "-" if c is None or not c["n"] else f"{plus_minus(c['psnr'], 2)}" + (
                 f" ({c['n_failed']}x)" if c["n_failed"] else ""
             )
             row += f"{text:>{width}}"
         lines.append(row)
     lines.append("PSNR mean±std over non-diverged images; (Nx): N images diverged")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# command line
-
-
-
-
-def _options(args: argparse.Namespace, given: set[str]) -> tuple[dict, Optional[Path]]:
-    """The experiment's options and the folder to resume (None: a new sweep). A resumed sweep keeps its saved
-    options; one typed now that differs from them is refused."""
-    opts = {k: getattr(args, k, None) for k in IDENTITY_OPTIONS}
-    if args.resume is None:
-        if opts["images_dir"] is None:
-            raise SpgdError("spgd sweep needs IMAGES_DIR (a folder of clean images)")
-        if opts["task"] is None:
-            raise SpgdError("spgd sweep needs --task")
-        if opts["vary"] is None:
-            raise SpgdError("spgd sweep needs --vary KEY=VALUES, e.g. --vary lr=log:0.1:10:5")
-        return opts, None
-    run_dir = Path(args.resume)
-    saved = resumed_options(run_dir, "sweep", opts, (), "options")
-    diffs = [f"{k} (run: {saved[k]!r}, now: {opts[k]!r})" for k in sorted(given)
-             if (tuple(opts[k]) if k == "size" else opts[k]) != saved[k]]
-    if diffs:
-        raise SpgdError(f"refusing to resume {run_dir}: the settings differ: {'; '.join(diffs)}")
-    return saved, run_dir
-
-
-def command_line(opts: dict, args: argparse.Namespace) -> list[str]:
-    """The sweep as one `spgd sweep` command line (canonical: every experiment option spelled out)."""
-    out = ["spgd", "sweep", str(opts["images_dir"]), "--task", opts["task"], "--vary", opts["vary"],
-           "--methods", opts["methods"], "--prior", opts["prior"], "--seed", str(opts["seed"])]
-    for name in ("checkpoint", "limit", "kernel", "mask"):
-        if opts[name] is not None:
-            out += [f"--{name}", str(opts[name])]
-    if opts["size"] is not None:
-        out += ["--size", f"{opts['size'][0]}x{opts['size'][1]}"]
-    if opts["resize"]:
-        out.append("--resize")
-    for item in opts["set"] or []:
-        out += ["--set", item]
-    out += ["--batch-size", str(args.batch_size)]
-    if args.device:
-        out += ["--device", args.device]
-    return out
-
-
-def run_sweep(args: argparse.Namespace, given: Sequence[str]) -> int:
-    """Run `spgd sweep` with parsed arguments (`given`: the IDENTITY_OPTIONS the command line typed, which a
-    resumed sweep checks against its saved ones); returns the exit status (bad input raises SpgdError)."""
-    con = Console.of_flags(args.quiet, args.verbose)
-    if args.batch_size < 1:
-        raise SpgdError(f"--batch-size must be >= 1, got {args.batch_size}")
-    opts, run_dir = _options(args, set(given))
-    sweep = Sweep(opts, args.batch_size, args.device)  # every bad input fails here, before any folder exists
-    argv = command_line(opts, args)
-    if run_dir is None:
-        list_images(Path(opts["images_dir"]))
-        run_dir = new_run_dir(args.out, "sweep", opts["task"])
-        atomic_write_json(
-            run_dir / "settings.json",
-            {
-                "command": "sweep",
-                "options": opts,
-                "task": opts["task"],
-                "prior": opts["prior"],
-                "sweep": sweep.settings_entry(),
-                "seeding": "every cell uses the spgd eval seeding with the same --seed: image i gets the same "
-                "operator, measurement noise and initial noise in every cell",
-                **provenance(argv),
-            },
-        )
-    con.info(
-        f"sweep {sweep.varied.key} over {', '.join(_label(v) for v in sweep.varied.values)} for "
-        f"{', '.join(sweep.methods)} ({len(sweep.cells)} cells) into {run_dir}"
-    )
-    interrupted, tables = sweep.run(run_dir, con, argv or [])
-    if interrupted:
-        print(f"spgd: interrupted; continue with:\n  spgd sweep --resume {run_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    con.result(str(run_dir))
-    con.result(format_sweep(tables))
-    failed = {m: s["values_with_failure"] for m, s in tables["summary"].items() if s["values_with_failure"]}
-    if failed:
-        con.info(f"diverged images at {sweep.varied.key} = {failed} (marked in sweep.png, excluded from the means)")
-    return EXIT_OK

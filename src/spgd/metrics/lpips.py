@@ -291,7 +291,7 @@ class LPIPS(nn.Module):
         elif piq_heads is not None:
             raise SpgdError(
                 f"LPIPS ({net}): one of {names} is a list of tensors, piq's LPIPS heads file, which "
-                f"--lpips-net piq-vgg uses; '{net}' needs the lpips package's heads. {weights_help(net)}"
+                f"the piq-vgg variant uses; '{net}' needs the lpips package's heads. {weights_help(net)}"
             )
         own = {k: val for k, val in self.state_dict().items() if k not in ("shift", "scale")}
         self._check_mapped(mapped, own, names)

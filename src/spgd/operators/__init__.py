@@ -10,6 +10,7 @@ import inspect
 from typing import Any, Callable, Dict, Tuple
 
 from ..errors import SpgdError
+from ..values import kind_of, typed
 from .base import LinearOperator, Operator, adjointness_error
 from .blur import Blur, GaussianBlur, MotionBlur, gaussian_kernel, motion_kernel
 from .hdr import HighDynamicRange
@@ -72,6 +73,18 @@ def task_defaults(task: str) -> Dict[str, Any]:
     return out
 
 
+def typed_param(task: str, name: str, value: Any) -> Any:
+    """`value` for parameter `name` of `task`, typed as its default (spgd.values.typed); a size given as (h, w)
+    where the default is one int stays a pair."""
+    defaults = task_defaults(task)
+    if name not in defaults:
+        raise SpgdError(f"unknown operator parameter {name!r} for task {task!r}; valid: {', '.join(defaults)}")
+    default = defaults[name]
+    if value is None or (isinstance(value, (list, tuple)) and kind_of(default) == "int"):
+        return value
+    return typed(name, kind_of(default), value)
+
+
 def task_params(task: str) -> Tuple[str, ...]:
     """The keyword parameters `make_operator(task, ...)` accepts."""
     return tuple(inspect.signature(_BUILDERS[_canonical(task)]).parameters)
@@ -128,4 +141,5 @@ __all__ = [
     "make_operator",
     "motion_kernel",
     "task_params",
+    "typed_param",
 ]

@@ -37,5 +37,3 @@ class Denoising(LinearOperator):
     def pinv(self, y: Tensor) -> Tensor:
         return y
 
-
-Identity = Denoising

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..priors.base import append_dims
+from ..tensors import append_dims
 
 TIKHONOV_LAM = 0.002  # weight on ||grad x||^2 (best of 0.001-0.03 on the astronaut photo, blur tasks)
 CG_ITERS = 100  # conjugate-gradient iterations

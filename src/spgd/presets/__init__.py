@@ -32,9 +32,6 @@ noise levels), ``dps`` or ``daps`` (``[protocols.<name>]`` replaces some of it, 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import inspect
-import math
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -45,25 +42,25 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ..errors import SpgdError
-from ..operators import TASKS, task_defaults
-from ..samplers import METHODS, setting_names
+from ..operators import TASKS, task_defaults, typed_param
+from ..samplers import METHODS, setting_defaults, typed_setting
 
 PRESET_DIR = Path(__file__).resolve().parent
 
-#: operator parameters that have their own command-line option instead of --set
+#: operator parameters that are not overridden: a run gives them otherwise
 RESERVED_OPERATOR_KEYS = {
-    "seed": "the operator seed follows --seed (image i uses seed + i)",
-    "mask": "give a mask file with --mask",
-    "kernel": "give a kernel file with --kernel",
-    "kernel_code": "kernel codes are drawn from --seed",
+    "seed": "the operator's seed follows the run's seed (image i uses seed + i)",
+    "mask": "give the mask file as mask=PATH",
+    "kernel": "give the kernel file as kernel=PATH",
+    "kernel_code": "kernel codes are drawn from the run's seed",
     "network": "give the network weights with weights=PATH",
 }
 
 #: measurement protocols: whose noise levels (and operator settings) a run uses
 PROTOCOLS = ("spgd", "dps", "daps")
 
-#: sampler settings the command line sets itself
-RESERVED_SAMPLER_KEYS = {"progress": "progress bars follow -q/-v"}
+#: sampler settings a run sets itself
+RESERVED_SAMPLER_KEYS = {"progress": "progress bars follow the run's console"}
 
 
 def preset_path(task: str) -> Path:
@@ -111,22 +108,6 @@ def load_preset(task: str, protocol: str = "spgd") -> dict:
 # names and defaults
 
 
-def method_defaults(method: str) -> dict[str, Any]:
-    """Setting name -> default value of `method`'s sampler class."""
-    cls, fixed = METHODS[method]
-    names = setting_names(method)
-    out: dict[str, Any] = {}
-    if dataclasses.is_dataclass(cls):
-        for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING:
-                out[f.name] = f.default
-    else:
-        for name, p in inspect.signature(cls).parameters.items():
-            out[name] = None if p.default is inspect.Parameter.empty else p.default
-    out.update(fixed)
-    return {k: out.get(k) for k in names}
-
-
 def _all_methods(methods: Optional[Sequence[str]]) -> list[str]:
     if methods is None:
         return list(METHODS)
@@ -140,14 +121,14 @@ def sampler_keys(methods: Optional[Sequence[str]] = None) -> list[str]:
     """Sampler setting names accepted by any of `methods` (default: all methods), in a stable order."""
     seen: dict[str, None] = {}
     for m in _all_methods(methods):
-        for k in method_defaults(m):
+        for k in setting_defaults(m):
             if k not in RESERVED_SAMPLER_KEYS:
                 seen[k] = None
     return list(seen)
 
 
 def operator_keys(task: str) -> list[str]:
-    """Operator parameter names of `task` settable with --set."""
+    """Operator parameter names of `task` that an override may set."""
     return [k for k in task_defaults(task) if k not in RESERVED_OPERATOR_KEYS]
 
 
@@ -159,7 +140,7 @@ def uses_spgd_preset(method: str) -> bool:
 def sampler_settings(preset: dict, method: str) -> dict:
     """The settings `method` gets from a preset, later winning: [sampler] (SPGD family only), its own
     [methods.<method>] (released values), the bare overrides it accepts, its scoped overrides."""
-    names = set(method_defaults(method))
+    names = set(setting_defaults(method))
     settings = dict(preset.get("sampler", {})) if uses_spgd_preset(method) else {}
     settings = {k: v for k, v in settings.items() if k in names}
     for layer in (preset.get("methods", {}).get(method, {}), preset.get("all", {}), preset.get("set", {}).get(method, {})):
@@ -177,7 +158,7 @@ def sampler_settings(preset: dict, method: str) -> dict:
 
 
 def parse_value(text: str) -> Any:
-    """A --set value: true/false -> bool, none -> None, integers, floats, "a,b" -> list, else the string."""
+    """An override's value: true/false -> bool, none -> None, integers, floats, "a,b" -> list, else the string."""
     s = text.strip()
     low = s.lower()
     if low in ("true", "false"):
@@ -194,35 +175,6 @@ def parse_value(text: str) -> Any:
         return float(s)
     except ValueError:
         return s
-
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """`value` converted to the type of `default` where that is unambiguous, else an SpgdError."""
-    if value is None or default is None:
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        raise SpgdError(f"{key} takes true or false, got {value!r}")
-    if isinstance(default, int):
-        if isinstance(value, bool):
-            raise SpgdError(f"{key} takes an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, (list, tuple)):  # e.g. box_size = (h, w)
-            return value
-        raise SpgdError(f"{key} takes an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(float(value)):
-                raise SpgdError(f"{key} takes a finite number, got {value!r}")
-            return float(value)
-        raise SpgdError(f"{key} takes a number, got {value!r}")
-    if isinstance(default, str) and not isinstance(value, str):
-        raise SpgdError(f"{key} takes a name, got {value!r}")
-    return value
 
 
 def _valid_keys_text(task: str, methods: Optional[Sequence[str]]) -> str:
@@ -248,9 +200,9 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
         if not scope:
             scope = "sampler" if name in s_names else "operator" if name in op_defaults else ""
         if name in RESERVED_OPERATOR_KEYS and scope == "operator":
-            raise SpgdError(f"{key!r} cannot be set with --set: {RESERVED_OPERATOR_KEYS[name]}")
+            raise SpgdError(f"{key!r} cannot be overridden: {RESERVED_OPERATOR_KEYS[name]}")
         if name in RESERVED_SAMPLER_KEYS and scope != "operator":
-            raise SpgdError(f"{key!r} cannot be set with --set: {RESERVED_SAMPLER_KEYS[name]}")
+            raise SpgdError(f"{key!r} cannot be overridden: {RESERVED_SAMPLER_KEYS[name]}")
         if scope == "operator":
             out["operator"][name] = _operator_value(key, name, value, task, op_defaults)
         elif scope == "sampler":
@@ -262,55 +214,74 @@ def apply_overrides(preset: dict, overrides: Iterable[str], methods: Optional[Se
     return out
 
 
+def overrides_for(method: str, overrides: Iterable[str], task: str, methods: Sequence[str]) -> list[str]:
+    """The overrides of a run of `methods` that concern `method` alone: its own (METHOD.NAME), the bare or
+    sampler.NAME settings it has, and the operator's; a run of `method` alone takes the same settings from
+    them as the run of `methods` gives it.
+
+    >>> overrides_for("spgd", ["lr=2", "dps.lr=0.5", "langevin_steps=5", "kernel_size=9"], "gaussian_blur",
+    ...               ["spgd", "dps", "daps"])
+    ['lr=2', 'kernel_size=9']
+    """
+    names = setting_defaults(method)
+    s_names = sampler_keys(methods)
+    out = []
+    for item in overrides:
+        _, scope, name, _ = _split_override(item, task, methods)
+        if not scope:
+            scope = "sampler" if name in s_names else "operator"
+        if scope == method or scope == "operator" or (scope == "sampler" and name in names):
+            out.append(item)
+    return out
+
+
 def _split_override(item: str, task: str, methods: Optional[Sequence[str]]) -> tuple[str, str, str, Any]:
     """``[scope.]name=value`` -> (key, scope or "", name, parsed value); SpgdError if malformed or the scope
     is none of operator, sampler or a method."""
-    if "=" not in item:
-        raise SpgdError(f"--set expects key=value, got {item!r}")
-    key, _, text = item.partition("=")
+    key, eq, text = item.partition("=")
     key = key.strip()
-    if not key:
-        raise SpgdError(f"--set expects key=value, got {item!r}")
+    if not eq or not key:
+        raise SpgdError(f"an override is key=value, got {item!r}")
     value = parse_value(text)
     scope, _, name = key.rpartition(".")
     if scope and scope not in ("operator", "sampler") and scope not in METHODS:
         raise SpgdError(
-            f"unknown --set scope {scope!r} in {key!r}; use operator.NAME, sampler.NAME, METHOD.NAME "
+            f"unknown scope {scope!r} in {key!r}; use operator.NAME, sampler.NAME, METHOD.NAME "
             f"(methods: {', '.join(METHODS)}) or a bare name ({_valid_keys_text(task, methods)})"
         )
     return key, scope, name, value
 
 
 def _operator_value(key: str, name: str, value: Any, task: str, op_defaults: dict[str, Any]) -> Any:
-    """`value` for operator parameter `name` of `task`, typed as its default."""
+    """`value` for operator parameter `name` of `task`, typed by the operators (spgd.operators.typed_param)."""
     if name not in op_defaults:
         raise SpgdError(
             f"unknown operator parameter {name!r} for task {task!r}; "
             f"valid: {', '.join(operator_keys(task)) or '(none)'}"
         )
-    return _coerce(key, value, op_defaults[name])
+    return typed_param(task, name, value)
 
 
 def _sampler_value(key: str, name: str, value: Any, methods: Optional[Sequence[str]], s_names: list[str]) -> Any:
-    """`value` for the bare sampler setting `name`, typed as the default of the first method that has it."""
+    """`value` for the bare sampler setting `name`, typed by the first method that has it (the samplers type
+    their settings: spgd.samplers.typed_setting)."""
     if name not in s_names:
         used = f" of method(s) {', '.join(methods)}" if methods is not None else ""
         raise SpgdError(f"unknown sampler setting {name!r}; valid settings{used}: {', '.join(s_names)}")
-    default = next((d[name] for d in (method_defaults(m) for m in _all_methods(methods)) if name in d), None)
-    return _coerce(key, value, default)
+    method = next(m for m in _all_methods(methods) if name in setting_defaults(m))
+    return typed_setting(method, name, value)
 
 
 def _method_value(key: str, method: str, name: str, value: Any, methods: Optional[Sequence[str]]) -> Any:
-    """`value` for `method`'s setting `name` (METHOD.NAME=value), typed as its default."""
+    """`value` for `method`'s setting `name` (METHOD.NAME=value), typed by the samplers."""
     if methods is not None and method not in methods:  # it would be silently ignored
         raise SpgdError(
-            f"--set {key}: method {method!r} is not run (methods: {', '.join(methods)}); add it to "
-            "--method or drop the setting"
+            f"override {key}: method {method!r} is not run (methods: {', '.join(methods)}); add it to the "
+            "methods or drop the override"
         )
-    defaults = method_defaults(method)
-    if name not in defaults:
-        raise SpgdError(f"unknown setting {name!r} for method {method!r}; valid: {', '.join(defaults)}")
-    return _coerce(key, value, defaults[name])
+    if name not in setting_defaults(method):
+        raise SpgdError(f"unknown setting {name!r} for method {method!r}; valid: {', '.join(setting_defaults(method))}")
+    return typed_setting(method, name, value)
 
 
 __all__ = [
@@ -319,6 +290,7 @@ __all__ = [
     "apply_overrides",
     "load_preset",
     "operator_keys",
+    "overrides_for",
     "parse_value",
     "preset_path",
     "sampler_keys",

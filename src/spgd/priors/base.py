@@ -20,11 +20,6 @@ SigmaLike = Union[float, Tensor]
 DEFAULT_CLASS_LABEL = 0
 
 
-def append_dims(t: Tensor, ndim: int) -> Tensor:
-    """Append trailing singleton dims so a (B,) tensor broadcasts against a (B, ...) tensor."""
-    return t.reshape(t.shape + (1,) * (ndim - t.ndim))
-
-
 def frozen(net):
     """`net` as a fixed prior's network: eval mode (no dropout) and no parameter gradients; a plain callable is
     returned as it is."""

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..errors import SpgdError
+from ..errors import SpgdError, first_line
 from ..io import atomic_write
 from .base import DEFAULT_CLASS_LABEL, Prior
 from .diffusers import is_diffusers_folder, load_diffusers_prior
@@ -80,12 +80,7 @@ def _read(path: str | os.PathLike) -> Any:
             ) from None
         raise SpgdError(f"{path} is not a readable PyTorch file (unpickling failed)") from None
     except Exception as e:  # zip/stream errors, truncated files, plain garbage
-        raise SpgdError(f"{path} is not a readable PyTorch file ({_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+        raise SpgdError(f"{path} is not a readable PyTorch file ({first_line(e)})") from None
 
 
 def _extract_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, Tensor]:

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpgdError
-from .base import Prior, SigmaLike, append_dims, frozen, sigma_as_batch
+from ..tensors import append_dims
+from .base import Prior, SigmaLike, frozen, sigma_as_batch
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine")

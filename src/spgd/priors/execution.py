@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..errors import SpgdError
+from ..errors import SpgdError, first_line
 
 PRECISIONS = ("fp32", "bf16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "auto")
@@ -54,11 +54,6 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 class ReferenceBackward(torch.autograd.Function):
@@ -163,7 +158,7 @@ class NetworkRunner:
             except Exception as e:  # noqa: BLE001 - a compiler failure must not end a restoration
                 if net is self.net:
                     raise
-                warnings.warn(f"torch.compile of the denoiser failed, running it eagerly: {_first_line(e)}")
+                warnings.warn(f"torch.compile of the denoiser failed, running it eagerly: {first_line(e)}")
                 self.compile = False
                 self.compiled = {}
                 f = self._forward(self.net, x_in, c_noise)
@@ -194,7 +189,7 @@ class NetworkRunner:
                 # dynamic=False: one specialised graph per batch shape (a restoration uses one or two)
                 compiled = torch.compile(self.net, dynamic=False, **kwargs)
             except Exception as e:  # noqa: BLE001 - e.g. no compiler back end on this platform
-                warnings.warn(f"torch.compile is not available here, running the denoiser eagerly: {_first_line(e)}")
+                warnings.warn(f"torch.compile is not available here, running the denoiser eagerly: {first_line(e)}")
                 self.compile = False
                 return self.net
             self.compiled[mode] = compiled

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ..errors import SpgdError
-from .base import Prior, SigmaLike, append_dims, sigma_as_batch
+from ..tensors import append_dims
+from .base import Prior, SigmaLike, sigma_as_batch
 
 # Opponent-colour basis (luminance, red-green, yellow-blue): orthonormal rows.
 _OPPONENT = [

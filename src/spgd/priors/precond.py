@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpgdError
-from .base import Prior, SigmaLike, append_dims, frozen, sigma_as_batch
+from ..tensors import append_dims
+from .base import Prior, SigmaLike, frozen, sigma_as_batch
 from .execution import NetworkRunner
 
 SCALINGS = ("eps", "edm")

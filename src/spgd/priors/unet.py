@@ -459,8 +459,8 @@ class UNetModel(nn.Module):
         if h % factor or w % factor:
             raise SpgdError(
                 f"image size {w}x{h} (width x height) is not divisible by {factor}, which this network needs "
-                f"({self.num_downsamples} down-samplings); resize or pad the image (spgd eval --size/--resize, "
-                "spgd restore --pad)"
+                f"({self.num_downsamples} down-samplings); resize or pad the image (an evaluation's size and "
+                "resize, a restoration's pad)"
             )
 
     def set_class_label(self, label: int | None) -> None:

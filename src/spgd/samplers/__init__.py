@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import SpgdError
+from ..values import typed
 from .base import Result, Stats
 from .schedule import karras_sigmas, linear_lr, ve_euler_factors
 from .classical import Classical
@@ -47,6 +46,23 @@ def setting_names(method: str) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+def setting_defaults(method: str) -> dict[str, Any]:
+    """Setting name -> the value `method` runs with when none is given: its class default, or the value that
+    defines it (an ablation's fixed settings)."""
+    cls, fixed = _lookup(method)
+    defaults = {f.name: None if f.default is dataclasses.MISSING else f.default for f in dataclasses.fields(cls)}
+    return {**defaults, **fixed}
+
+
+def typed_setting(method: str, name: str, value: Any) -> Any:
+    """`value` as the declared type of `method`'s setting `name` (spgd.values.typed); an SpgdError otherwise."""
+    cls, _ = _lookup(method)
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    if name not in kinds:
+        raise SpgdError(f"unknown setting {name!r} for method {method!r}; valid settings: {', '.join(kinds)}")
+    return typed(f"{method} setting {name}", kinds[name], value)
+
+
 def fixed_settings(method: str) -> dict[str, Any]:
     """The settings that define `method` (an ablation's, e.g. spgd-no-warmup's warmup_steps=1). They win over
     any value passed in (make_sampler applies them last), so a preset or --set value for one changes nothing."""
@@ -67,42 +83,19 @@ NO_OP_SETTINGS: dict[str, tuple[str, Any, str]] = {
 }
 
 
-def _typed(method: str, name: str, kind: str, value: Any) -> Any:
-    """`value` checked against the setting's declared type (int, float, bool, str); an SpgdError otherwise."""
-    got = f"got {value!r} ({type(value).__name__})"
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        raise SpgdError(f"{method} setting {name} must be true or false, {got}")
-    if kind == "int":
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return int(value)
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
-            return int(value)
-        raise SpgdError(f"{method} setting {name} must be an integer, {got}")
-    if kind == "float":
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)):
-            return float(value)
-        raise SpgdError(f"{method} setting {name} must be a finite number, {got}")
-    if kind == "str" and not isinstance(value, str):
-        raise SpgdError(f"{method} setting {name} must be a string, {got}")
-    return value
+def check_methods(methods: Sequence[str], unique: bool = True) -> list[str]:
+    """`methods` as a list, each checked against METHODS (and, with `unique`, none twice).
 
-
-def parse_methods(text: str, option: str = "--method", unique: bool = False) -> list[str]:
-    """A comma-separated method list (the --method/--methods of the commands), each checked against METHODS.
-
-    >>> parse_methods("spgd, dps")
+    >>> check_methods(("spgd", "dps"))
     ['spgd', 'dps']
     """
-    methods = [m.strip() for m in str(text).split(",") if m.strip()]
+    methods = list(methods)
     if not methods:
-        raise SpgdError(f"{option} needs at least one method; valid methods: {', '.join(METHODS)}")
+        raise SpgdError(f"no method given; valid methods: {', '.join(METHODS)}")
     for m in methods:
-        if m not in METHODS:
-            raise SpgdError(f"unknown method {m!r}; valid methods: {', '.join(METHODS)}")
+        _lookup(m)
     if unique and len(set(methods)) != len(methods):
-        raise SpgdError(f"a method is listed twice in {option} {text}")
+        raise SpgdError(f"a method is listed twice in {','.join(methods)}")
     return methods
 
 
@@ -114,8 +107,7 @@ def make_sampler(method: str = "spgd", **settings):
     unknown = sorted(set(settings) - set(valid))
     if unknown:
         raise SpgdError(f"unknown setting(s) {unknown} for method {method!r}; valid settings: {', '.join(valid)}")
-    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    settings = {k: _typed(method, k, kinds[k], v) for k, v in settings.items()}
+    settings = {k: typed_setting(method, k, v) for k, v in settings.items()}
     if method in NO_OP_SETTINGS:
         name, value, text = NO_OP_SETTINGS[method]
         if name in settings and settings[name] == value:
@@ -136,10 +128,13 @@ __all__ = [
     "SPGD",
     "Stats",
     "adm_update",
+    "check_methods",
     "directional_cosine",
     "karras_sigmas",
     "linear_lr",
     "make_sampler",
+    "setting_defaults",
     "setting_names",
+    "typed_setting",
     "ve_euler_factors",
 ]

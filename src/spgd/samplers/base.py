@@ -13,7 +13,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import SpgdError
-from ..priors.base import Prior, append_dims, as_prior
+from ..priors.base import Prior, as_prior
+from ..tensors import append_dims
 
 GeneratorLike = Union[None, torch.Generator, Sequence[torch.Generator]]
 Callback = Callable[[dict], None]

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..errors import SpgdError
 from .base import Callback, GeneratorLike, NoiseFn, Result, Sampler, denoise, state_rms_bound
-from .schedule import karras_sigmas
+from .schedule import RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas, linear_lr
 
 RELEASES = ("2024", "2025")
 
@@ -51,9 +51,9 @@ class DAPS(Sampler):
     lr: float = 1e-4  # Langevin step size (per task: the presets' [methods.daps])
     lr_min_ratio: float = 0.01
     tau: float = 0.01  # measurement noise scale of the Langevin likelihood
-    sigma_max: float = 100.0
-    sigma_min: float = 0.1
-    rho: float = 7.0
+    sigma_max: float = SIGMA_MAX
+    sigma_min: float = SIGMA_MIN
+    rho: float = RHO
     release: str = "2024"  # "2024" (the paper's code) or "2025" (the current release)
     check_every: int = 10
     progress: bool = False
@@ -87,9 +87,9 @@ class DAPS(Sampler):
         return karras_sigmas(self.ode_steps + 1, sigma, self.ode_sigma_min, self.rho).tolist()[:-1]
 
     def langevin_lrs(self) -> list[float]:
+        """lr_k, k = 0..K-1: the linear decay over K levels (2024) or over K + 1 (2025, its last level unused)."""
         K = self.steps
-        denom = K if self.release == "2024" else K + 1
-        return [self.lr * (1 + (k / denom) * (self.lr_min_ratio - 1)) for k in range(K)]
+        return linear_lr(self.lr, self.lr_min_ratio, K if self.release == "2024" else K + 1).tolist()[:K]
 
     def run(
         self, y: Tensor, operator, prior, generator: GeneratorLike = None, callback: Optional[Callback] = None,

@@ -7,8 +7,11 @@ from torch import Tensor
 
 from ..errors import SpgdError
 
+# The noise levels of the SPGD and DAPS releases: a Karras schedule from SIGMA_MAX down to SIGMA_MIN, exponent RHO
+SIGMA_MAX, SIGMA_MIN, RHO = 100.0, 0.1, 7.0
 
-def karras_sigmas(steps: int, sigma_max: float = 100.0, sigma_min: float = 0.1, rho: float = 7.0) -> Tensor:
+
+def karras_sigmas(steps: int, sigma_max: float = SIGMA_MAX, sigma_min: float = SIGMA_MIN, rho: float = RHO) -> Tensor:
     """Karras et al. (2022) schedule: `steps` levels from sigma_max down to sigma_min, then a final 0.
 
     sigma_i = (sigma_max^(1/rho) + i/(steps-1) * (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, i = 0..steps-1.

@@ -13,11 +13,11 @@ from typing import Optional, Sequence
 from torch import Tensor
 
 from ..errors import SpgdError
-from ..priors.base import append_dims
+from ..tensors import append_dims
 from .base import (
     Callback, GeneratorLike, NoiseFn, Result, RunSetup, Sampler, denoise, likelihood_grad, state_rms_bound,
 )
-from .schedule import karras_sigmas, linear_lr
+from .schedule import RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas, linear_lr
 
 COSINE_MODES = ("sample", "pixel")
 
@@ -102,9 +102,9 @@ class SPGD(Sampler):
     lr: float = 1.0  # initial warm-up step size (per task: see presets)
     lr_min_ratio: float = 0.01  # lr decays linearly to lr * lr_min_ratio
     beta: float = 0.9  # momentum strength
-    sigma_max: float = 100.0
-    sigma_min: float = 0.1
-    rho: float = 7.0  # Karras schedule exponent
+    sigma_max: float = SIGMA_MAX
+    sigma_min: float = SIGMA_MIN
+    rho: float = RHO  # Karras schedule exponent
     cosine: str = "sample"  # "sample" (paper) or "pixel" (released code)
     fresh_denoise: bool = True  # evaluate D at x^(N) for the denoise step (paper) or reuse (released code)
     use_momentum: bool = True  # step with m_j (paper) or with the raw g_j (released code)

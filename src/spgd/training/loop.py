@@ -1,4 +1,4 @@
-"""Training a small ADM UNet prior on a folder of images (`spgd train IMAGES_DIR --out RUN_DIR` on the command line).
+"""The training loop of a small ADM UNet prior: network, optimizer and EMA, step, checkpoints, outputs.
 
 The network is the guided-diffusion UNet (`spgd.priors.UNetModel`), trained as the network F inside the
 preconditioning, so that the denoiser it learns is exactly what `VPPrecond` computes at load time:
@@ -12,9 +12,9 @@ network's own output against its target (for "eps": the usual epsilon MSE ||F(..
 are log-normal, ln sigma ~ N(P_mean, P_std^2), clipped to the VP range [0.001, 152]; a fraction of every batch
 (`uniform_fraction`) is drawn log-uniform over [SIGMA_LO, SIGMA_HI] instead, so that the high noise levels where
 the samplers start (sigma 100 down to 0.1, then the final denoise) are trained too: the log-normal alone puts
-only ~2 % of its mass above sigma 7. Data: random crops of every image, each taken at a
-random scale in [0.5, 1] (a larger window resized down) and flipped left-right half the time. Adam with a
-linear warm-up, then a constant rate; the saved network is an exponential moving average of the weights.
+only ~2 % of its mass above sigma 7. Data: random crops (spgd.training.data). Adam with a linear warm-up, then
+a constant rate; the saved network is an exponential moving average of the weights, measured at the end on
+held-out crops (spgd.training.report).
 
 Everything random comes from one seeded generator whose state is checkpointed with the weights, the EMA and
 the optimizer, so a run resumed with `resume=True` continues exactly (bit-for-bit on CPU) where it stopped.
@@ -30,27 +30,26 @@ import copy
 import functools
 import math
 import os
-import platform
 import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..device import device_label, resolve_device
 from ..errors import SpgdError
-from ..device import resolve_device
-from ..io import atomic_write, list_images, load_image, load_torch_file, to_unit
-from ..metrics import psnr
-from ..priors import GaussianPrior, UNetModel, VPPrecond, load_prior, save_unet
+from ..io import atomic_torch_save, load_torch_file
+from ..priors import UNetModel, VPPrecond, load_prior, save_unet
 from ..priors.unet import count_parameters
+from .data import TrainingData, load_data, random_crops
+from .report import held_out_report
 
-__all__ = ["DEFAULT_CONFIG", "REPORT_SIGMAS", "denoising_report", "format_report", "random_crops", "train_prior"]
+__all__ = ["DEFAULT_CONFIG", "train_prior"]
 
 # A small, fully convolutional ADM UNet (~1.9M parameters, 7.4 MB in float32). No attention inside the levels:
 # only the middle block's (it is always there) sees the whole feature map, at 1/8 of the input size.
@@ -67,209 +66,15 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
     dropout=0.0,
 )
 
-REPORT_SIGMAS = (0.05, 0.1, 0.2, 0.5, 1.0)  # noise levels of the held-out report, in [-1, 1] units
 STATE_FORMAT = "spgd-train-state"
 P_MEAN, P_STD = -1.0, 1.5  # log-normal training noise levels: median sigma 0.37, 95 % in [0.02, 7]
 SIGMA_LO, SIGMA_HI = 0.002, 150.0  # range of the log-uniform share of the noise levels
 LR_WARMUP = 100  # steps of linear learning-rate warm-up
 EMA_WARMUP = 10  # the EMA decay is min(ema_decay, (1 + step) / (EMA_WARMUP + step)), so short runs average less
-EVAL_CROPS = 32  # held-out crops in the final report
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # storage of the saved weights
-MIN_HOLDOUT_IMAGES = 5  # below this many images, held-out crops come from a band of each image instead
-
-
-# --------------------------------------------------------------------------------------------------- data
-
-
-def _load_folder(images_dir: str | os.PathLike) -> list[tuple[str, Tensor]]:
-    """(file name, (3, H, W) image in [-1, 1]) for every readable image of the folder; others skipped."""
-    images = []
-    for path in list_images(images_dir):
-        try:
-            x, _ = load_image(path)
-        except SpgdError as e:
-            warnings.warn(f"skipping {path.name}: {e}", stacklevel=4)
-            continue
-        if min(x.shape[-2:]) < 8:
-            warnings.warn(f"skipping {path.name}: {x.shape[-1]}x{x.shape[-2]} is too small", stacklevel=4)
-            continue
-        images.append((path.name, x[0]))
-    if not images:
-        raise SpgdError(f"none of the images in {images_dir} could be read")
-    return images
-
-
-def _is_gray(x: Tensor) -> bool:
-    return x.shape[0] == 1 or (torch.equal(x[0], x[1]) and torch.equal(x[0], x[2]))
-
-
-def _image_channels(
-    images: list[tuple[str, Tensor]], requested: Optional[int], config: Mapping[str, Any]
-) -> int:
-    """1 or 3: `requested`, else the config's `in_channels` (an --init file's), else 1 when every image is grey."""
-    if requested is None:
-        requested = config.get("in_channels")
-    if requested is None:
-        return 1 if all(_is_gray(x) for _, x in images) else 3
-    if requested not in (1, 3):
-        raise SpgdError(f"image channels must be 1 (grayscale) or 3 (RGB), got {requested}")
-    if config.get("in_channels", requested) != requested:
-        raise SpgdError(f"--image-channels {requested} contradicts the network's in_channels {config['in_channels']}")
-    return int(requested)
-
-
-def _to_gray(x: Tensor, name: str) -> Tensor:
-    """(3, H, W) -> (1, H, W): a grey image's one channel, or a colour image's luma (ITU-R BT.601), with a warning."""
-    if _is_gray(x):
-        return x[:1]
-    warnings.warn(f"{name} is a colour image: converted to grayscale (luma 0.299 R + 0.587 G + 0.114 B)", stacklevel=3)
-    return (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
-
-
-def _split(
-    images: list[tuple[str, Tensor]], holdout_fraction: float, crop: int, generator: torch.Generator
-) -> tuple[list[Tensor], list[Tensor], dict[str, Any]]:
-    """Training images, held-out images, and a record of the split.
-
-    With at least MIN_HOLDOUT_IMAGES images, round(holdout_fraction * n) whole images (at least one, chosen at
-    random) are held out. With fewer, the bottom band of `crop` rows of each image tall enough is held out.
-    With holdout_fraction 0, nothing is held out and the report is measured on training images (in-sample).
-    """
-    names = [n for n, _ in images]
-    if holdout_fraction == 0:
-        train = [x for _, x in images]
-        return train, train, {"kind": "none (report is in-sample)", "train": names, "held_out": []}
-    n = len(images)
-    if n >= MIN_HOLDOUT_IMAGES:
-        k = min(n - 1, max(1, round(holdout_fraction * n)))
-        held = set(torch.randperm(n, generator=generator)[:k].tolist())
-        return (
-            [x for i, (_, x) in enumerate(images) if i not in held],
-            [x for i, (_, x) in enumerate(images) if i in held],
-            {
-                "kind": "whole images",
-                "train": [names[i] for i in range(n) if i not in held],
-                "held_out": [names[i] for i in sorted(held)],
-            },
-        )
-    train, held = [], []
-    for _, x in images:
-        h = x.shape[-2]
-        if h >= 2 * crop:
-            train.append(x[:, : h - crop])
-            held.append(x[:, h - crop :])
-        else:
-            train.append(x)
-    if not held:
-        return train, train, {"kind": "none: images too small to split (report is in-sample)", "train": names,
-                              "held_out": []}
-    return train, held, {"kind": f"bottom {crop} rows of each image", "train": names, "held_out": names}
-
-
-def random_crops(
-    images: Sequence[Tensor],
-    n: int,
-    crop: int,
-    generator: torch.Generator,
-    min_scale: float = 0.5,
-    flip: bool = True,
-) -> Tensor:
-    """n random (C, crop, crop) crops in [-1, 1] from randomly chosen images, shape (n, C, crop, crop).
-
-    Each crop is a window of side crop / s, s ~ U[min_scale, 1] (limited by the image), resized to crop x crop
-    (bicubic, antialiased), and flipped left-right with probability 1/2 when `flip`.
-    """
-    out = torch.empty(n, images[0].shape[0], crop, crop)
-    picks = torch.randint(len(images), (n,), generator=generator).tolist()
-    u = torch.rand(n, 4, generator=generator).tolist()
-    for i, (k, (us, uy, ux, uf)) in enumerate(zip(picks, u)):
-        img = images[k]
-        h, w = img.shape[-2:]
-        side = min(h, w)
-        window = max(1, min(side, round(crop / (min_scale + (1 - min_scale) * us))))
-        if side < crop:  # a small image is enlarged whole
-            window = side
-        top = int(uy * (h - window + 1))
-        left = int(ux * (w - window + 1))
-        patch = img[:, top : top + window, left : left + window]
-        if window != crop:
-            patch = F.interpolate(patch[None], size=(crop, crop), mode="bicubic", antialias=window > crop,
-                                  align_corners=False)[0].clamp(-1, 1)
-        if flip and uf < 0.5:
-            patch = patch.flip(-1)
-        out[i] = patch
-    return out
-
-
-# ------------------------------------------------------------------------------------------------- report
-
-
-def _noise_levels(n: int, p_mean: float, p_std: float, uniform_fraction: float, gen: torch.Generator) -> Tensor:
-    """n training noise levels: the first round(uniform_fraction * n) log-uniform, the rest log-normal."""
-    k = round(uniform_fraction * n)
-    log_normal = torch.randn(n - k, generator=gen) * p_std + p_mean
-    lo, hi = math.log(SIGMA_LO), math.log(SIGMA_HI)
-    log_uniform = torch.rand(k, generator=gen) * (hi - lo) + lo
-    return torch.cat([log_uniform, log_normal]).exp()
-
-
-def _load_init(path: str | os.PathLike) -> VPPrecond:
-    """The UNet prior of an spgd-unet weights file (e.g. the bundled default), to fine-tune from."""
-    prior = load_prior(str(path), device="cpu")
-    net = getattr(prior, "net", None)
-    if not isinstance(net, UNetModel):
-        raise SpgdError(f"--init {path}: not a UNet prior file (got {type(prior).__name__})")
-    return prior
-
-
-def _denoising_psnr(x: Tensor, ref: Tensor) -> Tensor:
-    """spgd.metrics.psnr of [-1, 1] images, both clamped to [-1, 1] (8-bit-representable values)."""
-    return psnr(to_unit(x.clamp(-1, 1)), to_unit(ref.clamp(-1, 1)))
-
-
-@torch.no_grad()
-def denoising_report(
-    priors: Mapping[str, Callable[[Tensor, float], Tensor]],
-    crops: Tensor,
-    sigmas: Sequence[float] = REPORT_SIGMAS,
-    seed: int = 0,
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
-) -> dict[str, dict[str, float]]:
-    """Mean PSNR (dB, images in [0, 1]) of each prior's D(x0 + sigma n; sigma) against x0, and of the noisy input.
-
-    Returns {f"{sigma:g}": {"noisy": dB, name: dB, ...}}, the same noise for every prior (seeded).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    report: dict[str, dict[str, float]] = {}
-    for sigma in sigmas:
-        noise = torch.randn(crops.shape, generator=gen)
-        noisy = crops + sigma * noise
-        row = {"noisy": _denoising_psnr(noisy, crops).mean().item()}
-        for name, prior in priors.items():
-            values = []
-            for i in range(0, len(crops), batch_size):
-                x = noisy[i : i + batch_size].to(device)
-                values.append(_denoising_psnr(prior(x, sigma).float().cpu(), crops[i : i + batch_size]))
-            row[name] = torch.cat(values).mean().item()
-        report[f"{sigma:g}"] = row
-    return report
-
-
-def format_report(report: Mapping[str, Mapping[str, float]]) -> str:
-    """The report as a small text table: one row per sigma, one column per denoiser."""
-    names = list(next(iter(report.values())))
-    lines = ["sigma  " + "  ".join(f"{n:>10}" for n in names)]
-    for sigma, row in report.items():
-        lines.append(f"{sigma:<6} " + "  ".join(f"{row[n]:10.2f}" for n in names))
-    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------------------------- state
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -281,40 +86,34 @@ def _load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-
-
 def _check_settings(steps: int, batch_size: int, crop: int, lr: float, ema_decay: float, factor: int,
                     checkpoint_every: int, holdout_fraction: float, uniform_fraction: float, p_std: float,
                     max_minutes: Optional[float], precision: str, save_dtype: str) -> None:
     if steps < 1:
-        raise SpgdError(f"--steps must be >= 1, got {steps}")
+        raise SpgdError(f"steps must be >= 1, got {steps}")
     if batch_size < 1:
-        raise SpgdError(f"--batch-size must be >= 1, got {batch_size}")
+        raise SpgdError(f"batch_size must be >= 1, got {batch_size}")
     if crop < factor or crop % factor:
-        raise SpgdError(f"--crop must be a positive multiple of {factor} (the network down-samples by {factor}), "
+        raise SpgdError(f"crop must be a positive multiple of {factor} (the network down-samples by {factor}), "
                         f"got {crop}")
     if not (0 < lr < 1):
-        raise SpgdError(f"--lr must be in (0, 1), got {lr}")
+        raise SpgdError(f"lr must be in (0, 1), got {lr}")
     if not (0 <= ema_decay < 1):
-        raise SpgdError(f"EMA decay must be in [0, 1), got {ema_decay}")
+        raise SpgdError(f"ema_decay must be in [0, 1), got {ema_decay}")
     if checkpoint_every < 0:
-        raise SpgdError(f"--checkpoint-every must be >= 0 (0: only at the end), got {checkpoint_every}")
+        raise SpgdError(f"checkpoint_every must be >= 0 (0: only at the end), got {checkpoint_every}")
     if not (0 <= holdout_fraction < 1):
-        raise SpgdError(f"hold-out fraction must be in [0, 1), got {holdout_fraction}")
+        raise SpgdError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
     if not 0.0 <= uniform_fraction <= 1.0:
-        raise SpgdError(f"--uniform-fraction must be in [0, 1], got {uniform_fraction}")
+        raise SpgdError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}")
     if not p_std > 0:
-        raise SpgdError(f"--p-std must be > 0, got {p_std}")
+        raise SpgdError(f"p_std must be > 0, got {p_std}")
     if max_minutes is not None and max_minutes <= 0:
-        raise SpgdError(f"--max-minutes must be > 0, got {max_minutes}")
+        raise SpgdError(f"max_minutes must be > 0, got {max_minutes}")
     if precision not in ("fp32", "bf16"):
-        raise SpgdError(f"--precision must be fp32 or bf16, got {precision!r}")
+        raise SpgdError(f"precision must be fp32 or bf16, got {precision!r}")
     if save_dtype not in SAVE_DTYPES:
-        raise SpgdError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got {save_dtype!r}")
+        raise SpgdError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}, got {save_dtype!r}")
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -322,22 +121,12 @@ def _check_settings(steps: int, batch_size: int, crop: int, lr: float, ema_decay
 
 @dataclass
 class _Network:
-    """What the network is: its UNetModel keywords, its starting weights (--init) and the output scaling."""
+    """What the network is: its UNetModel keywords, its starting weights (init) and the output scaling."""
 
     config: dict[str, Any]
     init_state: Optional[dict[str, Tensor]]
     scaling: str
     sigma_data: float
-
-
-@dataclass
-class _Data:
-    """The training and held-out images, the record of the split, and every file name read."""
-
-    train: list[Tensor]
-    held_out: list[Tensor]
-    split: dict[str, Any]
-    files: list[str]
 
 
 @dataclass
@@ -352,15 +141,24 @@ class _State:
     elapsed: float = 0.0
 
 
+def _load_init(path: str | os.PathLike) -> VPPrecond:
+    """The UNet prior of an spgd-unet weights file (e.g. the bundled default), to fine-tune from."""
+    prior = load_prior(str(path), device="cpu")
+    net = getattr(prior, "net", None)
+    if not isinstance(net, UNetModel):
+        raise SpgdError(f"init={path}: not a UNet prior file (got {type(prior).__name__})")
+    return prior
+
+
 def _resolve_network(
     config: Optional[Mapping[str, Any]], init: str | os.PathLike | None, resume: bool, scaling: Optional[str],
     sigma_data: Optional[float],
 ) -> _Network:
-    """The network config and scaling: an --init file's (its config wins), else `config` (DEFAULT_CONFIG)."""
+    """The network config and scaling: an init file's (its config wins), else `config` (DEFAULT_CONFIG)."""
     init_state = None
     if init is not None:
         if resume:
-            raise SpgdError("--init and --resume exclude each other: a resumed run continues its own weights")
+            raise SpgdError("init and resume=True exclude each other: a resumed run continues its own weights")
         init_prior = _load_init(init)
         config, init_state = dict(init_prior.net.config), init_prior.net.state_dict()
         scaling = init_prior.scaling if scaling is None else scaling
@@ -379,23 +177,9 @@ def _downsampling_factor(config: Mapping[str, Any]) -> int:
         raise SpgdError(f"invalid UNet config: {e}") from None
 
 
-def _load_data(images_dir: str | os.PathLike, image_channels: Optional[int], config: dict[str, Any],
-               holdout_fraction: float, crop: int, seed: int) -> tuple[_Data, int]:
-    """The folder's images (grayscale for a 1-channel network, whose channels it sets in `config`), split into
-    training and held-out images; returns them and the number of image channels."""
-    images = _load_folder(images_dir)
-    channels = _image_channels(images, image_channels, config)
-    config["in_channels"] = channels
-    if channels == 1:
-        images = [(name, _to_gray(x, name)) for name, x in images]
-    split_gen = torch.Generator().manual_seed(seed + 1)
-    train, held_out, split = _split(images, holdout_fraction, crop, split_gen)
-    return _Data(train=train, held_out=held_out, split=split, files=[n for n, _ in images]), channels
-
-
 def _create_state(network: _Network, device: torch.device, seed: int, lr: float, precision: str,
                   image_channels: int) -> tuple[VPPrecond, _State]:
-    """The seeded network (or the --init weights) on `device` inside its preconditioning, trainable, with its
+    """The seeded network (or the init weights) on `device` inside its preconditioning, trainable, with its
     EMA copy, Adam and the generator of every random draw."""
     torch.manual_seed(seed)
     net = UNetModel(**network.config)
@@ -429,7 +213,16 @@ def _resume_state(state: _State, path: Path, split: Mapping[str, Any]) -> None:
     state.step, state.elapsed = int(saved["step"]), float(saved["elapsed"])
 
 
-def _train_step(state: _State, precond: VPPrecond, data: _Data, settings: Mapping[str, Any],
+def _noise_levels(n: int, p_mean: float, p_std: float, uniform_fraction: float, gen: torch.Generator) -> Tensor:
+    """n training noise levels: the first round(uniform_fraction * n) log-uniform, the rest log-normal."""
+    k = round(uniform_fraction * n)
+    log_normal = torch.randn(n - k, generator=gen) * p_std + p_mean
+    lo, hi = math.log(SIGMA_LO), math.log(SIGMA_HI)
+    log_uniform = torch.rand(k, generator=gen) * (hi - lo) + lo
+    return torch.cat([log_uniform, log_normal]).exp()
+
+
+def _train_step(state: _State, precond: VPPrecond, data: TrainingData, settings: Mapping[str, Any],
                 device: torch.device) -> float:
     """One optimizer step and the EMA update; returns the loss. Crops, noise levels and noise come from the
     seeded generator (on the CPU, so any device agrees)."""
@@ -441,7 +234,7 @@ def _train_step(state: _State, precond: VPPrecond, data: _Data, settings: Mappin
     x0, sigma, noise = x0.to(device), sigma.to(device), noise.to(device)
     loss = precond.loss(x0, sigma, noise)  # EDM's, lambda = 1 / c_out^2
     if not torch.isfinite(loss):
-        raise SpgdError(f"training diverged at step {state.step + 1} (loss {loss.item()}); lower --lr")
+        raise SpgdError(f"training diverged at step {state.step + 1} (loss {loss.item()}); lower lr")
     for group in state.opt.param_groups:
         group["lr"] = settings["lr"] * min(1.0, (state.step + 1) / LR_WARMUP)
     state.opt.zero_grad(set_to_none=True)
@@ -455,10 +248,10 @@ def _train_step(state: _State, precond: VPPrecond, data: _Data, settings: Mappin
     return loss.item()
 
 
-def _train_loop(state: _State, precond: VPPrecond, data: _Data, settings: Mapping[str, Any],
+def _train_loop(state: _State, precond: VPPrecond, data: TrainingData, settings: Mapping[str, Any],
                 device: torch.device, checkpoint_every: int, progress: bool,
                 save: Callable[[], Any]) -> None:
-    """Steps until settings["steps"] or the --max-minutes budget, with a progress bar and a checkpoint (`save`)
+    """Steps until settings["steps"] or the max_minutes budget, with a progress bar and a checkpoint (`save`)
     every `checkpoint_every` steps before the last."""
     steps, max_minutes = settings["steps"], settings["max_minutes"]
     bar = None
@@ -480,24 +273,24 @@ def _train_loop(state: _State, precond: VPPrecond, data: _Data, settings: Mappin
         bar.close()
 
 
-def _write_outputs(state: _State, network: _Network, data: _Data, settings: Mapping[str, Any],
+def _write_outputs(state: _State, network: _Network, data: TrainingData, settings: Mapping[str, Any],
                    images_dir: str | os.PathLike, command: Optional[str], device: torch.device, out: Path,
                    ckpt_path: Path, final: bool = False, report: Optional[dict] = None) -> dict[str, Any]:
     """Write the training checkpoint and the weights file: the EMA network, stored as settings["save_dtype"],
     with the "training" metadata (returned)."""
     meta = _metadata(state, data, settings, images_dir, command, device, final, report)
-    _atomic_save(
+    atomic_torch_save(
+        ckpt_path,
         {"format": STATE_FORMAT, "config": state.net.config, "step": state.step, "elapsed": state.elapsed,
          "model": state.net.state_dict(), "ema": state.ema.state_dict(), "optimizer": state.opt.state_dict(),
          "rng": state.gen.get_state(), "settings": settings, "data": data.split},
-        ckpt_path,
     )
     saved = copy.deepcopy(state.ema).cpu().to(SAVE_DTYPES[settings["save_dtype"]])
     save_unet(out, VPPrecond(saved, **_scaling_keywords(network, settings["image_channels"])), training=meta)
     return meta
 
 
-def _metadata(state: _State, data: _Data, settings: Mapping[str, Any], images_dir: str | os.PathLike,
+def _metadata(state: _State, data: TrainingData, settings: Mapping[str, Any], images_dir: str | os.PathLike,
               command: Optional[str], device: torch.device, final: bool,
               report: Optional[dict] = None) -> dict[str, Any]:
     """The weights file's "training" entry: how it was made, how far it got and (at the end) its report."""
@@ -507,26 +300,12 @@ def _metadata(state: _State, data: _Data, settings: Mapping[str, Any], images_di
         "steps": state.step,
         "finished": final,
         "wall_time_s": round(state.elapsed, 1),
-        "hardware": _hardware(device),
+        "hardware": device_label(device),
         "torch": str(torch.__version__),
         "parameters": count_parameters(state.net.config),
         "data": {"folder": str(Path(images_dir).resolve()), "files": data.files, "split": data.split},
         "report": report,
     }
-
-
-def _held_out_report(state: _State, network: _Network, data: _Data, image_channels: int, crop: int,
-                     batch_size: int, seed: int, device: torch.device) -> dict[str, Any]:
-    """The EMA network against the noisy input and the analytic Gaussian prior, on fixed held-out crops."""
-    eval_gen = torch.Generator().manual_seed(seed + 2)
-    crops = random_crops(data.held_out, EVAL_CROPS, crop, eval_gen, flip=False)
-    trained = VPPrecond(copy.deepcopy(state.ema), **_scaling_keywords(network, image_channels)).to(device)
-    gaussian = GaussianPrior.default() if image_channels == 3 else GaussianPrior.gray()
-    report = denoising_report(
-        {"trained": trained.denoise, "gaussian": gaussian.to(device).denoise},
-        crops, seed=seed + 3, batch_size=max(batch_size, 8), device=device,
-    )
-    return {"held_out": data.split["kind"], "crop": crop, "crops": EVAL_CROPS, "psnr_db": report}
 
 
 def train_prior(
@@ -580,12 +359,14 @@ def train_prior(
                     init=None if init is None else Path(init).name,
                     loss="EDM loss, lambda = 1/c_out^2 (the network output's MSE)", min_scale=0.5, flip=True,
                     precision=precision, save_dtype=save_dtype)
-    data, channels = _load_data(images_dir, image_channels, network.config, holdout_fraction, crop, seed)
+    data, channels = load_data(images_dir, image_channels, network.config, holdout_fraction, crop, seed)
     settings["image_channels"] = channels
     precond, state = _create_state(network, dev, seed, lr, precision, channels)
     if resume:
         _resume_state(state, ckpt_path, data.split)
     save = functools.partial(_write_outputs, state, network, data, settings, images_dir, command, dev, out, ckpt_path)
     _train_loop(state, precond, data, settings, dev, checkpoint_every, progress, save)
-    report = _held_out_report(state, network, data, channels, crop, batch_size, seed, dev)
+    trained = VPPrecond(copy.deepcopy(state.ema), **_scaling_keywords(network, channels)).to(dev)
+    report = held_out_report(trained.denoise, data.held_out, data.split["kind"], channels, crop, batch_size, seed,
+                             dev)
     return save(final=True, report=report)
