@@ -58,3 +58,10 @@ def test_eval_failing_before_the_first_result_leaves_no_run_folder(capsys, tmp_p
                        "-q")
     error_line(code, err, "simulated failure")
     assert no_run_folder(tmp_path / "runs")
+
+
+def test_eval_refuses_a_method_that_cannot_take_the_operator_before_any_work(tmp_path, demo_dir, capsys):
+    code, _, err = run_cli(capsys, "eval", demo_dir, "--task", "motion_blur", "--method", "spgd,ddrm", "--limit", "1",
+                           *CLI_TINY, "--out", tmp_path / "runs")
+    cli_error_line(code, err, "ddrm cannot restore with MotionBlur", "spgd methods")
+    assert no_run_folder(tmp_path / "runs")

@@ -29,7 +29,8 @@ from ..errors import SpgdError
 from ..io import list_images, load_image, to_unit
 from ..presets import apply_overrides, load_preset, sampler_settings
 from ..priors import load_prior
-from ..samplers import check_methods, fixed_settings, make_sampler
+from ..samplers import check_methods, fixed_settings, make_sampler, setting_names
+from ..samplers.catalog import require_support
 from .console import Console
 from .images import is_asked_for
 from .measurement import OperatorFactory, measure_per_image
@@ -83,6 +84,9 @@ def diagnose(plan: DiagnosePlan, out: PathLike = "runs", console: Optional[Conso
     preset = apply_overrides(load_preset(plan.task), plan.overrides, methods)
     settings = {m: _method_settings(m, preset, device.type == "cpu") for m in methods}
     samplers = {m: make_sampler(m, **s) for m, s in settings.items()}  # bad settings fail before any work
+    stepless = [m for m in methods if "steps" not in setting_names(m)]
+    if stepless:
+        raise SpgdError(f"{', '.join(stepless)} has no steps to record the dynamics of; leave it out of methods")
     for m in methods:
         con.detail(f"{m}: {resolved_settings(samplers[m])}")
     notes = _fixed_notes(methods, preset)
@@ -91,6 +95,7 @@ def diagnose(plan: DiagnosePlan, out: PathLike = "runs", console: Optional[Conso
     con.info(f"images: {len(files)} of {x.shape[-1]}x{x.shape[-2]} from {plan.input}")
     prior = load_prior(plan.prior, checkpoint=plan.checkpoint, device=device)
     x, y, operator, op_params, seeds = degrade(x, plan.task, preset["operator"], plan.seed, device)
+    require_support(methods, operator)
 
     run_dir = new_run_dir(out, "diagnose", plan.task)
     con.info(f"run folder: {run_dir}")

@@ -45,6 +45,7 @@ from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..priors.execution import auto_batch_size, execution_label
 from ..samplers import check_methods, make_sampler
+from ..samplers.catalog import require_support
 from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .console import Console
 from .images import Item, check_image_size, is_asked_for, list_items, prior_image_size, probe_size
@@ -192,7 +193,8 @@ def set_up(plan: EvalPlan, console: Console) -> EvalSetup:
     settings = {m: sampler_settings(preset, m) for m in plan.methods}
     samplers = {m: make_sampler(m, **s, progress=console.level >= 1) for m, s in settings.items()}
     operators = _operators(plan, preset, 3, console)
-    operators(plan.seed, torch.device("cpu"))  # checks the operator parameters now, before the prior loads
+    # the operator parameters, and that every method can take this operator, checked before the prior loads
+    require_support(plan.methods, operators(plan.seed, torch.device("cpu")))
     console.detail(f"loading prior {plan.prior!r}" + (f" from {plan.checkpoint}" if plan.checkpoint else ""))
     prior = load_prior(plan.prior, plan.checkpoint, device=device, class_label=plan.class_label)
     channels = prior_channels(prior) or 3

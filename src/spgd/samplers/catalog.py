@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import SpgdError
 from ..operators.capabilities import CAPABILITIES, describe, offers
 
 #: method -> (what it is, what it matches: a release @ commit, or the paper)
@@ -73,3 +74,12 @@ def operator_support(method: str, operator) -> Support:
     if approximate:
         return Support("approximate", "; ".join(approximate))
     return Support("yes")
+
+
+def require_support(methods, operator) -> None:
+    """Raise SpgdError (one line) if a method cannot take `operator` at all (status "no"), before any work."""
+    for method in methods:
+        support = operator_support(method, operator)
+        if support.status == "no":
+            raise SpgdError(f"{method} cannot restore with {type(operator).__name__}: it {support.detail} "
+                            f"(`spgd methods` lists the operators each method takes)")
