@@ -37,8 +37,13 @@ methods=${METHODS:-spgd,dps,daps,ddrm,diffpir,pigdm,reddiff,classical}
 for task in $tasks; do
   task_methods=$methods
   [ "$task" = motion_blur ] && task_methods=${methods//ddrm,/}  # no exact SVD for a camera-shake kernel
+  # eval refuses an override for a method it does not run: keep only the run methods' budgets
+  task_budget=()
+  for ((i = 1; i < ${#budget[@]}; i += 2)); do
+    [[ ",$task_methods," == *",${budget[i]%%.*},"* ]] && task_budget+=(--set "${budget[i]}")
+  done
   ok_or_diverged "$spgd" eval "$faces" --task "$task" "${prior_args[@]}" --method "$task_methods" \
-    --batch-size "${BATCH:-10}" "${budget[@]}" --out "$out" -q
+    --batch-size "${BATCH:-10}" ${task_budget[@]+"${task_budget[@]}"} --out "$out" -q
   # SPGD at the same budget with the analytic Gaussian prior (what the trained prior adds)
   [ "${GAUSSIAN:-1}" = 0 ] && continue
   ok_or_diverged "$spgd" eval "$faces" --task "$task" --prior gaussian --method spgd --batch-size 10 \
