@@ -145,3 +145,33 @@ def test_fixed_settings_are_a_copy() -> None:
     assert fixed_settings("spgd-no-warmup") == {"warmup_steps": 1} and fixed_settings("spgd") == {}
     fixed_settings("spgd-no-warmup")["warmup_steps"] = 5
     assert fixed_settings("spgd-no-warmup") == {"warmup_steps": 1}
+
+
+def test_the_released_methods_sweep_an_operator_setting(two_faces, tmp_path, capsys) -> None:
+    """DDRM, DiffPIR, PiGDM and RED-diff sweep like the others: every cell of a noise-level sweep completes,
+    each with its own measurement noise, and the tables hold each method's cells."""
+    out = tmp_path / "runs"
+    argv = ["sweep", str(two_faces), "--task", "inpainting_random", "--vary", "noise_sigma=0.01,0.2",
+            "--methods", "ddrm,diffpir,pigdm,reddiff", "--out", str(out), "--size", "32", "--resize",
+            "--prior", "gaussian", "--set", "steps=3", "-q"]
+    assert main(argv) == 0
+    run = _run_dir(out)
+    table = json.loads((run / "sweep.json").read_text())
+    assert set(table["results"]) == {"ddrm", "diffpir", "pigdm", "reddiff"}
+    for m, cells in table["results"].items():
+        assert [c["label"] for c in cells] == ["0.01", "0.2"]
+        for c in cells:
+            assert c["n"] == 2 and c["n_failed"] == 0 and c["psnr"]["mean"] > 5
+    quiet = (run / "ddrm" / "noise_sigma=0.01" / "measurement" / "00000.png").read_bytes()
+    assert (run / "reddiff" / "noise_sigma=0.01" / "measurement" / "00000.png").read_bytes() == quiet
+    assert (run / "ddrm" / "noise_sigma=0.2" / "measurement" / "00000.png").read_bytes() != quiet
+
+
+def test_a_method_that_cannot_take_the_operator_is_refused_before_any_cell(two_faces, tmp_path, capsys) -> None:
+    out = tmp_path / "runs"
+    argv = ["sweep", str(two_faces), "--task", "motion_blur", "--vary", "steps=2,3", "--methods", "pigdm,ddrm",
+            "--out", str(out), "--size", "32", "--resize", "--prior", "gaussian"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "ddrm cannot restore with MotionBlur" in err and err.count("\n") == 1
+    assert not out.exists() or not any(out.iterdir())  # pigdm's cells did not run first

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
 
 from ..diagnostics.plots import pyplot
 from ..errors import SpgdError
@@ -48,8 +49,10 @@ from ..presets import (
     sampler_keys,
 )
 from ..samplers import check_methods, fixed_settings, setting_defaults
+from ..samplers.catalog import require_support
 from .console import Console
 from .evaluation import EvalPlan, evaluate_in
+from .measurement import OperatorFactory
 from .runs import (
     PathLike,
     atomic_write_bytes,
@@ -291,6 +294,12 @@ class Sweep:
                 cell.validate()
                 cell.preset()  # a bad per-method setting fails now
                 self.cells.append(Cell(m, v, f"{m}/{self.varied.key}={_label(v)}", cell))
+        # every method can take the task's operator (a varied operator setting changes no capability): checked
+        # before the first cell runs, not when the method's turn comes
+        first = self.cells[0].plan
+        operators = OperatorFactory(plan.task, first.preset().get("operator", {}), plan.kernel, plan.mask,
+                                    first.overrides, 3)
+        require_support(methods, operators(plan.seed, torch.device("cpu")))
 
     def settings_entry(self) -> dict:
         """The sweep as settings.json records it: the varied key, its values and labels, the methods, the cells."""
