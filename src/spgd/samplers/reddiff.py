@@ -62,7 +62,8 @@ class REDDiff(Sampler):
     x0_pred, i.e. mu BEFORE the last Adam step plus sigma_x0 n0) or "mu" (the paper's: mu after the last step).
 
     Where the release differs from the paper:
-    - it returns the last x0_pred, not mu (`output="mu"` gives the paper's; 0.9-2 % apart on the fixtures);
+    - it returns the last x0_pred, not mu (`output="mu"` gives the paper's; 0.9-2 % apart on the fixtures; measured
+      in benchmarks/RESULTS.md section 8: the release's output is 0.03-0.14 dB better on blur and inpainting);
     - both loss terms are means over entries, the data term weighted by `obs_weight` rather than 1 / (2 sigma_v^2).
     Release choices to know (kept): Adam's beta2 = 0.99 (its comment names torch's 0.999 as the original; 0.5-1 %
     apart on the fixtures), the start mu = A+y, and `sigma_x0` (0 in its config, 1e-4 in its inpainting command).
