@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# the tests fix their torch threads themselves (_few_threads below, OMP_NUM_THREADS in subprocesses): the CLI
+# leaves them as they are instead of choosing by the machine's load (spgd.device.choose_threads)
+os.environ.setdefault("SPGD_THREADS", "torch")
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
