@@ -48,7 +48,7 @@ from ..samplers.schedule import SIGMA_MAX  # the start x = sigma_max * eps of th
 from ..samplers.spgd import SPGD
 from .console import Console
 from .measurement import measure_per_image
-from .runs import PathLike, atomic_write_json, atomic_write_text, new_run_dir, provenance
+from .runs import PathLike, atomic_write_json, atomic_write_text, check_writable, new_run_dir, provenance
 from .seeding import image_seed, noise_seed, sample_generators
 from .tables import markdown_table, number
 
@@ -423,6 +423,7 @@ def bench(plan: BenchPlan, out: PathLike = "runs", console: Optional[Console] = 
           argv: Optional[list[str]] = None) -> BenchRecord:
     """The timing rows, the quality check, bench.json, bench.md and settings.json in a new run folder."""
     con = console or Console()
+    check_writable(out)
     device = resolve_device(plan.device)
     plan.validate()
     archs = [load_arch(a) for a in plan.archs]

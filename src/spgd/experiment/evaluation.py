@@ -48,9 +48,13 @@ from ..samplers import check_methods, make_sampler
 from ..samplers.catalog import require_support
 from ..samplers.base import RESIDUAL_REASON, residual_diverged
 from .console import Console
-from .images import Item, check_image_size, is_asked_for, list_items, prior_image_size, probe_size
+from .images import (
+    Item, check_image_size, is_asked_for, list_items, prior_image_size, probe_size, selection, selection_differences,
+)
 from .measurement import OperatorFactory, measure_per_image, measurement_baseline, viewable
-from .runs import PathLike, atomic_write_json, new_run_dir, provenance, read_json, read_run_settings, shard, utc_now
+from .runs import (
+    PathLike, RunLock, atomic_write_json, check_writable, new_run_dir, provenance, read_json, read_run_settings, shard, utc_now,
+)
 from .samples import UNCERTAINTY_VMAX, SampleMoments, sample_summary_paths, write_sample_summary
 from .seeding import image_seed, noise_seed, sample_generators
 from .tables import FID_REFERENCE, number, write_tables
@@ -99,7 +103,8 @@ class EvalPlan:
         return apply_overrides(load_preset(self.task, self.protocol), self.overrides, self.methods)
 
     def identity(self) -> dict:
-        """What makes two runs the same experiment (batch size, device, limit and output do not)."""
+        """What makes two runs the same experiment: every field but batch size and device (and where it is
+        written). The images themselves are part of it too: see :func:`check_resumable`."""
         preset = self.preset()
         return {
             "images_dir": str(Path(self.images_dir).resolve()),
@@ -114,6 +119,7 @@ class EvalPlan:
             "seed": self.seed,
             "size": None if self.size is None else list(self.size),
             "resize": bool(self.resize),
+            "limit": self.limit,
             "kernel": None if self.kernel is None else str(Path(self.kernel).resolve()),
             "mask": None if self.mask is None else str(Path(self.mask).resolve()),
             "lpips": {"net": self.lpips_net, "weights": [str(Path(p).resolve()) for p in self.lpips_weights]},
@@ -260,12 +266,14 @@ def settings_resolved(plan: EvalPlan, setup: EvalSetup, world_size: int = 1) -> 
     run, informative: results do not depend on it)."""
     return {
         "identity": plan.identity(),
+        "images": selection(setup.items),  # the images restored (resuming checks that they are the same)
         "preset": plan.preset(),
         "operator": setup.operators.recorded,  # what was used (a kernel/mask file, not the preset's)
         "samplers": setup.sampler_settings,
         "image_size": list(setup.size),
         "batch_size": setup.batch_size,
         "device": str(setup.device),
+        "threads": torch.get_num_threads(),  # CPU: the thread count fixes the order of sums, hence the last bits
         "network": execution_label(setup.prior),
         "world_size": world_size,
         "lpips": setup.lpips_note,
@@ -275,13 +283,28 @@ def settings_resolved(plan: EvalPlan, setup: EvalSetup, world_size: int = 1) -> 
     }
 
 
-def check_resumable(run_dir: Path, plan: EvalPlan) -> None:
-    """A run folder to resume is an `spgd eval` run with the same identity (the settings that change results)."""
+# identity keys that runs of earlier versions did not record: compared only where the run has them
+LATER_IDENTITY_KEYS = ("limit",)
+
+
+def check_resumable(run_dir: Path, plan: EvalPlan, setup: Optional[EvalSetup] = None) -> None:
+    """A run folder to resume is an `spgd eval` run of the same experiment: the same identity (the settings that
+    change results, the selection of images included: limit), and, with `setup`, the same images (names,
+    contents, sorted order, hence seeds) at the same size."""
     saved = read_run_settings(run_dir, "eval")
-    diffs = identity_differences(saved.get("resolved", {}).get("identity", {}), plan.identity())
+    resolved = saved.get("resolved", {})
+    old = resolved.get("identity", {})
+    now = {k: v for k, v in plan.identity().items() if k in old or k not in LATER_IDENTITY_KEYS}
+    diffs = identity_differences(old, now)
+    if setup is not None:
+        if resolved.get("images") is not None:
+            diffs += selection_differences(resolved["images"], selection(setup.items))
+        if resolved.get("image_size") is not None and list(resolved["image_size"]) != list(setup.size):
+            diffs.append(f"image size (run: {resolved['image_size'][1]}x{resolved['image_size'][0]}, now: "
+                         f"{setup.size[1]}x{setup.size[0]}, width x height)")
     if diffs:
         raise SpgdError(
-            f"refusing to resume {run_dir}: the settings differ: {'; '.join(diffs)}; "
+            f"refusing to resume {run_dir}: it would not be the same experiment: {'; '.join(diffs)}; "
             "run without resume=... for a new run folder"
         )
 
@@ -313,10 +336,14 @@ def evaluate(plan: EvalPlan, out: PathLike = "runs", resume: Optional[PathLike] 
     """Evaluate in one process: into a new run folder under `out` (created once the set-up has passed), or into
     the run folder `resume` (only the images without a result)."""
     console = console or Console()
-    setup = set_up(plan, console)
     if resume is not None:
-        return _evaluate_in(plan, setup, Path(resume), True, console, argv)
-    return _evaluate_in(plan, setup, new_run_dir(out, "eval", plan.task), False, console, argv)
+        with RunLock(resume, "eval"):  # before the set-up: a run in use is said at once
+            return _evaluate_in(plan, set_up(plan, console), Path(resume), True, console, argv)
+    check_writable(out)
+    setup = set_up(plan, console)
+    run_dir = new_run_dir(out, "eval", plan.task)
+    with RunLock(run_dir, "eval"):
+        return _evaluate_in(plan, setup, run_dir, False, console, argv)
 
 
 def evaluate_in(plan: EvalPlan, run_dir: PathLike, console: Optional[Console] = None,
@@ -327,7 +354,8 @@ def evaluate_in(plan: EvalPlan, run_dir: PathLike, console: Optional[Console] = 
     run_dir = Path(run_dir)
     setup = set_up(plan, console)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return _evaluate_in(plan, setup, run_dir, (run_dir / "settings.json").is_file(), console, argv)
+    with RunLock(run_dir, "eval"):
+        return _evaluate_in(plan, setup, run_dir, (run_dir / "settings.json").is_file(), console, argv)
 
 
 def _evaluate_in(plan: EvalPlan, setup: EvalSetup, run_dir: Path, resume: bool, console: Console,
@@ -335,7 +363,7 @@ def _evaluate_in(plan: EvalPlan, setup: EvalSetup, run_dir: Path, resume: bool, 
     """The run of a set-up evaluation in `run_dir`; a new run that fails before its first result leaves no
     folder behind."""
     if resume:
-        check_resumable(run_dir, plan)
+        check_resumable(run_dir, plan, setup)
     else:
         provenance(run_dir, "eval", plan, settings_resolved(plan, setup), argv)
     try:

@@ -28,7 +28,7 @@ from ..samplers.base import RESIDUAL_REASON, Stats, infer_x_shape, residual_dive
 from .console import Console
 from .images import MIN_SIDE, check_image_size, size_multiple
 from .measurement import INPAINTING, OperatorFactory, load_measurement, measure_per_image, viewable
-from .runs import PathLike, atomic_write_json, new_run_dir, provenance
+from .runs import PathLike, atomic_write_json, check_writable, new_run_dir, provenance
 from .samples import UNCERTAINTY_VMAX, SampleMoments, write_sample_summary
 from .seeding import image_seed, noise_seed, sample_generators, sample_seed
 from .tables import write_grid
@@ -130,6 +130,7 @@ def restore(plan: RestorePlan, out: PathLike = "runs", console: Optional[Console
     in `spgd eval` with the same seed; with samples S >= 2 it is restored S times in one batch."""
     con = console or Console()
     plan.validate()
+    check_writable(out)  # a mistyped or read-only out fails now, not after the restoration
     dev = resolve_device(plan.device)
     y, notes = load_measurement(plan.measurement)
     preset = plan.preset()
@@ -321,6 +322,7 @@ def run_demo(plan: Optional[DemoPlan] = None, out: PathLike = "runs", console: O
     con, plan = console or Console(), plan or DemoPlan()
     if plan.steps < 1:
         raise SpgdError(f"steps must be >= 1, got {plan.steps}")
+    check_writable(out)
     dev = resolve_device(plan.device)
     x, _ = io.load_image(DEMO_IMAGE)
     x = x.to(dev)
