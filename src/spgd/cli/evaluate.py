@@ -183,7 +183,9 @@ def report(summary: EvalSummary, con: Console) -> int:
     if summary.n_skipped:
         con.warn(f"{summary.n_skipped} file(s) skipped (unreadable); see the warnings above")
     if summary.n_failed:
-        failed = {m: e["failed_images"] for m, e in summary.tables["per_method"].items() if e["failed_images"]}
-        con.warn(f"{summary.n_failed} restoration(s) diverged: {failed}; they are excluded from the means")
+        failed = "; ".join(f"{m} {name}: {reason or 'failed'}" for m, e in summary.tables["per_method"].items()
+                           for name, reason in (e.get("failure_reasons") or dict.fromkeys(e["failed_images"])).items())
+        con.warn(f"{summary.n_failed} restoration(s) failed, excluded from the means ({failed}); the rule: "
+                 "spgd.verdict (README: Is a result sound?)")
         return EXIT_FAILED_IMAGES
     return EXIT_OK

@@ -45,8 +45,9 @@ from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..priors.execution import auto_batch_size, execution_label
 from ..samplers import check_methods, make_sampler
+from ..samplers.base import check_start_sigma
 from ..samplers.catalog import require_support
-from ..samplers.base import RESIDUAL_REASON, residual_diverged
+from ..verdict import FAILED, UNDER_FIT, judge
 from .console import Console
 from .images import (
     Item, check_image_size, is_asked_for, list_items, prior_image_size, probe_size, selection, selection_differences,
@@ -203,6 +204,9 @@ def set_up(plan: EvalPlan, console: Console) -> EvalSetup:
     require_support(plan.methods, operators(plan.seed, torch.device("cpu")))
     console.detail(f"loading prior {plan.prior!r}" + (f" from {plan.checkpoint}" if plan.checkpoint else ""))
     prior = load_prior(plan.prior, plan.checkpoint, device=device, class_label=plan.class_label)
+    for m, smp in samplers.items():  # a schedule far beyond the prior's noise range: refused now (not garbage later)
+        if getattr(smp, "sigma_max", None) is not None:
+            check_start_sigma(float(smp.sigma_max), prior, m)
     channels = prior_channels(prior) or 3
     if channels != 3:
         operators = _operators(plan, preset, channels, None)
@@ -547,15 +551,13 @@ class Evaluation:
         setup = self.setup
         x01, xh01 = io.to_unit(x.clamp(-1, 1)), io.to_unit(x_hat.clamp(-1, 1))
         psnr, ssim = metrics.psnr(xh01, x01).tolist(), metrics.ssim(xh01, x01).tolist()
-        with torch.no_grad():  # the data fit, to compare with the noise level
-            ax = op.forward(x_hat)
-            rms = (ax - y).pow(2).flatten(1).mean(1).sqrt().tolist()
-            # the divergence rule's data-residual part, for every method (spgd.samplers.base)
-            fit_bad = residual_diverged(ax, y, float(getattr(op, "noise_sigma", 0.0))).tolist()
+        verdicts = judge(x_hat, y, op)  # the data fit and the image range, for every method (spgd.verdict)
+        rms = [v.residual for v in verdicts]
+        fit_bad = [v.failed for v in verdicts]
         lpips = setup.lpips(x_hat.clamp(-1, 1), x.clamp(-1, 1)).tolist() if setup.lpips is not None else None
         failed = list(stats.failed) if stats.failed else [False] * len(items)
         reasons = list(getattr(stats, "failure_reason", None) or [None] * len(items))
-        reasons = [r or (RESIDUAL_REASON if b else None) for r, b in zip(reasons, fit_bad)]
+        reasons = [r or (v.reason if v.failed else None) for r, v in zip(reasons, verdicts)]
         failed = [bool(f) or not math.isfinite(p) or b for f, p, b in zip(failed, psnr, fit_bad)]
         if s == 0:  # FID/KID: one restoration per image (the first sample), failed ones left out
             self._save_fid_features(method, [it for it, f in zip(items, failed) if not f],
@@ -570,7 +572,10 @@ class Evaluation:
                 "failed_at_step": stats.failed_at_step[j] if stats.failed_at_step else None,
                 "failure_reason": reasons[j] or ("non-finite scores" if failed[j] else None),
                 "psnr": psnr[j] if ok else None, "ssim": ssim[j] if ok else None, "rms_residual": rms[j] if ok else None,
+                "verdict": verdicts[j].as_dict(),
             }
+            if failed[j] and not verdicts[j].failed:  # the sampler's own rule (diverged), or a non-finite score
+                sample["verdict"].update(status=FAILED, reason=sample["failure_reason"])
             if lpips is not None:
                 sample[setup.lpips_label] = lpips[j] if ok else None
             samples.append(sample)
@@ -586,7 +591,7 @@ class Evaluation:
             for m, r in rec["methods"].items():
                 self.console.detail(
                     f"{rec['name']} {m}: PSNR {number(r['psnr'])} SSIM {number(r['ssim'], '.4f')} "
-                    f"({r['seconds']:.1f} s/restoration, {r['failed']} failed)"
+                    f"({r['seconds']:.1f} s/img, {r['failed']} failed, {r.get('under_fit', 0)} under-fit)"
                 )
 
     def _save_fid_features(self, method: str, items: list, images01: Tensor) -> None:
@@ -628,6 +633,12 @@ class Evaluation:
         return out
 
 
+def mean_of(values: Sequence[Optional[float]]) -> Optional[float]:
+    """The mean of the values that are numbers, or None."""
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 def _method_record(samples: list[dict], cost: list[dict], lpips_label: Optional[str], settings: dict) -> dict:
     """A method's entry in an image's record: the mean scores over its samples that did not fail, the cost of
     one restoration, each sample, the settings."""
@@ -644,11 +655,16 @@ def _method_record(samples: list[dict], cost: list[dict], lpips_label: Optional[
         "rms_residual": mean("rms_residual"),  # sqrt(mean((A(x_hat) - y)^2)), the noise level when fitted
         "n_samples": len(samples),
         "failed": len(samples) - len(ok),
+        # the verdicts (spgd.verdict): samples kept but flagged, and the mean fit (residual / noise level)
+        "under_fit": sum(1 for s in ok if (s.get("verdict") or {}).get("status") == UNDER_FIT),
+        "fit": mean_of([(s.get("verdict") or {}).get("fit") for s in ok]),
         # cost of one restoration (the mean over samples); seconds = batch time / batch size
         "denoiser_calls": float(np.mean([c["denoiser_calls"] for c in cost])),
         "vjps": float(np.mean([c["vjps"] for c in cost])),
         "decoder_calls": float(np.mean([c.get("decoder_calls", 0) for c in cost])),  # latent priors' VAE
-        "seconds": float(np.mean([c["seconds_per_image"] for c in cost])),
+        # per image: all its samples (the sampler's seconds_per_image is per restoration, one sample)
+        "seconds": float(np.sum([c["seconds_per_image"] for c in cost])),
+        "seconds_per_sample": float(np.mean([c["seconds_per_image"] for c in cost])),
         "peak_memory_bytes": max((c["peak_memory_bytes"] or 0) for c in cost) or None,
         "peak_memory_kind": cost[0]["peak_memory_kind"],
         "samples": samples,
