@@ -172,6 +172,22 @@ def load_arch(spec: str) -> tuple[str, dict]:
 # building blocks
 
 
+# A tiny ADM UNet (2 levels, attention at the lower one, scale-shift norm, res-block resampling): the toy
+# architecture of the tests and of benchmarks/gpu_run.sh --cpu-rehearsal (which needs nothing beyond the package,
+# so it lives here, not in tests/conftest.py).
+TINY_UNET = dict(
+    image_size=16,
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult="1,2",
+    learn_sigma=True,
+    attention_resolutions="8",
+    num_head_channels=16,
+    use_scale_shift_norm=True,
+    resblock_updown=True,
+)
+
+
 def random_unet(config: dict, device: torch.device, seed: int = 0) -> UNetModel:
     """A UNet of `config` with random weights on `device`. The zero-initialised output layers get small random
     weights too, so the network's output (and the restoration) depends on every layer."""
