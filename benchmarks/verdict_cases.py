@@ -60,7 +60,7 @@ def main() -> None:
     if args.only in (None, "honest"):
         for task in TASKS:
             methods = [m for m in METHODS if not (m == "ddrm" and task == "motion_blur")]  # ddrm: svd only
-            jobs.append((task, task, methods, BUDGET))
+            jobs.append((task, task, methods, [o for o in BUDGET if o.split(".")[0] in methods]))
     if args.only in (None, "garbage"):
         jobs += [(case, task, [m], ov) for case, (task, m, ov) in GARBAGE.items()]
     print("| case | method | image | verdict | fit (x noise) | residual / RMS(y) | outside | extra saturation | PSNR |")
