@@ -38,14 +38,27 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 Size = Union[int, tuple[int, int]]
 
 
-def torch_load_reason(e: BaseException) -> str:
-    """Why torch.load(weights_only=True) refused a file, in a few words (torch's own messages run to a page)."""
+def torch_load_reason(e: BaseException, path: Union[str, os.PathLike, None] = None) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words (torch's own messages run to a page):
+    from the file's first bytes where `path` is given (torch.save writes a zip archive, or a pickle in the
+    legacy format), else from the error."""
+    head = b""
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError:
+            head = b""
+        if not head:
+            return "it is empty"
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+            return "it is not a file written by torch.save (neither a zip archive nor a pickle)"
     text = str(e)
-    if "weights_only" in text or "Weights only load failed" in text:
+    if "Unsupported global" in text or "GLOBAL" in text or "Unsupported operand" in text:
         return "it holds Python objects that a weights-only load refuses (not plain tensors and containers)"
-    if "central directory" in text or "zip archive" in text or isinstance(e, EOFError):
-        return "it is empty, truncated or damaged"
-    return "it is not a file written by torch.save (or it is damaged)"
+    if "central directory" in text or "zip archive" in text or isinstance(e, EOFError) or "truncated" in text:
+        return "it is truncated or damaged"
+    return "it is not a file written by torch.save, or it is damaged"
 
 
 def load_torch_file(path: Union[str, os.PathLike], what: str = "a torch file") -> object:
@@ -55,7 +68,7 @@ def load_torch_file(path: Union[str, os.PathLike], what: str = "a torch file") -
     except FileNotFoundError:
         raise SpgdError(f"{what} not found: {path}") from None
     except Exception as e:  # noqa: BLE001 - any failure means an unusable file
-        raise SpgdError(f"cannot read {path} as {what}: {torch_load_reason(e)}") from None
+        raise SpgdError(f"cannot read {path} as {what}: {torch_load_reason(e, path)}") from None
 
 
 NPY_MAGIC = b"\x93NUMPY"

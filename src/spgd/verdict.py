@@ -23,11 +23,14 @@ The rule (``judge_values``), in order:
    ends near 50 x the noise level, SPGD at K = 10 near 10-20 x).
 3. **ok** otherwise.
 
-The thresholds were chosen from measurements (issue 28; README "Is a result sound?"): every method's honest
-runs at the CPU budgets of benchmarks/RESULTS.md section 2 on four tasks stay below 0.3 % outside, below
-0.1 extra saturation and below 1.1 x RMS(y) of residual, while the garbage cases (`--set lr=30`,
-`sigma_max=1e30`, DPS with lr=1e6) are outside by 30-90 %, saturated by 0.9 or more, or fit 8-20 times worse
-than a blank image.
+The thresholds were chosen from measurements (issue 28; the table in the README, "Is a result sound?";
+benchmarks/verdict_cases.py): every method's honest runs at the CPU budgets of benchmarks/RESULTS.md section 2
+(the bundled prior at 256 px and 64 px, the Gaussian prior at 32 px on blur, SR and inpainting) had no value
+beyond +-1.5, at most 0.05 more saturation than the measurement and a residual of at most 1.01 x RMS(y) (DPS at
+30 steps; fit 37-52, under-fit), while the garbage cases are 15-33 % outside and 0.47-0.61 more saturated (DPS
+with lr = 100 / 1000, finite, 8-9 dB) or 16 x RMS(y) off (issue 28's lr=30, 820 x the noise level); DPS with
+lr=1e6 and SPGD with lr=30 at the CPU budgets already fail the samplers' divergence rule, and a sigma_max far
+beyond the prior's range is refused (spgd.samplers.base.check_start_sigma).
 
 ``judge(x, y, operator)`` gives the verdicts of a batch; ``verdict_of_record(entry)`` reads one back from a
 run's record (an `spgd eval` record's method sample, or an `spgd restore` record), for the tables and the app.

@@ -196,7 +196,7 @@ def _read(paths: list[Path], net: str) -> tuple[dict[str, Tensor], list[Tensor] 
             sd = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
             raise SpgdError(
-                f"LPIPS ({net}): cannot read {p} as a torch weights file: {torch_load_reason(e)}. {weights_help(net)}"
+                f"LPIPS ({net}): cannot read {p} as a torch weights file: {torch_load_reason(e, p)}. {weights_help(net)}"
             ) from None
         if isinstance(sd, (list, tuple)) and sd and all(isinstance(t, Tensor) for t in sd):
             heads = [t for t in sd]
