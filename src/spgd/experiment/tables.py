@@ -312,7 +312,7 @@ def format_table(tables: dict) -> str:
                   number(vjps, ".0f"), number(secs, ".1f")]
         cells.append(str(e["n_failed"]))
         fit = (e.get("fit") or {}).get("mean")
-        cells.append(str(e.get("n_under_fit", 0)) + (f" (fit {number(fit, '.0f')}x)" if e.get("n_under_fit") else ""))
+        cells.append(str(e.get("n_under_fit", 0)) + (f"({number(fit, '.0f')}x)" if e.get("n_under_fit") else ""))
         if with_fid:
             fe = e.get("fid") or {}
             cells += [number(fe.get("fid"), ".2f"), number((fe.get("kid") or {}).get("mean"), ".4f"),
@@ -324,8 +324,9 @@ def format_table(tables: dict) -> str:
                 [plus_minus(ms.get(label, {}), 4)] if label else [])
             lines.append(row("  mean of samples", cells).rstrip())
     if any(e.get("n_under_fit") or e.get("n_failed") for e in tables.get("per_method", {}).values()):
-        lines.append(f"failed: garbage (not in the means); under-fit: residual > {UNDER_FIT_FACTOR:g} x the noise level, "
-                     "kept (a cut budget; fit = residual / noise); the rule: spgd.verdict")
+        lines.append(f"failed: garbage (not in the means); under-fit N(Fx): N images with a residual > "
+                     f"{UNDER_FIT_FACTOR:g} x the noise level, kept (a cut budget), F = the method's mean residual / "
+                     "noise; the rule: spgd.verdict")
     if with_fid:
         warnings = {(e.get("fid") or {}).get("warning") for e in tables.get("per_method", {}).values()} - {None}
         lines += [f"note: {w}" for w in sorted(warnings)]
