@@ -93,7 +93,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------- settings
 if [ $REHEARSAL = 1 ]; then
-  "$PY" -c "import json, sys; sys.path.insert(0, 'tests'); from conftest import TINY_UNET; print(json.dumps(TINY_UNET))" \
+  "$PY" -c "import json; from spgd.experiment.bench import TINY_UNET; print(json.dumps(TINY_UNET))" \
     > "$WORK/tiny.json" 2>> "$OUT/run.log" || { say "cannot write the toy architecture"; exit 1; }
   ARCH=(--arch "$WORK/tiny.json" --size 16 --device cpu)
   BENCH=(--steps 1 --warmup-steps 1 --precision bf16 --compile off --max-batch 4)

@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# the tests fix their torch threads themselves (_few_threads below, OMP_NUM_THREADS in subprocesses): the CLI
+# leaves them as they are instead of choosing by the machine's load (spgd.device.choose_threads)
+os.environ.setdefault("SPGD_THREADS", "torch")
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
@@ -42,19 +46,9 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-# A tiny ADM UNet (2 levels, attention at the lower one, scale-shift norm, res-block resampling), shared by the
-# network and benchmark tests.
-TINY_UNET = dict(
-    image_size=16,
-    num_channels=32,
-    num_res_blocks=1,
-    channel_mult="1,2",
-    learn_sigma=True,
-    attention_resolutions="8",
-    num_head_channels=16,
-    use_scale_shift_norm=True,
-    resblock_updown=True,
-)
+# the toy architecture of the network and benchmark tests (it lives in the package: gpu_run.sh's rehearsal
+# uses it without pytest)
+from spgd.experiment.bench import TINY_UNET  # noqa: E402
 
 
 @pytest.fixture

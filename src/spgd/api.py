@@ -16,6 +16,7 @@ from .priors.base import as_prior
 from .priors.latent import LatentPrior
 from .samplers import DPS, Classical, make_sampler
 from .samplers.base import GeneratorLike, Result, check_measurement, infer_x_shape
+from .verdict import FAILED, judge
 
 
 def check_generator(generator, batch: int) -> None:
@@ -121,7 +122,7 @@ def run_sampler(sampler: Any, y: Tensor, operator: Any, prior: Any, generator: A
     the final one included, per image). Diverged samples are 0 in x as in z. A prior-free sampler (classical) and
     a pixel prior run unchanged. `x_shape` is the image shape (default: the operator's input_shape(y))."""
     if not getattr(prior, "is_latent", False) or isinstance(sampler, Classical):
-        return sampler.run(y, operator, prior, generator=generator, x_shape=x_shape, **kwargs)
+        return judged(sampler.run(y, operator, prior, generator=generator, x_shape=x_shape, **kwargs), y, operator)
     image_shape = infer_x_shape(y, operator, x_shape)
     lat_op = LatentOperator(operator, prior.codec, image_shape)
     run = latent_sampler(sampler, prior)
@@ -133,4 +134,26 @@ def run_sampler(sampler: Any, y: Tensor, operator: Any, prior: Any, generator: A
         dead = torch.tensor(result.stats.failed, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
         x = torch.where(dead, torch.zeros_like(x), x)
     result.stats.decoder_calls = prior.codec.decoder_calls - before
-    return Result(x=x, stats=result.stats, telemetry=result.telemetry, latent=result.x)
+    return judged(Result(x=x, stats=result.stats, telemetry=result.telemetry, latent=result.x), y, operator)
+
+
+def judged(result: Result, y: Tensor, operator: Any) -> Result:
+    """The result with each image judged against its measurement (spgd.verdict): Stats.verdict, and a garbage
+    result (saturated, far outside the image range, fitting worse than a blank image) marked failed with the
+    reason in Stats.failed / failure_reason. The images are left as they are."""
+    x = result.x
+    if not torch.is_tensor(x) or x.ndim != y.ndim or x.shape[0] != y.shape[0]:
+        return result
+    stats = result.stats
+    verdicts = judge(x, y, operator)
+    n = len(verdicts)
+    failed = list(stats.failed) if len(stats.failed) == n else [False] * n
+    reasons = list(stats.failure_reason) if len(stats.failure_reason) == n else [None] * n
+    at = list(stats.failed_at_step) if len(stats.failed_at_step) == n else [None] * n
+    for i, v in enumerate(verdicts):
+        if v.failed and not failed[i]:
+            failed[i], reasons[i] = True, v.reason
+        elif failed[i] and not v.failed:  # the sampler's own rule fired (diverged; the sample was set to 0)
+            verdicts[i] = dataclasses.replace(v, status=FAILED, reason=reasons[i] or "diverged")
+    stats.failed, stats.failure_reason, stats.failed_at_step, stats.verdict = failed, reasons, at, verdicts
+    return result

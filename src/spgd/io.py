@@ -7,6 +7,7 @@ file, so a caller can skip it with a warning.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Sequence
@@ -37,12 +38,80 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 Size = Union[int, tuple[int, int]]
 
 
+def torch_load_reason(e: BaseException, path: Union[str, os.PathLike, None] = None) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words (torch's own messages run to a page):
+    from the file's first bytes where `path` is given (torch.save writes a zip archive, or a pickle in the
+    legacy format), else from the error."""
+    head = b""
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError:
+            head = b""
+        if not head:
+            return "it is empty"
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+            return "it is not a file written by torch.save (neither a zip archive nor a pickle)"
+    text = str(e)
+    if "Unsupported global" in text or "GLOBAL" in text or "Unsupported operand" in text:
+        return "it holds Python objects that a weights-only load refuses (not plain tensors and containers)"
+    if "central directory" in text or "zip archive" in text or isinstance(e, EOFError) or "truncated" in text:
+        return "it is truncated or damaged"
+    return "it is not a file written by torch.save, or it is damaged"
+
+
 def load_torch_file(path: Union[str, os.PathLike], what: str = "a torch file") -> object:
-    """torch.load(weights_only=True) on the CPU; an unreadable file is one SpgdError naming it and `what`."""
+    """torch.load(weights_only=True) on the CPU; an unreadable file is one SpgdError naming it, `what` and why."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SpgdError(f"{what} not found: {path}") from None
     except Exception as e:  # noqa: BLE001 - any failure means an unusable file
-        raise SpgdError(f"cannot read {path} as {what} ({type(e).__name__})") from None
+        raise SpgdError(f"cannot read {path} as {what}: {torch_load_reason(e, path)}") from None
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path: Union[str, os.PathLike], what: str = "an array") -> np.ndarray:
+    """A numeric array from a .npy file (never unpickled); one SpgdError naming the file and what is wrong
+    otherwise: not a NumPy file, an array of Python objects, or a damaged file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except FileNotFoundError:
+        raise SpgdError(f"{what} file not found: {path}") from None
+    except OSError as e:
+        raise SpgdError(f"cannot read {what} file {path}: {e.strerror or e}") from None
+    if head != NPY_MAGIC:
+        raise SpgdError(
+            f"{what} file {path} is not a NumPy .npy file (it does not start with the .npy signature); "
+            "write one with numpy.save(path, array)"
+        )
+    try:
+        a = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "bject arrays" in str(e) or "pickled" in str(e):
+            raise SpgdError(
+                f"{what} file {path} holds Python objects (dtype object), not numbers; save a float array, "
+                "e.g. numpy.save(path, array.astype(numpy.float32))"
+            ) from None
+        raise SpgdError(f"cannot read {what} file {path}: it is truncated or damaged ({e})") from None
+    except (OSError, EOFError) as e:
+        raise SpgdError(f"cannot read {what} file {path}: it is truncated or damaged ({e})") from None
+    return numeric_array(a, f"{what} file {path}")
+
+
+def numeric_array(a: Any, what: str) -> np.ndarray:
+    """`a` as a NumPy array of real numbers (bool, integer or float); an SpgdError naming `what` otherwise."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        kind = {"O": "Python objects (dtype object)", "c": "complex numbers", "U": "text", "S": "bytes"}.get(
+            a.dtype.kind, f"dtype {a.dtype}")
+        raise SpgdError(f"{what} holds {kind}, not real numbers; give a float array")
+    return a
 
 
 def to_unit(x: Tensor) -> Tensor:
@@ -228,22 +297,37 @@ def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> P
     """Write a file atomically: `write(f)` fills a temporary file in the same folder, which then replaces
     `path` (os.replace), so a reader never sees a half-written file. The folder is created if needed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _named(e, path) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a result file gets the mode open() would give
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # ENOSPC, EIO, ...: say which file could not be written
+            raise _named(e, path) from None
         raise
     return path
 
 
+def _named(e: OSError, path: Path) -> OSError:
+    """The OSError `e` as one naming the file `path` (a full disk's errno 28 otherwise names none)."""
+    if e.filename is not None:
+        return e
+    return OSError(e.errno, e.strerror or str(e), str(path))
+
+
 def atomic_torch_save(path: Union[str, Path], obj: Any) -> Path:
-    """torch.save(obj) to `path` atomically (spgd.io.atomic_write)."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save(obj) to `path` atomically (spgd.io.atomic_write). Serialised in memory first: torch.save
+    straight to a full disk fails with a message that names neither the disk nor the file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
 def save_image(x: Tensor, path: Union[str, Path]) -> Path:

@@ -542,3 +542,63 @@ def test_verbose_shows_detail_lines_in_diagnose_and_bench(tmp_path, demo_dir, ca
                            "--warmup-steps", "1", "--batch-sizes", "1", "--precision", "fp32", "--no-reference",
                            "--out", tmp_path / "bench", "-v")
     assert code == 0 and "bench:   fp32 eager, settings {'precision': 'fp32'" in err
+
+
+def test_interrupted_limit_run_resumed_with_the_printed_command_has_exactly_the_images_asked_for(
+        capsys, tmp_path, four_images, monkeypatch):
+    """Issue 28: Ctrl-C on `--limit 3` after one image; the printed resume command restores the 2 missing images of
+    the 3 asked for, not the whole folder."""
+    from spgd.experiment.evaluation import Evaluation
+
+    out = tmp_path / "runs"
+    real = Evaluation._restore_batch
+    calls = {"n": 0}
+
+    def flaky(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(Evaluation, "_restore_batch", flaky)
+    code, _, err = run(capsys, "eval", four_images, "--task", "denoising", *TINY, "--limit", 3, "--batch-size", 1,
+                       "--out", out, "-q")
+    assert code == 130
+    run_dir = only_run(out)
+    printed = [line.strip() for line in err.splitlines() if line.strip().startswith("spgd eval --resume")]
+    assert len(printed) == 1, err
+    monkeypatch.setattr(Evaluation, "_restore_batch", real)
+    code, _, err = run(capsys, *printed[0].split()[1:])
+    assert code == 0, err
+    assert sorted(p.stem for p in (run_dir / "records").glob("*.json")) == ["00000", "00001", "00002"]
+    with open(run_dir / "metrics.csv") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == ["00000", "00001", "00002"]
+
+
+def test_resume_refuses_another_limit_and_changed_images(capsys, tmp_path, four_images):
+    out = tmp_path / "runs"
+    code, _, err = run(capsys, "eval", four_images, "--task", "denoising", *TINY, "--limit", 2, "--out", out, "-q")
+    assert code == 0, err
+    run_dir = only_run(out)
+    code, _, err = run(capsys, "eval", "--resume", run_dir, "--limit", 3)
+    assert_one_line_error(code, err, "refusing to resume", "limit")
+    first = sorted(four_images.iterdir())[0]
+    Image.fromarray(255 - pixels(first)).save(first)
+    code, _, err = run(capsys, "eval", "--resume", run_dir)
+    assert_one_line_error(code, err, "refusing to resume", "changed since the run", first.name)
+
+
+def test_a_run_folder_in_use_is_refused_with_one_line(capsys, tmp_path, two_images):
+    from spgd.experiment.runs import RunLock
+
+    out = tmp_path / "runs"
+    code, _, err = run(capsys, "eval", two_images, "--task", "denoising", *TINY, "--limit", 1, "--out", out, "-q")
+    assert code == 0, err
+    run_dir = only_run(out)
+    before = snapshot(run_dir)
+    with RunLock(run_dir, "eval"):  # another process works in it (flock is per open file: one process suffices)
+        code, _, err = run(capsys, "eval", "--resume", run_dir)
+        assert_one_line_error(code, err, "in use by another process", f"process {__import__('os').getpid()}")
+    assert snapshot(run_dir) == before
+    code, _, err = run(capsys, "eval", "--resume", run_dir)  # released: resuming works again
+    assert code == 0, err

@@ -14,7 +14,17 @@ def test_table_columns_never_run_together():
          "vjps": {"mean": 3.0}, "seconds": {"mean": 0.1}, "n_failed": 0}
     text = format_table({"per_method": {"spgd": e}})
     row = text.splitlines()[1].split()
-    assert row[0] == "spgd" and len(row) == 1 + 2 + 5, text  # every cell its own whitespace-separated field
+    assert row[0] == "spgd" and len(row) == 1 + 2 + 6, text  # every cell its own whitespace-separated field
+
+
+def test_the_table_flags_under_fit_and_failed_results():
+    e = {"psnr": {"mean": 12.5, "std": 1.0}, "ssim": {"mean": 0.3, "std": 0.1}, "rms_residual": {"mean": 0.47},
+         "denoiser_calls": {"mean": 30.0}, "vjps": {"mean": 30.0}, "seconds": {"mean": 37.0}, "n_failed": 1,
+         "n_under_fit": 9, "fit": {"mean": 47.2, "std": 5.0}}
+    text = format_table({"per_method": {"dps": e}})
+    row = text.splitlines()[1].split()
+    assert row[0] == "dps" and row[-2:] == ["1", "9(47x)"], text
+    assert "under-fit N(Fx)" in text and "spgd.verdict" in text
 
 
 def test_one_number_formatter():

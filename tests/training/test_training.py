@@ -83,11 +83,11 @@ def test_cli_runs(images_dir: Path, tmp_path: Path, capsys):
     parser = add_train_arguments(argparse.ArgumentParser(prog="spgd train"))
     out = tmp_path / "cli"
     argv = [str(images_dir), "--out", str(out), "--steps", "3", "--crop", "16", "-q", "--batch-size", "2",
-            "--checkpoint", str(tmp_path / "state.ckpt")]
+            "--training-state", str(tmp_path / "state.ckpt")]
     with pytest.warns(UserWarning):
         assert run_train(parser.parse_args(argv), ["train", *argv]) == 0
     assert (out / TRAINED_WEIGHTS).is_file() and (tmp_path / "state.ckpt").is_file()
-    assert not (out / TRAINING_STATE).exists()  # --checkpoint put it elsewhere
+    assert not (out / TRAINING_STATE).exists()  # --training-state put it elsewhere
     assert "held-out denoising PSNR" in capsys.readouterr().out
 
 
@@ -117,7 +117,7 @@ def test_cli_writes_a_run_folder_and_resumes_it(images_dir: Path, tmp_path: Path
     cli_error_line(code, err, "already holds a trained prior", "--resume")
     code, _, err = run_cli(capsys, "train", images_dir, "--out", run_dir, *tiny[:-1], "--steps", "5", "--resume", "-v")
     assert code == 0, err
-    assert f"training checkpoint: {run_dir / TRAINING_STATE}" in err  # -v: the detail lines
+    assert f"training state: {run_dir / TRAINING_STATE}" in err  # -v: the detail lines
     assert torch.load(run_dir / TRAINING_STATE, weights_only=True)["step"] == 5
     assert json.loads((run_dir / "report.json").read_text())["steps"] == 5
 
@@ -131,7 +131,7 @@ def test_cli_out_file_of_earlier_versions_is_a_clear_error(images_dir: Path, tmp
     assert not old.exists() and not (tmp_path / "my_prior").exists()
     (tmp_path / "my_prior.pt.ckpt").write_bytes(b"")
     code, _, err = run_cli(capsys, "train", images_dir, "--out", old, "--steps", "1")
-    cli_error_line(code, err, f"--resume --checkpoint {old}.ckpt")
+    cli_error_line(code, err, f"--resume --training-state {old}.ckpt")
 
 
 def test_random_crops_cover_scales_and_sizes():

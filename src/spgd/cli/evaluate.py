@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
+from ..device import THREADS_ENV
 from ..errors import SpgdError
 from ..experiment.console import Console
 from ..experiment.distributed import Job, rank_device, run_eval
 from ..experiment.evaluation import EvalPlan, EvalSummary
+from ..experiment.runs import read_run_settings
 from ..experiment.tables import format_table
 from .options import (
     EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK, TASKS_TEXT, OptionContainer, add_device, add_methods,
@@ -134,6 +138,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise SpgdError(f"spgd eval needs --task; valid tasks: {TASKS_TEXT}")
     plan = EvalPlan(**fields, batch_size=args.batch_size, device=args.device)
     plan.validate()
+    if args.resume is not None:
+        resume_threads(args, con)
     # under torchrun each process does a share of the images and rank 0 reports (spgd.experiment.distributed)
     with Job.from_env(args.dist_backend, args.dist_timeout, plan.device) as job:
         plan.device = rank_device(plan.device, job.local_rank, job.world_size)
@@ -143,6 +149,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if summary.rank != 0:
         return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
     return report(summary, con)
+
+
+def resume_threads(args: argparse.Namespace, con: Console) -> None:
+    """A resumed run on the CPU restores with the thread count it was started with, where the count was chosen
+    automatically: a CPU sums in another order with other thread counts, which can change a restored PNG by a
+    grey level, and a resumed run must give what the uninterrupted run would have."""
+    rule = getattr(args, "thread_rule", None)
+    saved = read_run_settings(args.resume, "eval").get("resolved", {}).get("threads")
+    if rule is None or rule.source != "auto" or not isinstance(saved, int) or saved == torch.get_num_threads():
+        return
+    torch.set_num_threads(saved)
+    con.info(f"resuming with the run's {saved} torch thread(s) (a CPU gives the same results only with the same "
+             f"count; {THREADS_ENV}=N chooses another)")
 
 
 def report(summary: EvalSummary, con: Console) -> int:
@@ -164,7 +183,9 @@ def report(summary: EvalSummary, con: Console) -> int:
     if summary.n_skipped:
         con.warn(f"{summary.n_skipped} file(s) skipped (unreadable); see the warnings above")
     if summary.n_failed:
-        failed = {m: e["failed_images"] for m, e in summary.tables["per_method"].items() if e["failed_images"]}
-        con.warn(f"{summary.n_failed} restoration(s) diverged: {failed}; they are excluded from the means")
+        failed = "; ".join(f"{m} {name}: {reason or 'failed'}" for m, e in summary.tables["per_method"].items()
+                           for name, reason in (e.get("failure_reasons") or dict.fromkeys(e["failed_images"])).items())
+        con.warn(f"{summary.n_failed} restoration(s) failed, excluded from the means ({failed}); the rule: "
+                 "spgd.verdict (README: Is a result sound?)")
         return EXIT_FAILED_IMAGES
     return EXIT_OK

@@ -22,11 +22,14 @@ from .. import __version__
 from ..errors import SpgdError
 from ..experiment.console import Console
 from . import bench, demo, diagnose, evaluate, fid, methods, models, restore, sweep, train
-from .options import EXIT_ERROR, EXIT_INTERRUPTED, Parser, cli_words, parser_flags
+from .options import EXIT_ERROR, EXIT_INTERRUPTED, Parser, apply_thread_rule, cli_words, parser_flags
 
 # the commands in the order `spgd --help` lists them
 COMMANDS = {"restore": restore, "eval": evaluate, "demo": demo, "train": train, "diagnose": diagnose,
             "bench": bench, "fid": fid, "sweep": sweep, "models": models, "methods": methods}
+
+# the commands that compute on the CPU (their torch thread count follows spgd.device.choose_threads)
+COMPUTING = ("restore", "eval", "demo", "train", "diagnose", "bench", "fid", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +59,8 @@ def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
     try:
+        if args.command in COMPUTING:
+            args.thread_rule = apply_thread_rule(args)  # a busy machine gets fewer threads (spgd.device.choose_threads), said once
         return int(command.run(args, argv) or 0)
     except SpgdError as e:  # in the words of the command line
         parser = Parser(prog=f"spgd {args.command}")

@@ -11,6 +11,9 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
+import torch
+
+from ..device import Threads, apply_threads, choose_threads
 from ..experiment.console import Console
 from ..experiment.runs import PathLike, read_plan
 from ..experiment.train import TRAINED_WEIGHTS
@@ -129,7 +132,7 @@ def add_run_folder_output(p: OptionContainer) -> None:
     finds the weights in it), -q/--quiet and -v/--verbose."""
     p.add_argument("--out", metavar="RUN_DIR", required=True, type=run_folder,
                    help=f"the run folder (created if new): the weights go to RUN_DIR/{TRAINED_WEIGHTS}, beside "
-                   "the training checkpoint, settings.json and report.json")
+                   "the training state, settings.json and report.json")
     add_verbosity(p)
 
 
@@ -139,7 +142,7 @@ def run_folder(text: str) -> str:
     if path.suffix.lower() in WEIGHTS_SUFFIXES or path.is_file():
         folder = path.with_suffix("") if path.suffix.lower() in WEIGHTS_SUFFIXES else path.with_name(path.name + "-run")
         earlier = Path(text + ".ckpt")  # the checkpoint an earlier `--out FILE` run wrote beside its file
-        resume = f"; to continue that run: --out {folder} --resume --checkpoint {earlier}" if earlier.is_file() else ""
+        resume = f"; to continue that run: --out {folder} --resume --training-state {earlier}" if earlier.is_file() else ""
         raise argparse.ArgumentTypeError(
             f"--out is now the run folder of spgd train (the weights go to RUN_DIR/{TRAINED_WEIGHTS}), not a weights "
             f"file: got {text!r}; use e.g. --out {folder} and then --prior {folder}{resume}"
@@ -209,6 +212,18 @@ def apply_no_fast(args: argparse.Namespace) -> None:
     """--no-fast: every prior this process loads runs float32 eager (spgd.priors.execution reads SPGD_FAST)."""
     if getattr(args, "no_fast", False):
         os.environ["SPGD_FAST"] = "0"
+
+
+def apply_thread_rule(args: argparse.Namespace) -> Threads:
+    """Set torch's CPU thread count by the rule of spgd.device.choose_threads (a busy machine gets fewer threads,
+    SPGD_THREADS=N chooses), and say why when it is not every core of an idle machine. A CUDA run keeps the
+    count without a word (its threads only feed the GPU)."""
+    choice = apply_threads(choose_threads())
+    device = getattr(args, "device", None)
+    on_cpu = device in (None, "auto") and not torch.cuda.is_available() or str(device).startswith("cpu")
+    if choice.note and on_cpu:
+        console(args).info(choice.note)
+    return choice
 
 
 def console(args: argparse.Namespace) -> Console:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import SpgdError
+from ..verdict import UNDER_FIT
 from ..experiment.console import Console
 from ..experiment.restore import RestorePlan, RestoreRecord, restore
 from ..experiment.samples import UNCERTAINTY_VMAX
@@ -84,4 +85,6 @@ def report(record: RestoreRecord, con: Console) -> None:
     con.info(f"{stats.seconds:.1f} s, {stats.denoiser_calls} denoiser calls, RMS residual "
              f"|A(x) - y| = {record.rms_residual:.4f} (noise level {record.noise_sigma})")
     if record.failed:
-        con.warn(f"the restoration diverged ({record.failure_reason}); try a smaller lr (--set lr=...)")
+        con.warn(f"the restoration failed ({record.failure_reason}); try a smaller lr (--set lr=...)")
+    elif record.verdict is not None and record.verdict.status == UNDER_FIT:
+        con.warn(f"{record.verdict.reason}; kept (spgd.verdict)")

@@ -15,13 +15,15 @@ from .options import (
     EXIT_OK, OptionContainer, add_device, add_option_groups, add_run_folder_output, add_seed, console,
     plan_fields, prior_location,
 )
+from ..experiment.runs import read_plan
 
 HELP = "train a small prior on a folder of images"
 DESCRIPTION = f"""\
 Train a small ADM UNet denoiser prior on the images of IMAGES_DIR (random crops; EDM loss and noise levels)
 into the run folder RUN_DIR: the EMA weights in RUN_DIR/{TRAINED_WEIGHTS} (the spgd-unet format: load it with
---prior RUN_DIR, --prior RUN_DIR/{TRAINED_WEIGHTS} or spgd.load_prior), the training checkpoint
-RUN_DIR/{TRAINING_STATE} (written every --checkpoint-every steps; --resume continues from it), settings.json
+--prior RUN_DIR, --prior RUN_DIR/{TRAINED_WEIGHTS} or spgd.load_prior), the training state
+RUN_DIR/{TRAINING_STATE} (written every --checkpoint-every steps; --resume continues from it; --training-state
+puts it elsewhere), settings.json
 (versions, command line, created, the resolved settings and data) and report.json (held-out denoising PSNR).
 A folder that already holds a trained prior is only continued (--resume), never overwritten."""
 EXAMPLES = f"""\
@@ -92,11 +94,13 @@ def add_run_options(g: OptionContainer) -> None:
     add_device(g)
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
-    g.add_argument("--resume", action="store_true", help="continue from the training checkpoint")
-    g.add_argument("--checkpoint", metavar="FILE", default=None,
-                   help=f"training-state file (default: RUN_DIR/{TRAINING_STATE})")
+    g.add_argument("--resume", action="store_true", help="continue from the training state")
+    g.add_argument("--training-state", metavar="FILE", default=None,
+                   help="the training-state file --resume continues from (optimizer, EMA, step; not a prior: "
+                   f"--checkpoint of the other commands is a prior's weights) (default: RUN_DIR/{TRAINING_STATE})")
     g.add_argument("--checkpoint-every", type=int, default=500,
-                   help="steps between checkpoints; 0 = only at the end (default: %(default)s)")
+                   help="steps between saves of the training state; 0 = only at the end (default: %(default)s)")
+    g.add_argument("--checkpoint", dest="old_checkpoint", metavar="FILE", default=None, help=argparse.SUPPRESS)
     g.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this many minutes of training (this call), then finish normally")
     g.add_argument("--save-dtype", choices=tuple(SAVE_DTYPES), default="fp32",
@@ -111,23 +115,28 @@ PLAN_OPTIONS = {"images_dir": "images_dir", "steps": "steps", "batch_size": "bat
                 "checkpoint_every": "checkpoint_every", "holdout_fraction": "holdout", "max_minutes": "max_minutes",
                 "p_mean": "p_mean", "p_std": "p_std", "uniform_fraction": "uniform_fraction", "init": "init",
                 "scaling": "scaling", "sigma_data": "sigma_data", "image_channels": "image_channels",
-                "precision": "precision", "save_dtype": "save_dtype", "checkpoint": "checkpoint"}
+                "precision": "precision", "save_dtype": "save_dtype", "training_state": "training_state"}
 RENAMES = PLAN_OPTIONS
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Train into the run folder (spgd.experiment.train) and print the held-out report."""
     con = console(args)
+    if args.old_checkpoint is not None:  # the option's name before it was told apart from the priors' --checkpoint
+        raise SpgdError(f"spgd train's training-state file is now --training-state {args.old_checkpoint} (in the "
+                        "other commands --checkpoint is a prior's weights)")
     if args.threads is not None:
         if args.threads < 1:
             raise SpgdError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     resume = args.out if args.resume and (Path(args.out) / "settings.json").is_file() else None
     fields = plan_fields(args, argv, add_arguments, PLAN_OPTIONS, resume, "train")
+    if resume is not None and fields["training_state"] is None:  # a run folder of an earlier spgd: "checkpoint"
+        fields["training_state"] = read_plan(resume, "train").get("checkpoint")
     plan = TrainPlan(**fields, device=args.device, resume=args.resume)
     record = train(plan, args.out, con, ["spgd", *argv])
     meta, report = record.meta, record.meta["report"]
-    con.detail(f"training checkpoint: {record.checkpoint}; settings: {meta['settings']}")
+    con.detail(f"training state: {record.training_state}; settings: {meta['settings']}")
     con.result(f"wrote {record.weights} ({meta['steps']} steps, {meta['wall_time_s']:.0f} s, "
                f"{meta['parameters']:,} parameters)")
     con.result(f"held-out denoising PSNR (dB; held out: {report['held_out']}; "

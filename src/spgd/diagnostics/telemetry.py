@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -53,6 +54,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SpgdError
+from ..io import atomic_write
 
 __all__ = ["GradientTelemetry", "angle_deg", "cosine_similarity"]
 
@@ -227,13 +229,12 @@ class GradientTelemetry:
         rows = self.to_rows()
         if not rows:
             raise SpgdError("telemetry is empty: nothing was recorded (was it passed as the sampler's callback?)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-        return path
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+        return atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
     def window(self, middle: tuple[float, float] = (0.25, 0.75)) -> tuple[int, int]:
         """The index range [lo, hi) of the recorded steps that `middle` (fractions of the run) covers."""

@@ -48,7 +48,7 @@ from ..samplers.schedule import SIGMA_MAX  # the start x = sigma_max * eps of th
 from ..samplers.spgd import SPGD
 from .console import Console
 from .measurement import measure_per_image
-from .runs import PathLike, atomic_write_json, atomic_write_text, new_run_dir, provenance
+from .runs import PathLike, atomic_write_json, atomic_write_text, check_writable, new_run_dir, provenance
 from .seeding import image_seed, noise_seed, sample_generators
 from .tables import markdown_table, number
 
@@ -170,6 +170,22 @@ def load_arch(spec: str) -> tuple[str, dict]:
 
 # ----------------------------------------------------------------------------------------------------------
 # building blocks
+
+
+# A tiny ADM UNet (2 levels, attention at the lower one, scale-shift norm, res-block resampling): the toy
+# architecture of the tests and of benchmarks/gpu_run.sh --cpu-rehearsal (which needs nothing beyond the package,
+# so it lives here, not in tests/conftest.py).
+TINY_UNET = dict(
+    image_size=16,
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult="1,2",
+    learn_sigma=True,
+    attention_resolutions="8",
+    num_head_channels=16,
+    use_scale_shift_norm=True,
+    resblock_updown=True,
+)
 
 
 def random_unet(config: dict, device: torch.device, seed: int = 0) -> UNetModel:
@@ -423,6 +439,7 @@ def bench(plan: BenchPlan, out: PathLike = "runs", console: Optional[Console] = 
           argv: Optional[list[str]] = None) -> BenchRecord:
     """The timing rows, the quality check, bench.json, bench.md and settings.json in a new run folder."""
     con = console or Console()
+    check_writable(out)
     device = resolve_device(plan.device)
     plan.validate()
     archs = [load_arch(a) for a in plan.archs]

@@ -34,7 +34,7 @@ from ..samplers.catalog import require_support
 from .console import Console
 from .images import is_asked_for
 from .measurement import OperatorFactory, measure_per_image
-from .runs import PathLike, atomic_write_json, new_run_dir, provenance
+from .runs import PathLike, atomic_write_json, check_writable, new_run_dir, provenance
 from .seeding import image_seed, noise_seed, sample_generators
 from .tables import write_grid
 
@@ -77,6 +77,7 @@ def diagnose(plan: DiagnosePlan, out: PathLike = "runs", console: Optional[Conso
     """Degrade the images, restore them with each method while recording its telemetry, and write the run
     folder (see the module doc)."""
     con = console or Console()
+    check_writable(out)
     methods = check_methods(plan.methods, unique=False)
     if plan.frames < 0:
         raise SpgdError(f"frames must be >= 0, got {plan.frames}")

@@ -19,6 +19,7 @@ ones, split evenly.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from ..errors import SpgdError
 from ..io import list_images
 from .console import Console
 from .evaluation import EvalPlan, EvalSummary, Evaluation, check_resumable, evaluate, set_up, settings_resolved
-from .runs import PathLike, new_run_dir, provenance
+from .runs import LOCK_FILE, PathLike, RunLock, check_writable, new_run_dir, provenance
 from .tables import write_tables
 
 T = TypeVar("T")
@@ -215,6 +216,17 @@ def run_eval(plan: EvalPlan, job: Job, resume: Optional[PathLike] = None, out: P
     if job.world_size == 1:
         return evaluate(plan, out, resume, console, argv)
     run_dir = Path(resume) if resume is not None else job.on_rank0(lambda: _new_run_dir(plan, out))
+    lock = RunLock(run_dir, "eval")  # rank 0 holds the run folder for the whole job
+    try:
+        job.on_rank0(lambda: lock.acquire() and None)
+        return _run_locked(plan, job, run_dir, resume, console, argv)
+    finally:
+        lock.release()
+
+
+def _run_locked(plan: EvalPlan, job: Job, run_dir: Path, resume: Optional[PathLike], console: Console,
+                argv: Optional[list[str]]) -> EvalSummary:
+    """run_eval's work once rank 0 holds the run folder's lock."""
     ev = _open_on_every_rank(plan, run_dir, job, resume, console, argv)
     # rank 0 decides what is left to do, so that all ranks split the same list
     pending = job.on_rank0(lambda: [it.index for it in ev.pending()])
@@ -235,6 +247,7 @@ def run_eval(plan: EvalPlan, job: Job, resume: Optional[PathLike] = None, out: P
 def _new_run_dir(plan: EvalPlan, out: PathLike) -> Path:
     """A new run folder, once what can be checked before creating it is checked (the images folder)."""
     list_images(plan.images_dir)
+    check_writable(out)
     return new_run_dir(out, "eval", plan.task)
 
 
@@ -251,13 +264,14 @@ def _open_on_every_rank(plan: EvalPlan, run_dir: Path, job: Job, resume: Optiona
     try:
         setup = job.agree(set_up_here)
         if resume is not None:
-            job.on_rank0(lambda: check_resumable(run_dir, plan))
+            job.on_rank0(lambda: check_resumable(run_dir, plan, setup))
         else:
             job.on_rank0(lambda: provenance(run_dir, "eval", plan, settings_resolved(plan, setup, job.world_size),
                                             argv))
     except BaseException:
-        if job.rank == 0 and resume is None and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # nothing was written: leave no empty folder behind
+        if job.rank == 0 and resume is None and run_dir.is_dir() and not any(
+                p.name != LOCK_FILE for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was written: leave no empty folder behind
         raise
     return Evaluation(plan, setup, run_dir, console)
 

@@ -45,12 +45,17 @@ from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..priors.execution import auto_batch_size, execution_label
 from ..samplers import check_methods, make_sampler
+from ..samplers.base import check_start_sigma
 from ..samplers.catalog import require_support
-from ..samplers.base import RESIDUAL_REASON, residual_diverged
+from ..verdict import FAILED, UNDER_FIT, judge
 from .console import Console
-from .images import Item, check_image_size, is_asked_for, list_items, prior_image_size, probe_size
+from .images import (
+    Item, check_image_size, is_asked_for, list_items, prior_image_size, probe_size, selection, selection_differences,
+)
 from .measurement import OperatorFactory, measure_per_image, measurement_baseline, viewable
-from .runs import PathLike, atomic_write_json, new_run_dir, provenance, read_json, read_run_settings, shard, utc_now
+from .runs import (
+    PathLike, RunLock, atomic_write_json, check_writable, new_run_dir, provenance, read_json, read_run_settings, shard, utc_now,
+)
 from .samples import UNCERTAINTY_VMAX, SampleMoments, sample_summary_paths, write_sample_summary
 from .seeding import image_seed, noise_seed, sample_generators
 from .tables import FID_REFERENCE, number, write_tables
@@ -99,7 +104,8 @@ class EvalPlan:
         return apply_overrides(load_preset(self.task, self.protocol), self.overrides, self.methods)
 
     def identity(self) -> dict:
-        """What makes two runs the same experiment (batch size, device, limit and output do not)."""
+        """What makes two runs the same experiment: every field but batch size and device (and where it is
+        written). The images themselves are part of it too: see :func:`check_resumable`."""
         preset = self.preset()
         return {
             "images_dir": str(Path(self.images_dir).resolve()),
@@ -114,6 +120,7 @@ class EvalPlan:
             "seed": self.seed,
             "size": None if self.size is None else list(self.size),
             "resize": bool(self.resize),
+            "limit": self.limit,
             "kernel": None if self.kernel is None else str(Path(self.kernel).resolve()),
             "mask": None if self.mask is None else str(Path(self.mask).resolve()),
             "lpips": {"net": self.lpips_net, "weights": [str(Path(p).resolve()) for p in self.lpips_weights]},
@@ -197,6 +204,9 @@ def set_up(plan: EvalPlan, console: Console) -> EvalSetup:
     require_support(plan.methods, operators(plan.seed, torch.device("cpu")))
     console.detail(f"loading prior {plan.prior!r}" + (f" from {plan.checkpoint}" if plan.checkpoint else ""))
     prior = load_prior(plan.prior, plan.checkpoint, device=device, class_label=plan.class_label)
+    for m, smp in samplers.items():  # a schedule far beyond the prior's noise range: refused now (not garbage later)
+        if getattr(smp, "sigma_max", None) is not None:
+            check_start_sigma(float(smp.sigma_max), prior, m)
     channels = prior_channels(prior) or 3
     if channels != 3:
         operators = _operators(plan, preset, channels, None)
@@ -260,12 +270,14 @@ def settings_resolved(plan: EvalPlan, setup: EvalSetup, world_size: int = 1) -> 
     run, informative: results do not depend on it)."""
     return {
         "identity": plan.identity(),
+        "images": selection(setup.items),  # the images restored (resuming checks that they are the same)
         "preset": plan.preset(),
         "operator": setup.operators.recorded,  # what was used (a kernel/mask file, not the preset's)
         "samplers": setup.sampler_settings,
         "image_size": list(setup.size),
         "batch_size": setup.batch_size,
         "device": str(setup.device),
+        "threads": torch.get_num_threads(),  # CPU: the thread count fixes the order of sums, hence the last bits
         "network": execution_label(setup.prior),
         "world_size": world_size,
         "lpips": setup.lpips_note,
@@ -275,13 +287,28 @@ def settings_resolved(plan: EvalPlan, setup: EvalSetup, world_size: int = 1) -> 
     }
 
 
-def check_resumable(run_dir: Path, plan: EvalPlan) -> None:
-    """A run folder to resume is an `spgd eval` run with the same identity (the settings that change results)."""
+# identity keys that runs of earlier versions did not record: compared only where the run has them
+LATER_IDENTITY_KEYS = ("limit",)
+
+
+def check_resumable(run_dir: Path, plan: EvalPlan, setup: Optional[EvalSetup] = None) -> None:
+    """A run folder to resume is an `spgd eval` run of the same experiment: the same identity (the settings that
+    change results, the selection of images included: limit), and, with `setup`, the same images (names,
+    contents, sorted order, hence seeds) at the same size."""
     saved = read_run_settings(run_dir, "eval")
-    diffs = identity_differences(saved.get("resolved", {}).get("identity", {}), plan.identity())
+    resolved = saved.get("resolved", {})
+    old = resolved.get("identity", {})
+    now = {k: v for k, v in plan.identity().items() if k in old or k not in LATER_IDENTITY_KEYS}
+    diffs = identity_differences(old, now)
+    if setup is not None:
+        if resolved.get("images") is not None:
+            diffs += selection_differences(resolved["images"], selection(setup.items))
+        if resolved.get("image_size") is not None and list(resolved["image_size"]) != list(setup.size):
+            diffs.append(f"image size (run: {resolved['image_size'][1]}x{resolved['image_size'][0]}, now: "
+                         f"{setup.size[1]}x{setup.size[0]}, width x height)")
     if diffs:
         raise SpgdError(
-            f"refusing to resume {run_dir}: the settings differ: {'; '.join(diffs)}; "
+            f"refusing to resume {run_dir}: it would not be the same experiment: {'; '.join(diffs)}; "
             "run without resume=... for a new run folder"
         )
 
@@ -313,10 +340,14 @@ def evaluate(plan: EvalPlan, out: PathLike = "runs", resume: Optional[PathLike] 
     """Evaluate in one process: into a new run folder under `out` (created once the set-up has passed), or into
     the run folder `resume` (only the images without a result)."""
     console = console or Console()
-    setup = set_up(plan, console)
     if resume is not None:
-        return _evaluate_in(plan, setup, Path(resume), True, console, argv)
-    return _evaluate_in(plan, setup, new_run_dir(out, "eval", plan.task), False, console, argv)
+        with RunLock(resume, "eval"):  # before the set-up: a run in use is said at once
+            return _evaluate_in(plan, set_up(plan, console), Path(resume), True, console, argv)
+    check_writable(out)
+    setup = set_up(plan, console)
+    run_dir = new_run_dir(out, "eval", plan.task)
+    with RunLock(run_dir, "eval"):
+        return _evaluate_in(plan, setup, run_dir, False, console, argv)
 
 
 def evaluate_in(plan: EvalPlan, run_dir: PathLike, console: Optional[Console] = None,
@@ -327,7 +358,8 @@ def evaluate_in(plan: EvalPlan, run_dir: PathLike, console: Optional[Console] = 
     run_dir = Path(run_dir)
     setup = set_up(plan, console)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return _evaluate_in(plan, setup, run_dir, (run_dir / "settings.json").is_file(), console, argv)
+    with RunLock(run_dir, "eval"):
+        return _evaluate_in(plan, setup, run_dir, (run_dir / "settings.json").is_file(), console, argv)
 
 
 def _evaluate_in(plan: EvalPlan, setup: EvalSetup, run_dir: Path, resume: bool, console: Console,
@@ -335,7 +367,7 @@ def _evaluate_in(plan: EvalPlan, setup: EvalSetup, run_dir: Path, resume: bool, 
     """The run of a set-up evaluation in `run_dir`; a new run that fails before its first result leaves no
     folder behind."""
     if resume:
-        check_resumable(run_dir, plan)
+        check_resumable(run_dir, plan, setup)
     else:
         provenance(run_dir, "eval", plan, settings_resolved(plan, setup), argv)
     try:
@@ -519,15 +551,13 @@ class Evaluation:
         setup = self.setup
         x01, xh01 = io.to_unit(x.clamp(-1, 1)), io.to_unit(x_hat.clamp(-1, 1))
         psnr, ssim = metrics.psnr(xh01, x01).tolist(), metrics.ssim(xh01, x01).tolist()
-        with torch.no_grad():  # the data fit, to compare with the noise level
-            ax = op.forward(x_hat)
-            rms = (ax - y).pow(2).flatten(1).mean(1).sqrt().tolist()
-            # the divergence rule's data-residual part, for every method (spgd.samplers.base)
-            fit_bad = residual_diverged(ax, y, float(getattr(op, "noise_sigma", 0.0))).tolist()
+        verdicts = judge(x_hat, y, op)  # the data fit and the image range, for every method (spgd.verdict)
+        rms = [v.residual for v in verdicts]
+        fit_bad = [v.failed for v in verdicts]
         lpips = setup.lpips(x_hat.clamp(-1, 1), x.clamp(-1, 1)).tolist() if setup.lpips is not None else None
         failed = list(stats.failed) if stats.failed else [False] * len(items)
         reasons = list(getattr(stats, "failure_reason", None) or [None] * len(items))
-        reasons = [r or (RESIDUAL_REASON if b else None) for r, b in zip(reasons, fit_bad)]
+        reasons = [r or (v.reason if v.failed else None) for r, v in zip(reasons, verdicts)]
         failed = [bool(f) or not math.isfinite(p) or b for f, p, b in zip(failed, psnr, fit_bad)]
         if s == 0:  # FID/KID: one restoration per image (the first sample), failed ones left out
             self._save_fid_features(method, [it for it, f in zip(items, failed) if not f],
@@ -542,7 +572,10 @@ class Evaluation:
                 "failed_at_step": stats.failed_at_step[j] if stats.failed_at_step else None,
                 "failure_reason": reasons[j] or ("non-finite scores" if failed[j] else None),
                 "psnr": psnr[j] if ok else None, "ssim": ssim[j] if ok else None, "rms_residual": rms[j] if ok else None,
+                "verdict": verdicts[j].as_dict(),
             }
+            if failed[j] and not verdicts[j].failed:  # the sampler's own rule (diverged), or a non-finite score
+                sample["verdict"].update(status=FAILED, reason=sample["failure_reason"])
             if lpips is not None:
                 sample[setup.lpips_label] = lpips[j] if ok else None
             samples.append(sample)
@@ -558,7 +591,7 @@ class Evaluation:
             for m, r in rec["methods"].items():
                 self.console.detail(
                     f"{rec['name']} {m}: PSNR {number(r['psnr'])} SSIM {number(r['ssim'], '.4f')} "
-                    f"({r['seconds']:.1f} s/restoration, {r['failed']} failed)"
+                    f"({r['seconds']:.1f} s/img, {r['failed']} failed, {r.get('under_fit', 0)} under-fit)"
                 )
 
     def _save_fid_features(self, method: str, items: list, images01: Tensor) -> None:
@@ -600,6 +633,12 @@ class Evaluation:
         return out
 
 
+def mean_of(values: Sequence[Optional[float]]) -> Optional[float]:
+    """The mean of the values that are numbers, or None."""
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 def _method_record(samples: list[dict], cost: list[dict], lpips_label: Optional[str], settings: dict) -> dict:
     """A method's entry in an image's record: the mean scores over its samples that did not fail, the cost of
     one restoration, each sample, the settings."""
@@ -616,11 +655,16 @@ def _method_record(samples: list[dict], cost: list[dict], lpips_label: Optional[
         "rms_residual": mean("rms_residual"),  # sqrt(mean((A(x_hat) - y)^2)), the noise level when fitted
         "n_samples": len(samples),
         "failed": len(samples) - len(ok),
+        # the verdicts (spgd.verdict): samples kept but flagged, and the mean fit (residual / noise level)
+        "under_fit": sum(1 for s in ok if (s.get("verdict") or {}).get("status") == UNDER_FIT),
+        "fit": mean_of([(s.get("verdict") or {}).get("fit") for s in ok]),
         # cost of one restoration (the mean over samples); seconds = batch time / batch size
         "denoiser_calls": float(np.mean([c["denoiser_calls"] for c in cost])),
         "vjps": float(np.mean([c["vjps"] for c in cost])),
         "decoder_calls": float(np.mean([c.get("decoder_calls", 0) for c in cost])),  # latent priors' VAE
-        "seconds": float(np.mean([c["seconds_per_image"] for c in cost])),
+        # per image: all its samples (the sampler's seconds_per_image is per restoration, one sample)
+        "seconds": float(np.sum([c["seconds_per_image"] for c in cost])),
+        "seconds_per_sample": float(np.mean([c["seconds_per_image"] for c in cost])),
         "peak_memory_bytes": max((c["peak_memory_bytes"] or 0) for c in cost) or None,
         "peak_memory_kind": cost[0]["peak_memory_kind"],
         "samples": samples,

@@ -29,6 +29,7 @@ from ..metrics.fid import (
 )
 from ..metrics.inception import RESIZE_MODES, FIDInception
 from .console import Console
+from .runs import check_writable
 
 
 @dataclass
@@ -65,6 +66,10 @@ def fid(plan: FidPlan, console: Optional[Console] = None) -> FidRecord:
     """The scores of two sets, or one set's statistics cached (or both: the last set's statistics are cached)."""
     con = console or Console()
     plan.validate()
+    if plan.save_stats:  # where the statistics go, and that there are some to cache, before any work
+        if not Path(plan.sets[-1]).is_dir():
+            raise SpgdError(f"save_stats caches a folder's statistics; {plan.sets[-1]} is not a folder")
+        check_writable(Path(plan.save_stats).parent, "save_stats")
     device = resolve_device(plan.device)
     model = FIDInception(plan.fid_weights, resize=plan.resize).to(device)
     con.detail(f"fid: Inception-v3 from {plan.fid_weights} on {device}, resize {plan.resize}")

@@ -3,6 +3,7 @@ prior's network and the metrics can take (checked before any run folder exists).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -92,3 +93,51 @@ def check_image_size(size: Sequence[int], prior, fix: str, what: str = "the imag
 def is_asked_for(note: str) -> bool:
     """Whether a load_image note is the crop/resize a run asked for (a detail), not a format conversion (news)."""
     return note.startswith(("center-cropped", "resized"))
+
+
+def selection(items: Sequence[Item]) -> list[dict]:
+    """The images a run restores, as its settings.json records them: each one's index, output name, file name
+    and content digest (the first 16 hex digits of its SHA-256), so that resuming can tell whether the folder
+    still holds the same images."""
+    return [{"index": it.index, "name": it.name, "file": it.path.name, "sha256": _digest(it.path)} for it in items]
+
+
+def _digest(path: Path) -> Optional[str]:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()[:16]
+
+
+def selection_differences(saved: Sequence[dict], now: Sequence[dict]) -> list[str]:
+    """What differs between a run's saved selection and the images found now (empty when they are the same):
+    images added, missing, changed or in another place of the sorted order.
+
+    >>> a = [{"index": 0, "name": "a", "file": "a.png", "sha256": "1"}]
+    >>> selection_differences(a, a + [{"index": 1, "name": "b", "file": "b.png", "sha256": "2"}])
+    ['1 image(s) not in the run (b.png)']
+    """
+    def listing(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+
+    old = {e["file"]: e for e in saved}
+    new = {e["file"]: e for e in now}
+    out = []
+    added = [f for f in new if f not in old]
+    missing = [f for f in old if f not in new]
+    changed = [f for f in new if f in old and new[f]["sha256"] != old[f]["sha256"]]
+    moved = [f for f in new if f in old and new[f]["index"] != old[f]["index"]]
+    if added:
+        out.append(f"{len(added)} image(s) not in the run ({listing(added)})")
+    if missing:
+        out.append(f"{len(missing)} image(s) of the run missing or unreadable now ({listing(missing)})")
+    if changed:
+        out.append(f"{len(changed)} image(s) changed since the run ({listing(changed)})")
+    if moved and not (added or missing):
+        out.append(f"{len(moved)} image(s) at another place of the sorted order ({listing(moved)}), so with "
+                   "other seeds")
+    return out

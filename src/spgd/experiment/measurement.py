@@ -20,6 +20,11 @@ from ..operators.blur import load_kernel
 INPAINTING = ("inpainting_box", "inpainting_random")
 KERNEL_TASKS = ("gaussian_blur", "motion_blur")
 
+
+def is_image_file(path: str) -> bool:
+    """Whether `path` names an image file (by its extension), as opposed to a .npy / .pt array."""
+    return Path(path).suffix.lower() in io.IMAGE_EXTENSIONS
+
 # operator parameters that a kernel / mask file replaces: setting them beside the file has no effect
 REPLACED_BY_FILE = {"kernel": ("kernel_size", "std", "intensity"), "mask": ("box_size", "margin", "drop")}
 
@@ -59,10 +64,7 @@ def load_mask_file(path: str) -> Tensor:
     if suffix == ".pt":
         m = torch.as_tensor(_torch_file_entry(p, "mask")).float()
     elif suffix == ".npy":
-        try:
-            m = torch.from_numpy(np.load(p, allow_pickle=False)).float()
-        except (OSError, ValueError) as e:
-            raise SpgdError(f"cannot read mask file {p}: {e}") from None
+        m = torch.from_numpy(io.load_npy(p, "mask").astype(np.float32))
     else:
         try:
             with Image.open(p) as im:
@@ -89,25 +91,51 @@ def load_measurement(path: str) -> tuple[Tensor, list[str]]:
     suffix = p.suffix.lower()
     if suffix in (".npy", ".pt"):
         if suffix == ".npy":
-            try:
-                t = torch.from_numpy(np.load(p, allow_pickle=False))
-            except (OSError, ValueError) as e:
-                raise SpgdError(f"cannot read measurement {p}: {e}") from None
+            t = torch.from_numpy(io.load_npy(p, "measurement").astype(np.float32))
         else:
             t = io.load_torch_file(p, "a measurement (a torch file)")
             if isinstance(t, dict):
                 t = t.get("y", t.get("measurement"))
             if not isinstance(t, Tensor):
                 raise SpgdError(f"{p} must hold a tensor (or a dict with 'y'), got {type(t).__name__}")
-        t = t.float()
-        if t.ndim == 2:
-            t = t[None, None].expand(1, 3, -1, -1)
-        elif t.ndim == 3:
-            t = t[None]
-        if t.ndim != 4 or t.shape[0] != 1:
-            raise SpgdError(f"a measurement must be (H, W), (C, H, W) or (1, C, H, W), got {tuple(t.shape)} from {p}")
-        return t.contiguous(), ["raw values (not rescaled)"]
+            if t.is_complex():
+                raise SpgdError(f"measurement {p} holds complex numbers; give real values")
+        return raw_measurement(t.float(), p)
     return io.load_image(p)
+
+
+CHANNEL_COUNTS = (1, 3)  # the channel counts an image or a measurement of one has
+
+
+def raw_measurement(t: Tensor, path: Path) -> tuple[Tensor, list[str]]:
+    """A raw array (2-D, 3-D or 4-D) as the (1, C, H, W) measurement, and its notes: (H, W) is one grey channel
+    repeated to 3; a 3-D array is channels-first (C, H, W) when its first side is 1 or 3, and channels-last
+    (H, W, C), the layout of numpy images, when only its last side is."""
+    notes = ["raw values (not rescaled)"]
+    shape = tuple(t.shape)
+    if t.ndim == 2:
+        t = t[None, None].expand(1, 3, -1, -1)
+    elif t.ndim == 3:
+        first, last = shape[0] in CHANNEL_COUNTS, shape[-1] in CHANNEL_COUNTS
+        if not first and last:
+            t = t.permute(2, 0, 1)
+            notes.append(f"read as height x width x channels {shape} (channels last), i.e. "
+                         f"{shape[1]}x{shape[0]} (width x height) with {shape[2]} channel(s)")
+        elif not first:
+            raise SpgdError(
+                f"measurement {path} has shape {shape}: a 3-D measurement is (C, H, W) or (H, W, C) with C = 1 "
+                "or 3 channels"
+            )
+        t = t[None]
+    elif t.ndim == 4 and shape[0] == 1 and shape[1] not in CHANNEL_COUNTS and shape[-1] in CHANNEL_COUNTS:
+        t = t.permute(0, 3, 1, 2)
+        notes.append(f"read as 1 x height x width x channels {shape} (channels last)")
+    if t.ndim != 4 or t.shape[0] != 1 or t.shape[1] not in CHANNEL_COUNTS:
+        raise SpgdError(
+            f"measurement {path} has shape {shape}: give (H, W), (C, H, W), (H, W, C) or (1, C, H, W) with C = 1 or "
+            "3 channels"
+        )
+    return t.contiguous(), notes
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -171,13 +199,18 @@ class OperatorFactory:
         if task == "gaussian_blur":  # a known kernel: plain blur with it
             self.task = "blur"
         k, sums = load_kernel_file(kernel, with_sums=True)
-        self.params["kernel"] = k
+        if k.ndim == 3 and k.shape[0] > 1:
+            raise SpgdError(
+                f"kernel file {kernel} holds {k.shape[0]} kernels (shape {tuple(k.shape)}); every image is blurred "
+                "with one kernel: give a single (k, k) kernel"
+            )
+        self.params["kernel"] = k[0] if k.ndim == 3 else k
         off = [s for s in sums if abs(s - 1) > 1e-3]
-        if off:
+        if off and not is_image_file(kernel):  # an image's pixels never sum to 1: normalising it is the reading
             self.notes.append(
                 f"kernel {kernel} sums to {off[0]:.6g}, not 1: it is divided by its sum (recorded in settings.json)"
             )
-        return {"kernel": str(Path(kernel).resolve()), "kernel_shape": list(k.shape),
+        return {"kernel": str(Path(kernel).resolve()), "kernel_shape": list(self.params["kernel"].shape),
                 "kernel_sum_in_file": sums, "kernel_normalised": "divided by its sum (keeps brightness)"}
 
     def _use_mask_file(self, mask: str, task: str) -> dict[str, Any]:

@@ -24,11 +24,12 @@ from ..presets import apply_overrides, load_preset, sampler_settings
 from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..samplers import make_sampler
-from ..samplers.base import RESIDUAL_REASON, Stats, infer_x_shape, residual_diverged
+from ..samplers.base import Stats, infer_x_shape
+from ..verdict import Verdict, judge
 from .console import Console
 from .images import MIN_SIDE, check_image_size, size_multiple
 from .measurement import INPAINTING, OperatorFactory, load_measurement, measure_per_image, viewable
-from .runs import PathLike, atomic_write_json, new_run_dir, provenance
+from .runs import PathLike, atomic_write_json, check_writable, new_run_dir, provenance
 from .samples import UNCERTAINTY_VMAX, SampleMoments, write_sample_summary
 from .seeding import image_seed, noise_seed, sample_generators, sample_seed
 from .tables import write_grid
@@ -106,8 +107,9 @@ class Fit:
     """How well each restored sample explains the measurement."""
 
     residuals: Tensor  # sqrt(mean((A(x_hat) - y)^2)) per sample
-    misfit: list[bool]  # the residual says the sample diverged (for every method)
+    misfit: list[bool]  # the verdict says the sample is garbage (for every method: spgd.verdict)
     ok: list[bool]  # finite, not failed in the sampler, not misfit
+    verdicts: list = field(default_factory=list)  # spgd.verdict.Verdict per sample
 
 
 @dataclass
@@ -121,6 +123,7 @@ class RestoreRecord:
     noise_sigma: float
     stats: Stats
     mean_of_samples: Optional[dict]  # with two or more good samples: their mean and uncertainty files
+    verdict: Optional[Verdict] = None  # the first sample judged against the measurement (spgd.verdict)
 
 
 def restore(plan: RestorePlan, out: PathLike = "runs", console: Optional[Console] = None,
@@ -130,6 +133,7 @@ def restore(plan: RestorePlan, out: PathLike = "runs", console: Optional[Console
     in `spgd eval` with the same seed; with samples S >= 2 it is restored S times in one batch."""
     con = console or Console()
     plan.validate()
+    check_writable(out)  # a mistyped or read-only out fails now, not after the restoration
     dev = resolve_device(plan.device)
     y, notes = load_measurement(plan.measurement)
     preset = plan.preset()
@@ -165,10 +169,10 @@ def restore(plan: RestorePlan, out: PathLike = "runs", console: Optional[Console
     }, argv)
     reason = None
     if not fit.ok[0]:
-        reason = (result.stats.failure_reason or [None])[0] or (RESIDUAL_REASON if fit.misfit[0] else
+        reason = (result.stats.failure_reason or [None])[0] or (fit.verdicts[0].reason if fit.misfit[0] else
                                                                  "non-finite values")
     return RestoreRecord(run_dir, not fit.ok[0], reason, float(fit.residuals[0]),
-                         float(getattr(problem.op, "noise_sigma", 0.0)), result.stats, summary)
+                         float(getattr(problem.op, "noise_sigma", 0.0)), result.stats, summary, fit.verdicts[0])
 
 
 def _sampler(plan: RestorePlan, settings: dict, con: Console) -> tuple[Any, int]:
@@ -251,10 +255,11 @@ def measurement_fit(problem: Problem, result) -> Fit:
     with torch.no_grad():
         ax = problem.op.forward(result.x)
         residuals = (ax - problem.y).pow(2).flatten(1).mean(1).sqrt()
-        misfit = residual_diverged(ax, problem.y, float(getattr(problem.op, "noise_sigma", 0.0))).tolist()
+    verdicts = judge(result.x, problem.y, problem.op)  # the fit and the image range (spgd.verdict)
+    misfit = [v.failed for v in verdicts]
     ok = [bool(torch.isfinite(r)) and not (result.stats.failed and result.stats.failed[i]) and not misfit[i]
           for i, r in enumerate(residuals)]
-    return Fit(residuals, misfit, ok)
+    return Fit(residuals, misfit, ok, verdicts)
 
 
 def write_restorations(run_dir: Path, x: Tensor, ok: list[bool]) -> Optional[dict]:
@@ -288,6 +293,8 @@ def outcome_record(problem: Problem, pad: bool, result, fit: Fit, summary: Optio
         "samples": problem.x_shape[0],
         "rms_residual_per_sample": fit.residuals.tolist(),
         "failed_per_sample": [not v for v in fit.ok],
+        "verdict": fit.verdicts[0].as_dict() if fit.verdicts else None,  # spgd.verdict.verdict_of_record reads it
+        "verdict_per_sample": [v.as_dict() for v in fit.verdicts],
         "mean_of_samples": summary,
     }
 
@@ -321,6 +328,7 @@ def run_demo(plan: Optional[DemoPlan] = None, out: PathLike = "runs", console: O
     con, plan = console or Console(), plan or DemoPlan()
     if plan.steps < 1:
         raise SpgdError(f"steps must be >= 1, got {plan.steps}")
+    check_writable(out)
     dev = resolve_device(plan.device)
     x, _ = io.load_image(DEMO_IMAGE)
     x = x.to(dev)

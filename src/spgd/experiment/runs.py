@@ -24,6 +24,12 @@ import json
 import math
 import os
 import platform
+import tempfile
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: run folders are not locked
+    fcntl = None  # type: ignore[assignment]
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
@@ -61,6 +67,105 @@ def new_run_dir(out: PathLike, command: str, task: Optional[str] = None) -> Path
         except OSError as e:
             raise SpgdError(f"cannot create the run folder {path}: {e.strerror or e}") from None
     raise SpgdError(f"cannot find a free run folder name under {out}")  # pragma: no cover
+
+
+def check_writable(out: PathLike, what: str = "out") -> Path:
+    """Check, before any work and without creating anything, that files can be written under the folder `out`
+    (which need not exist yet): its nearest existing ancestor is a folder in which a file can be created. An
+    SpgdError naming `what` (the parameter) and the path otherwise. Returns `out` as a Path."""
+    out = Path(out)
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        bad = "is a file" if probe == out else f"cannot be created: {probe} is a file"
+        raise SpgdError(f"{what}={out} {bad}, not a folder; give a folder for the run folders")
+    try:  # a real write (access() cannot see a full or read-only disk for every user)
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".spgd-write-check-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        where = str(out) if probe == out else f"{out} (in {probe})"
+        raise SpgdError(f"cannot write into {what}={where}: {e.strerror or e}; choose a folder you can write to")
+    return out
+
+
+LOCK_FILE = ".lock"  # in a run folder while a process works in it (see RunLock)
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a process works in it, so that two processes never do the same
+    work or write the same files (two `--resume` of one run, a resume while the run is still going).
+
+    ``with RunLock(run_dir, "eval"): ...`` holds an advisory lock (``fcntl.flock``) on RUN_DIR/.lock, which names
+    the holder (process id, host, command, since when); the kernel releases it when the process ends, however it
+    ends, so a crash never leaves a stale lock. A second process gets an SpgdError naming the holder. The file is
+    removed on release. Where ``fcntl`` is missing (Windows) no lock is taken."""
+
+    def __init__(self, run_dir: PathLike, command: str):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self.command = command
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> "RunLock":
+        if not self.run_dir.is_dir():
+            raise SpgdError(f"run folder {self.run_dir} not found")
+        if fcntl is None:  # pragma: no cover - Windows
+            return self
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise SpgdError(f"cannot lock the run folder {self.run_dir}: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _lock_holder(fd)
+                os.close(fd)
+                raise SpgdError(
+                    f"the run folder {self.run_dir} is in use by another process ({holder}); wait until it ends "
+                    "(or stop it), then run again"
+                ) from None
+            try:  # the file may have been removed by its last holder between our open and our lock: retry
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        info = {"pid": os.getpid(), "host": platform.node(), "command": self.command, "since": utc_now()}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(info) + "\n").encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still locked: a waiting process then retries on a new file
+        except OSError:
+            pass
+        os.close(self._fd)  # releases the lock
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds a run folder's lock, as its lock file says."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "holder unknown"
+    return (f"`spgd {info.get('command')}`, process {info.get('pid')} on {info.get('host')}, since "
+            f"{info.get('since')}")
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

@@ -55,9 +55,11 @@ from .evaluation import EvalPlan, evaluate_in
 from .measurement import OperatorFactory
 from .runs import (
     PathLike,
+    RunLock,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    check_writable,
     new_run_dir,
     provenance,
     read_json,
@@ -347,17 +349,21 @@ def sweep(plan: SweepPlan, out: PathLike = "runs", resume: Optional[PathLike] = 
     study = Sweep(plan)
     if resume is None:
         list_images(Path(plan.images_dir))
+        check_writable(out)
         run_dir = new_run_dir(out, "sweep", plan.task)
-        provenance(run_dir, "sweep", plan, {"sweep": study.settings_entry(), "seeding": SEEDING}, argv)
     else:
         run_dir = Path(resume)
-        _check_resumable(run_dir, plan)
-    console.info(
-        f"sweep {study.varied.key} over {', '.join(_label(v) for v in study.varied.values)} for "
-        f"{', '.join(study.methods)} ({len(study.cells)} cells) into {run_dir}"
-    )
-    interrupted = study.run(run_dir, console, argv)
-    return SweepRecord(run_dir, interrupted, write_sweep_tables(run_dir), study.varied)
+    with RunLock(run_dir, "sweep"):  # one process at a time in a sweep folder
+        if resume is None:
+            provenance(run_dir, "sweep", plan, {"sweep": study.settings_entry(), "seeding": SEEDING}, argv)
+        else:
+            _check_resumable(run_dir, plan)
+        console.info(
+            f"sweep {study.varied.key} over {', '.join(_label(v) for v in study.varied.values)} for "
+            f"{', '.join(study.methods)} ({len(study.cells)} cells) into {run_dir}"
+        )
+        interrupted = study.run(run_dir, console, argv)
+        return SweepRecord(run_dir, interrupted, write_sweep_tables(run_dir), study.varied)
 
 
 def _check_resumable(run_dir: Path, plan: SweepPlan) -> None:

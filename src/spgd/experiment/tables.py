@@ -20,6 +20,7 @@ from torch import Tensor
 from .. import io
 from ..errors import SpgdError
 from ..metrics.fid import whole_set_scores
+from ..verdict import UNDER_FIT_FACTOR
 from .runs import PathLike, atomic_write_json, atomic_write_text, read_json, utc_now
 from .samples import UNCERTAINTY_VMAX
 
@@ -133,9 +134,34 @@ def _metrics_csv(results: dict[str, list[tuple[str, dict]]], lpips_label: Option
     for m, entries in results.items():
         for name, result in entries:
             mean_of_samples = result.get("mean_of_samples") or {}
-            rows.append([name, m, *(result.get(c) for c in scores), result["failed"], result["n_samples"],
+            rows.append([name, m, *(result.get(c) for c in scores), result["failed"], result.get("under_fit"),
+                         result.get("fit"), worst_verdict(result), result["n_samples"],
                          *(mean_of_samples.get(key) for key in of_mean.values())])
-    return csv_text(["name", "method", *scores, "failed", "samples", *of_mean], rows)
+    return csv_text(["name", "method", *scores, "failed", "under_fit", "fit", "verdict", "samples", *of_mean], rows)
+
+
+def failure_reason(result: dict) -> Optional[str]:
+    """Why a method's restoration of one image failed (its first failed sample's reason)."""
+    for sample in result.get("samples", []):
+        if sample.get("failed"):
+            return sample.get("failure_reason") or (sample.get("verdict") or {}).get("reason")
+    return None
+
+
+def worst_verdict(result: dict) -> Optional[str]:
+    """The worst verdict of a method's samples of one image ("failed: REASON", "under-fit" or "ok"; None for
+    records written before verdicts)."""
+    verdicts = [s.get("verdict") for s in result.get("samples", []) if s.get("verdict")]
+    for status in ("failed", "under-fit", "ok"):
+        hit = [v for v in verdicts if v.get("status") == status]
+        if hit:
+            return f"failed: {hit[0].get('reason')}" if status == "failed" else status
+    return None
+
+
+def ok_rows(rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The rows of images whose restoration did not fail."""
+    return [(name, result) for name, result in rows if result["psnr"] is not None]
 
 
 def _method_summary(rows: list[tuple[str, dict]], lpips_label: Optional[str]) -> dict:
@@ -146,6 +172,11 @@ def _method_summary(rows: list[tuple[str, dict]], lpips_label: Optional[str]) ->
         "n": len(ok),
         "n_failed": len(rows) - len(ok),
         "failed_images": [name for name, result in rows if result["psnr"] is None],
+        "failure_reasons": {name: failure_reason(result) for name, result in rows if result["psnr"] is None},
+        # kept and counted, but flagged: residual far above the noise level (spgd.verdict: a cut budget)
+        "n_under_fit": sum(1 for _, result in ok_rows(rows) if result.get("under_fit")),
+        "under_fit_images": [name for name, result in ok_rows(rows) if result.get("under_fit")],
+        "fit": mean_and_std([result["fit"] for _, result in ok_rows(rows) if result.get("fit") is not None]),
         "psnr": mean_and_std([result["psnr"] for result in ok]),
         "ssim": mean_and_std([result["ssim"] for result in ok]),
     }
@@ -264,12 +295,12 @@ def format_table(tables: dict) -> str:
     preceded by a space, and numbers of any magnitude keep to a bounded width, so columns never run together."""
     label = tables.get("lpips_label")
     with_fid = bool(tables.get("fid"))
-    widths = [14, 16] + ([16] if label else []) + [10, 7, 6, 8, 8] + ([10, 10, 8] if with_fid else [])
+    widths = [14, 16] + ([16] if label else []) + [10, 7, 6, 8, 8, 16] + ([10, 10, 8] if with_fid else [])
 
     def row(name: str, cells: list[str]) -> str:
         return f"{name:<22}" + "".join(" " + c.rjust(w - 1) for c, w in zip(cells, widths))
 
-    head = ["PSNR", "SSIM"] + ([label] if label else []) + ["|Ax-y|", "NFE", "VJP", "s/img", "failed"]
+    head = ["PSNR", "SSIM"] + ([label] if label else []) + ["|Ax-y|", "NFE", "VJP", "s/img", "failed", "under-fit"]
     lines = [row("method", head + (["FID", "KID", "n(FID)"] if with_fid else []))]
     meas = tables.get("measurement")
     if meas:
@@ -280,6 +311,8 @@ def format_table(tables: dict) -> str:
         cells += [number((e.get("rms_residual") or {}).get("mean"), ".4f"), number(calls, ".0f"),
                   number(vjps, ".0f"), number(secs, ".1f")]
         cells.append(str(e["n_failed"]))
+        fit = (e.get("fit") or {}).get("mean")
+        cells.append(str(e.get("n_under_fit", 0)) + (f"({number(fit, '.0f')}x)" if e.get("n_under_fit") else ""))
         if with_fid:
             fe = e.get("fid") or {}
             cells += [number(fe.get("fid"), ".2f"), number((fe.get("kid") or {}).get("mean"), ".4f"),
@@ -290,6 +323,10 @@ def format_table(tables: dict) -> str:
             cells = [plus_minus(ms["psnr"], 2), plus_minus(ms["ssim"], 4)] + (
                 [plus_minus(ms.get(label, {}), 4)] if label else [])
             lines.append(row("  mean of samples", cells).rstrip())
+    if any(e.get("n_under_fit") or e.get("n_failed") for e in tables.get("per_method", {}).values()):
+        lines.append(f"failed: garbage (not in the means); under-fit N(Fx): N images with a residual > "
+                     f"{UNDER_FIT_FACTOR:g} x the noise level, kept (a cut budget), F = the method's mean residual / "
+                     "noise; the rule: spgd.verdict")
     if with_fid:
         warnings = {(e.get("fid") or {}).get("warning") for e in tables.get("per_method", {}).values()} - {None}
         lines += [f"note: {w}" for w in sorted(warnings)]

@@ -1,4 +1,4 @@
-"""`spgd train` as a run folder: the weights (`TRAINED_WEIGHTS`), the training checkpoint (`TRAINING_STATE`),
+"""`spgd train` as a run folder: the weights (`TRAINED_WEIGHTS`), the training state (`TRAINING_STATE`),
 settings.json through `runs.provenance` (as every command's run folder) and report.json (held-out PSNR).
 
 The run folder is named by the caller, not made new under a parent as in the other commands: resuming must find
@@ -19,9 +19,9 @@ from ..errors import SpgdError
 from ..priors.checkpoint import TRAINED_WEIGHTS
 from ..training.loop import DEFAULT_CONFIG, train_prior
 from .console import Console
-from .runs import PathLike, atomic_write_json, provenance
+from .runs import PathLike, RunLock, atomic_write_json, check_writable, provenance
 
-TRAINING_STATE = "training-state.pt"  # the checkpoint in the run folder (resuming continues from it)
+TRAINING_STATE = "training-state.pt"  # the training state in the run folder (resuming continues from it)
 
 # the defaults of the training settings are train_prior's (one home)
 _DEFAULTS = {k: p.default for k, p in inspect.signature(train_prior).parameters.items()}
@@ -53,8 +53,8 @@ class TrainPlan:
     precision: str = _DEFAULTS["precision"]  # "bf16": the network under bf16 autocast
     save_dtype: str = _DEFAULTS["save_dtype"]  # storage of the saved weights: fp32, fp16
     device: Optional[str] = None
-    resume: bool = False  # continue from the training checkpoint
-    checkpoint: Optional[str] = None  # the training checkpoint; None: RUN_DIR/TRAINING_STATE
+    resume: bool = False  # continue from the training state
+    training_state: Optional[str] = None  # the training-state file (optimizer, EMA, step); None: RUN_DIR/TRAINING_STATE
 
     def __post_init__(self) -> None:  # as read back from settings.json
         self.images_dir = str(self.images_dir)
@@ -74,7 +74,7 @@ class TrainRecord:
 
     meta: dict
     weights: Path
-    checkpoint: Path
+    training_state: Path
 
 
 def train(plan: TrainPlan, run_dir: PathLike, console: Optional[Console] = None,
@@ -87,11 +87,21 @@ def train(plan: TrainPlan, run_dir: PathLike, console: Optional[Console] = None,
     if weights.exists() and not plan.resume:
         raise SpgdError(f"{run_dir} already holds a trained prior ({weights}): continue it with resume=True, or "
                         "choose another run folder")
-    checkpoint = Path(plan.checkpoint) if plan.checkpoint is not None else run_dir / TRAINING_STATE
-    run_dir.mkdir(parents=True, exist_ok=True)
+    state = Path(plan.training_state) if plan.training_state is not None else run_dir / TRAINING_STATE
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpgdError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
+    with RunLock(run_dir, "train"):  # two trainings into one folder would overwrite each other's state
+        return _train_locked(plan, run_dir, weights, state, con, argv)
+
+
+def _train_locked(plan: TrainPlan, run_dir: Path, weights: Path, state: Path, con: Console,
+                  argv: Optional[list[str]]) -> TrainRecord:
+    check_writable(run_dir)
     config = {**DEFAULT_CONFIG, "num_channels": plan.channels, "num_res_blocks": plan.res_blocks}
     meta = train_prior(
-        plan.images_dir, weights, resume=plan.resume, checkpoint=checkpoint, command=" ".join(argv or []),
+        plan.images_dir, weights, resume=plan.resume, checkpoint=state, command=" ".join(argv or []),
         steps=plan.steps, batch_size=plan.batch_size, crop=plan.crop, lr=plan.lr, ema_decay=plan.ema_decay,
         config=config, seed=plan.seed, checkpoint_every=plan.checkpoint_every, device=plan.device,
         progress=con.level >= 1, holdout_fraction=plan.holdout_fraction, max_minutes=plan.max_minutes,
@@ -100,7 +110,7 @@ def train(plan: TrainPlan, run_dir: PathLike, console: Optional[Console] = None,
         precision=plan.precision, save_dtype=plan.save_dtype,
     )
     provenance(run_dir, "train", plan, {"settings": meta["settings"], "data": meta["data"],
-                                        "weights": TRAINED_WEIGHTS, "checkpoint": str(checkpoint)}, argv)
+                                        "weights": TRAINED_WEIGHTS, "training_state": str(state)}, argv)
     atomic_write_json(run_dir / "report.json",
                       {"steps": meta["steps"], "wall_time_s": meta["wall_time_s"], **meta["report"]})
-    return TrainRecord(meta, weights, checkpoint)
+    return TrainRecord(meta, weights, state)

@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from spgd.errors import SpgdError
+from spgd.io import atomic_write
 
 __all__ = [
     "frechet_distance", "feature_statistics", "fid_from_features", "kid", "whole_set_scores",
@@ -171,10 +172,7 @@ def save_statistics(path: Union[str, Path], features: ArrayLike, resize: str) ->
     mu, sigma = feature_statistics(f)
     out = {"mu": mu, "sigma": sigma, "features": f.numpy().astype(np.float32), "n": np.int64(f.shape[0]),
            "resize": np.str_(resize)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
+    atomic_write(path, lambda fh: np.savez(fh, **out))
     return out
 
 

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from spgd.errors import SpgdError
+from spgd.io import torch_load_reason
 
 __all__ = [
     "BACKBONES", "LPIPS", "LPIPS_VARIANTS", "LPIPS_WEIGHTS_HELP", "Backbone", "build_features", "lpips_or_reason",
@@ -195,7 +196,7 @@ def _read(paths: list[Path], net: str) -> tuple[dict[str, Tensor], list[Tensor] 
             sd = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
             raise SpgdError(
-                f"LPIPS ({net}): cannot read {p} as a torch weights file ({type(e).__name__}: {e})"
+                f"LPIPS ({net}): cannot read {p} as a torch weights file: {torch_load_reason(e, p)}. {weights_help(net)}"
             ) from None
         if isinstance(sd, (list, tuple)) and sd and all(isinstance(t, Tensor) for t in sd):
             heads = [t for t in sd]
@@ -390,7 +391,7 @@ def lpips_or_reason(
     try:
         module = LPIPS(net, weights, normalize=normalize)
     except SpgdError as e:
-        return None, f"LPIPS ({net}) not computed: {e}"
+        return None, f"LPIPS ({net}) not computed: {str(e).removeprefix(f'LPIPS ({net}): ')}"
     if device is not None:
         module = module.to(device)
     files = ", ".join(str(p) for p in module.weights_files)

@@ -25,6 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..errors import SpgdError
+from ..io import load_npy, numeric_array
 from . import fourier
 from .base import LinearOperator, SeededPartsMixin, check_channels, check_image
 from .spectral import SeparableSVD, reflect_matrix, separable_factors
@@ -235,6 +236,9 @@ def blur_adjoint(y: Tensor, kernel: Tensor) -> Tensor:
     return z.reshape(b, c, h, w)
 
 
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+
+
 def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path], with_sums: bool = False, signed: bool = False):
     """A user kernel from a tensor/array or a .npy / image file, checked (2-D or (B,k,k), odd, >= 0),
     normalised to sum 1 (each per-image kernel separately), as float32. With `with_sums`, also the sums
@@ -245,14 +249,19 @@ def load_kernel(kernel: Union[Tensor, np.ndarray, str, Path], with_sums: bool = 
         if not path.is_file():
             raise SpgdError(f"kernel file not found: {path}")
         if path.suffix.lower() == ".npy":
-            kernel = np.load(path, allow_pickle=False)
+            kernel = load_npy(path, "kernel")
         else:
             try:
                 with Image.open(path) as im:
                     kernel = np.asarray(im.convert("F"), dtype=np.float64)
             except Exception as err:  # noqa: BLE001 - any decoding failure is a bad user file
                 raise SpgdError(f"cannot read kernel file {path} (.npy or an image such as .png): {err}") from err
-    k = torch.as_tensor(np.asarray(kernel) if not isinstance(kernel, Tensor) else kernel).detach()
+    if isinstance(kernel, Tensor):
+        if kernel.is_complex() or not (kernel.is_floating_point() or kernel.dtype in _INTEGER_DTYPES):
+            raise SpgdError(f"a blur kernel must hold real numbers, got a tensor of dtype {kernel.dtype}")
+        k = kernel.detach()
+    else:
+        k = torch.as_tensor(numeric_array(kernel, "the blur kernel").astype(np.float64))
     if k.ndim == 4 and k.shape[1] == 1:
         k = k[:, 0]
     if k.ndim not in (2, 3):
@@ -405,8 +414,9 @@ class Blur(_BlurBase):
         k = self.kernel
         if k.ndim == 3 and k.shape[0] not in (1, x.shape[0]):
             raise SpgdError(
-                f"Blur holds {k.shape[0]} per-image kernels but the batch has {x.shape[0]} images; "
-                f"give one (k, k) kernel or {x.shape[0]}"
+                f"the blur kernel holds {k.shape[0]} per-image kernels (shape {tuple(k.shape)}) but the batch has "
+                f"{x.shape[0]} image(s): give one (k, k) kernel shared by every image, or exactly one kernel per "
+                f"image ({x.shape[0]}, k, k)"
             )
         return k
 

@@ -30,8 +30,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..device import resolve_device
 from ..errors import SpgdError, first_line
-from ..io import atomic_write
+from ..io import atomic_torch_save
 from .base import DEFAULT_CLASS_LABEL, Prior
 from .diffusers import is_diffusers_folder, load_diffusers_prior
 from .discrete import DiscreteSchedule, DiscreteTimePrior, betas_for
@@ -343,7 +344,16 @@ def load_prior(
     stay float32) and the plain float32 eager network elsewhere; False = always float32 eager; True = the
     fast path on any device; a `FastPath` or a dict of its fields = exactly those settings.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise SpgdError(
+            f"name_or_path must be a prior name ('default', 'gaussian', {', '.join(repr(a) for a in ARCHITECTURES)}), "
+            f"a model file or a folder, got {name_or_path!r} ({type(name_or_path).__name__})"
+        )
     name = os.fspath(name_or_path)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if device is not None:
+        device = resolve_device(device)  # an unknown or absent device fails before anything is read
     if name.startswith(LATENT_PREFIX) or is_latent_folder(name):  # a latent diffusion folder (spgd.priors.latent)
         if checkpoint is not None or class_label is not None:
             raise SpgdError(f"checkpoint= and class_label= are not used with a latent diffusion folder ({name})")
@@ -387,4 +397,4 @@ def save_unet(path: str | os.PathLike, model: UNetModel | VPPrecond, **extra: An
         "precond": precond,
         **extra,
     }
-    return atomic_write(path, lambda f: torch.save(payload, f))
+    return atomic_torch_save(path, payload)

@@ -3,6 +3,7 @@ and the start of a run (`Sampler.start_run`)."""
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ class Stats:
     failed: list = field(default_factory=list)  # per image: True if it diverged (see FailureTracker)
     failed_at_step: list = field(default_factory=list)  # per image: the outer step where it did, else None
     failure_reason: list = field(default_factory=list)  # per image: which divergence rule fired, else None
+    verdict: list = field(default_factory=list)  # per image: spgd.verdict.Verdict of the result (spgd.restore/run_sampler)
 
     @property
     def seconds_per_image(self) -> float:
@@ -57,6 +59,7 @@ class Stats:
             "failed": list(self.failed),
             "failed_at_step": list(self.failed_at_step),
             "failure_reason": list(self.failure_reason),
+            "verdict": [v.as_dict() if hasattr(v, "as_dict") else v for v in self.verdict],
         }
 
 
@@ -258,6 +261,25 @@ def residual_diverged(ax: Tensor, y: Tensor, noise_sigma: float) -> Tensor:
     return ~torch.isfinite(res) | (res > bound)
 
 
+# a schedule may start above the prior's largest trained noise level (the prior is then asked at that level: the
+# start is plain noise either way), but not by orders of magnitude: issue 28's sigma_max=1e30 ended 8 dB below the
+# measurement, exit 0. Refused beyond SIGMA_MAX_FACTOR x the prior's sigma_max, or SIGMA_MAX_LIMIT for a prior
+# without one (the analytic Gaussian prior).
+SIGMA_MAX_FACTOR = 100.0
+SIGMA_MAX_LIMIT = 1e4
+
+
+def check_start_sigma(sigma_max: float, prior, method: str = "the sampler") -> None:
+    """Refuse (SpgdError, one line) a schedule that starts at `sigma_max` far beyond the prior's noise range."""
+    trained = float(getattr(prior, "sigma_max", math.inf) or math.inf)
+    limit = SIGMA_MAX_FACTOR * trained if math.isfinite(trained) else SIGMA_MAX_LIMIT
+    if not math.isfinite(sigma_max) or sigma_max > limit:
+        where = (f"{SIGMA_MAX_FACTOR:g} x the largest noise level the prior was trained for ({trained:.4g})"
+                 if math.isfinite(trained) else f"{SIGMA_MAX_LIMIT:g} (this prior has no trained range)")
+        raise SpgdError(f"{method}: sigma_max={sigma_max:g} is beyond {where}: the schedule would start from noise "
+                        f"the prior never saw; use sigma_max <= {limit:.4g} (the presets use 100)")
+
+
 class FailureTracker:
     """Per-sample divergence handling (the rule above): a diverged sample is frozen (set to 0 and no longer
     updated) and reported, so the rest of the batch finishes. Checked every `every` steps to avoid host syncs;
@@ -376,6 +398,7 @@ class Sampler:
         the prior's sigma range (default [0, inf)) and a progress bar labelled with the sampler's name."""
         check_measurement(y)
         prior = as_prior(prior)
+        check_start_sigma(start_sigma, prior, type(self).__name__.lower())
         shape = infer_x_shape(y, operator, x_shape)
         draw = NoiseSource(generator, noise)
         x = start_sigma * draw(shape, y.device, y.dtype) if x_start is None else x_start.to(y)
