@@ -39,6 +39,7 @@ from ..presets import apply_overrides, load_preset, sampler_settings
 from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..samplers import make_sampler
+from ..samplers.catalog import require_support
 from ..samplers.base import RESIDUAL_REASON, Stats, infer_x_shape, residual_diverged
 from ..diagnostics.plots import plot_angles
 from ..diagnostics.telemetry import GradientTelemetry
@@ -191,6 +192,7 @@ class RestoreRecord:
     skipped: list[str] = field(default_factory=list)  # unreadable files of a folder, each with the reason
     angles: Optional[str] = None  # angles.png (telemetry=True and a method with levels)
     folder: bool = False  # a folder was restored (records/, restored/, ... in the run folder)
+    telemetry: Optional[GradientTelemetry] = None  # what angles.png shows: every image's telemetry, joined
 
     @property
     def failed(self) -> bool:
@@ -252,6 +254,7 @@ def restore(plan: RestorePlan, out: PathLike = "runs", console: Optional[Console
     files = [it.path for it in items]
     factories = image_factories(plan.task, params, files, plan.kernel, plan.mask, plan.kernel_dir, plan.mask_dir,
                                 plan.overrides)  # every kernel / mask file found and read before the prior loads
+    require_support([plan.method], factories[0](image_seed(plan.seed, 0), torch.device("cpu")))
     prior = loaded_prior if loaded_prior is not None else load_prior(plan.prior, plan.checkpoint, device=dev,
                                                                      class_label=plan.class_label)
     channels = prior_channels(prior) or 3
@@ -388,10 +391,11 @@ class _RestoreRun:
         """settings.json, and: the telemetry plot; a folder's results.csv."""
         plan, run_dir = self.plan, self.run_dir
         assert run_dir is not None
-        angles = None
+        angles, telemetry = None, None
         if self.telemetries:
             title = f"{plan.task}, prior {plan.prior}" + (f", {len(self.outcomes)} images" if self.folder else "")
-            plot_angles({plan.method: GradientTelemetry.concat(self.telemetries)}, run_dir / "angles.png", title=title)
+            telemetry = GradientTelemetry.concat(self.telemetries)
+            plot_angles({plan.method: telemetry}, run_dir / "angles.png", title=title)
             angles = "angles.png"
         resolved = {"preset": preset, "sampler": settings, "device": str(self.dev)}
         if self.folder:
@@ -411,7 +415,7 @@ class _RestoreRun:
                 **{k: v for k, v in record.items() if k not in ("name", "file", "index", "measurement", "restored")},
             })
         provenance(run_dir, "restore", plan, resolved, self.argv)
-        return RestoreRecord(run_dir, self.outcomes, skipped, angles, self.folder)
+        return RestoreRecord(run_dir, self.outcomes, skipped, angles, self.folder, telemetry)
 
 
 RESULT_COLUMNS = ("name", "file", "width", "height", "padded_to", "kernel", "mask", "rms_residual", "noise_sigma",
