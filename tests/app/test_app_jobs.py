@@ -164,3 +164,18 @@ def test_spgd_app_without_gradio_says_how_to_install_it(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "pip install 'spgd[app]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_spgd_app_on_a_taken_port_says_so_in_one_line(capsys, tmp_path):
+    import socket
+
+    from spgd import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli.main(["app", "--port", str(port), "--out", str(tmp_path / "runs"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"cannot serve on 127.0.0.1, port {port}: in use; choose another with --port N" in err

@@ -11,7 +11,7 @@ From Python: ``serve(Server(prior_name="default").load(), port=7860)``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from ..errors import SpgdError
 from .jobs import Server
@@ -27,12 +27,14 @@ def require_gradio() -> None:
         raise SpgdError(f"the web app needs Gradio, which is not installed ({e}); install it with: {INSTALL_HINT}") from None
 
 
-def serve(server: Server, host: str = "127.0.0.1", port: Optional[int] = None, quiet: bool = False) -> None:
-    """Serve the app on host:port until interrupted (the prior of `server` loaded already)."""
+def serve(server: Server, host: str = "127.0.0.1", port: Optional[int] = None, quiet: bool = False,
+          on_ready: Optional[Callable[[str], None]] = None) -> None:
+    """Serve the app on host:port until interrupted (the prior of `server` loaded already); `on_ready` gets the
+    page's address once it is served."""
     require_gradio()
     from .ui import launch  # Gradio: only now
 
-    launch(server, host, port, quiet)
+    launch(server, host, port, quiet, on_ready)
 
 
 __all__ = ["INSTALL_HINT", "Server", "require_gradio", "serve"]

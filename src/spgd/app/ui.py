@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
 
@@ -184,13 +184,32 @@ def build(server: Server) -> gr.Blocks:
     return page
 
 
-def launch(server: Server, host: str = "127.0.0.1", port: Optional[int] = None, quiet: bool = False) -> None:
+def launch(server: Server, host: str = "127.0.0.1", port: Optional[int] = None, quiet: bool = False,
+           on_ready: Optional[Callable[[str], None]] = None) -> None:
     """Serve the page until interrupted: only the app's own routes (no share link, no API page, no files
-    outside the runs it made), uploads up to 100 MB, one run at a time (others wait in the queue)."""
+    outside the runs it made), uploads up to 100 MB, one run at a time (others wait in the queue). `on_ready`
+    gets the page's address once it is served."""
     page = build(server)
     page.queue(default_concurrency_limit=1, max_size=32, api_open=False)
-    page.launch(
-        server_name=host, server_port=port, share=False, inbrowser=False, quiet=quiet, show_error=False,
-        max_file_size="100mb", footer_links=[], ssr_mode=False, pwa=False, mcp_server=False,
-        allowed_paths=[], theme=gr.themes.Default(**THEME_FONTS), css=CSS, enable_monitoring=False,
-    )
+    try:
+        page.launch(
+            server_name=host, server_port=port, share=False, inbrowser=False, quiet=True, show_error=False,
+            max_file_size="100mb", footer_links=[], ssr_mode=False, pwa=False, mcp_server=False,
+            allowed_paths=[], theme=gr.themes.Default(**THEME_FONTS), css=CSS, enable_monitoring=False,
+            prevent_thread_lock=True,
+        )
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        where = f"port {port}" if port else "a free port from 7860 to 7959"
+        reason = "in use" if "empty port" in str(e) else first_line(str(e))
+        raise SpgdError(f"cannot serve on {host}, {where}: {reason}; choose another with --port N "
+                        "(--port 0: the first free one from 7860)") from None
+    if on_ready is not None:
+        on_ready(page.local_url or f"http://{host}:{port}/")
+    try:
+        page.block_thread()
+    finally:
+        page.close()
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text

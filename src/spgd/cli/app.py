@@ -41,6 +41,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     require_gradio()  # before the prior loads: the fix is an install
     server = Server(args.prior, args.checkpoint, args.class_label, args.device, args.out).load()
     con.info(f"spgd app: {server.describe().replace('**', '')}; runs go to {server.out}")
-    con.info(f"open http://{args.host}:{args.port or 7860} in a browser (Ctrl+C stops the server)")
-    serve(server, args.host, args.port or None, quiet=con.level < 2)
+    serve(server, args.host, args.port or None, quiet=con.level < 2,
+          on_ready=lambda url: con.result(f"open {url} in a browser (Ctrl+C stops the server)"))
     return EXIT_OK
