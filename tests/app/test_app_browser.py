@@ -153,3 +153,32 @@ def test_a_text_file_is_refused_in_the_page(page, tmp_path):
     # the run is refused in the page too: no photo was taken
     pg.locator("#run").click()
     pg.wait_for_function("document.querySelector('#status').innerText.includes('upload a clean image first')")
+
+
+def test_restore_my_photo_with_a_mask_file(page, demo_dir, tmp_path):
+    """The second mode: a degraded photo of an odd size, a mask file for box inpainting, two methods."""
+    import numpy as np
+    from PIL import Image
+
+    pg = page
+    Image.open(sorted(demo_dir.glob("*.png"))[2]).resize((70, 50)).save(tmp_path / "old photo.png")
+    kept = np.full((50, 70), 255, np.uint8)
+    kept[10:20, 10:30] = 0
+    Image.fromarray(kept).save(tmp_path / "mask.png")
+    pg.get_by_label("Restore my degraded photo").check()
+    pg.locator("#task input").click()
+    pg.get_by_role("option", name="inpainting_box", exact=True).click()
+    pg.locator("#photo input[type=file]").set_input_files(str(tmp_path / "old photo.png"))
+    pg.wait_for_function("document.querySelector('#status').innerText.includes('70x50')")
+    pg.locator("#mask-file input[type=file]").set_input_files(str(tmp_path / "mask.png"))
+    pg.wait_for_function("document.querySelector('#status').innerText.includes('pixels kept')")
+    assert "mask.png: 70x50, 94% of the pixels kept" in status_text(pg)
+    pg.locator("#methods").get_by_label("classical", exact=True).check()
+    pg.locator("#steps input").fill("3")
+    pg.locator("#run").click()
+    pg.wait_for_function("document.querySelector('#status').innerText.includes('Done in')", timeout=300_000)
+    text = status_text(pg)
+    assert "spgd: restored padded to 72x56, cropped back" in text
+    captions = pg.locator("#results").inner_text()
+    assert "measurement (70x50)" in captions and "spgd - " in captions and "classical - " in captions
+    assert pg.locator("#table table").count() == 1 and pg.locator("#angles img").count() == 1
