@@ -1,5 +1,7 @@
 # spgd: `make demo` sets up a virtual environment and restores a bundled photo; `make test` runs the tests;
-# `make test-quick` runs them without the slow ones (torchrun, training, the bundled prior end to end).
+# `make test-quick` runs them without the slow ones (torchrun, training, the bundled prior end to end, the app in
+# a browser). `make test` also installs Chromium from the system's packages (apt-get) when it is missing: the
+# browser tests drive it through Playwright, which downloads no browser of its own.
 # Bring your own torch (e.g. a CUDA build): install it into the venv first, or set TORCH= to skip; the
 # default installs the CPU build torch==2.13.0.
 
@@ -8,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-quick clean
+.PHONY: install browser demo test test-quick clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +24,15 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/spgd demo
 
-test: install
+# the system's Chromium for tests/app (as root, or through sudo); CHROMIUM= skips the install
+CHROMIUM ?= chromium
+browser:
+	@test -z "$(CHROMIUM)" || command -v $(CHROMIUM) >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing $(CHROMIUM) for the browser tests (apt-get)"; \
+	  if [ "$$(id -u)" -eq 0 ]; then S=; else S=sudo; fi; \
+	  $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM); }
+
+test: install browser
 	$(PY) -m pytest
 
 test-quick: install

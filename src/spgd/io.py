@@ -31,6 +31,7 @@ __all__ = [
     "heatmap",
     "to_unit",
     "from_unit",
+    "to_uint8",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -284,6 +285,16 @@ def _to_uint8(x: Tensor) -> np.ndarray:
     u = _unit_chw(x, "an image to save")
     a = torch.round(u * 255.0).to(torch.uint8).permute(1, 2, 0).numpy()
     return a[..., 0] if a.shape[2] == 1 else a
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """An image (C, H, W) or (1, C, H, W) in [-1, 1] as the 8-bit array save_image writes: (H, W, 3), or (H, W)
+    for one channel.
+
+    >>> to_uint8(torch.zeros(3, 2, 2)).shape, int(to_uint8(torch.ones(1, 2, 2))[0, 0])
+    ((2, 2, 3), 255)
+    """
+    return _to_uint8(x)
 
 
 def _umask() -> int:

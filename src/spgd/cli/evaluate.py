@@ -34,6 +34,7 @@ examples:
   spgd eval faces/ --task super_resolution --method spgd,spgd-official --limit 10 --samples 3
   spgd eval faces/ --task motion_blur --method spgd,dps,daps --protocol daps   # DAPS paper's noise 0.05
   spgd eval faces/ --task inpainting_random --prior gaussian --set steps=50 --set lr=2.5 --resize
+  spgd eval faces/ --task inpainting_box --mask-dir masks/   # faces/a.png is masked by masks/a.png
   spgd eval faces/ --task motion_blur --lpips-net vgg --lpips-weights vgg16-397923af.pth --lpips-weights vgg.pth
   spgd eval faces/ --task gaussian_blur --lpips-net piq-vgg --lpips-weights vgg16-397923af.pth \\
       --lpips-weights lpips_weights.pt --fid-weights pt_inception-2015-12-05-6726825d.pth   # SPGD/DAPS numbers
@@ -57,6 +58,10 @@ def add_data_options(g: OptionContainer) -> None:
     g.add_argument("--kernel", metavar="FILE",
                    help="use this blur kernel (gaussian/motion blur) instead of the preset's")
     g.add_argument("--mask", metavar="FILE", help="use this inpainting mask for every image instead of random ones")
+    g.add_argument("--kernel-dir", metavar="DIR",
+                   help="one blur kernel per image, matched by name: photo.png takes DIR/photo.pt, .npy or .png")
+    g.add_argument("--mask-dir", metavar="DIR",
+                   help="one inpainting mask per image, matched by name: photo.png takes DIR/photo.png, .pt or .npy")
     g.add_argument("--protocol", choices=("spgd", "dps", "daps"), default="spgd",
                    help="whose measurement protocol: spgd (the SPGD configs' noise: 0.01 for SR, random "
                    "inpainting, Gaussian and motion blur, 0.05 otherwise), dps or daps (noise 0.05 on every task, "
@@ -84,6 +89,9 @@ def add_restoration_options(g: OptionContainer) -> None:
                    "(default: 1)")
     add_device(g)
     add_seed(g)
+    g.add_argument("--telemetry", action="store_true",
+                   help="record the gradient dynamics (as spgd diagnose does) of the first sample: "
+                   "telemetry/METHOD/NAME.csv and angles.png")
 
 
 def add_score_options(g: OptionContainer) -> None:
@@ -121,7 +129,8 @@ def add_run_options(g: OptionContainer) -> None:
 PLAN_OPTIONS = {"images_dir": "images_dir", "task": "task", "methods": "method", "protocol": "protocol",
                 "overrides": "set", "prior": "prior", "checkpoint": "checkpoint", "class_label": "class_label",
                 "samples": "samples", "seed": "seed", "size": "size", "resize": "resize", "limit": "limit",
-                "kernel": "kernel", "mask": "mask", "lpips_weights": "lpips_weights", "lpips_net": "lpips_net",
+                "kernel": "kernel", "mask": "mask", "kernel_dir": "kernel_dir", "mask_dir": "mask_dir",
+                "telemetry": "telemetry", "lpips_weights": "lpips_weights", "lpips_net": "lpips_net",
                 "fid_weights": "fid_weights"}
 RENAMES = {**PLAN_OPTIONS, "backend": "dist_backend", "timeout_minutes": "dist_timeout"}
 
@@ -177,6 +186,8 @@ def report(summary: EvalSummary, con: Console) -> int:
         return EXIT_INTERRUPTED
     con.result(str(run_dir))
     con.result(format_table(summary.tables))
+    if summary.angles:
+        con.info(f"gradient angles: {run_dir / summary.angles}")
     lp = summary.tables.get("lpips")
     if lp and not summary.tables.get("lpips_label"):
         con.info(lp)

@@ -1,5 +1,5 @@
 """The `spgd` command: one module per command (spgd.cli.restore, .evaluate, .demo, .train, .diagnose, .bench,
-.fid, .sweep, .models, .methods), each with HELP (its line in `spgd --help`), DESCRIPTION and EXAMPLES (its `--help` text),
+.fid, .sweep, .models, .methods, .app), each with HELP (its line in `spgd --help`), DESCRIPTION and EXAMPLES (its `--help` text),
 `add_arguments(parser)` and `run(args, argv)` (with RENAMES where a Python parameter has another name than its
 option); the options they share are declared once in spgd.cli.options. The work is in the experiment layer
 (spgd.experiment) and the library, whose errors name Python parameters: they are printed in the command's
@@ -21,12 +21,12 @@ from typing import Any, Optional, Sequence
 from .. import __version__
 from ..errors import SpgdError
 from ..experiment.console import Console
-from . import bench, demo, diagnose, evaluate, fid, methods, models, restore, sweep, train
+from . import app, bench, demo, diagnose, evaluate, fid, methods, models, restore, sweep, train
 from .options import EXIT_ERROR, EXIT_INTERRUPTED, Parser, apply_thread_rule, cli_words, parser_flags
 
 # the commands in the order `spgd --help` lists them
 COMMANDS = {"restore": restore, "eval": evaluate, "demo": demo, "train": train, "diagnose": diagnose,
-            "bench": bench, "fid": fid, "sweep": sweep, "models": models, "methods": methods}
+            "bench": bench, "fid": fid, "sweep": sweep, "models": models, "methods": methods, "app": app}
 
 # the commands that compute on the CPU (their torch thread count follows spgd.device.choose_threads)
 COMPUTING = ("restore", "eval", "demo", "train", "diagnose", "bench", "fid", "sweep")

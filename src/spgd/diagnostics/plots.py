@@ -6,6 +6,7 @@ Pillow, so no ffmpeg is needed.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
@@ -35,10 +36,20 @@ def pyplot():
     `import spgd.diagnostics` (and a `spgd` command that makes no plot) should not pay."""
     import matplotlib  # start-up time: see the docstring
 
-    matplotlib.use("Agg", force=False)  # no-op if a non-interactive backend is already chosen
+    if not _notebook_backend(matplotlib):  # a notebook's inline figures stay on (spgd writes files either way)
+        matplotlib.use("Agg", force=False)  # no-op if a non-interactive backend is already chosen
     import matplotlib.pyplot as plt  # start-up time: see the docstring
 
     return plt
+
+
+def _notebook_backend(matplotlib) -> bool:
+    """Whether pyplot is already in use with a Jupyter backend (inline, widget, nbagg): switching it to Agg would
+    stop the notebook's own figures from showing."""
+    if "matplotlib.pyplot" not in sys.modules:
+        return False
+    backend = str(matplotlib.get_backend()).lower()
+    return any(name in backend for name in ("inline", "ipympl", "widget", "nbagg"))
 
 
 def _band(values: Tensor, lo: float = 10.0, hi: float = 90.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,6 +16,14 @@ Run folder layout (every file written atomically, per-image files as soon as the
     measurement/NAME.png     viewable measurement (rescaled where its range is not an image's)
     random_parts/NAME.pt     the image's mask / kernel / kernel code (operators that have one)
     metrics.csv, metrics.json, grid.png   rebuilt from records/ after every run (spgd.experiment.tables)
+    telemetry/METHOD/NAME.csv, angles.png   with telemetry=True: the gradient-angle telemetry of each batch (first
+                             sample; NAME is the batch's first image, `sample` its position in the batch) and
+                             the plot of this call's images (a single process only)
+
+Kernels and masks: the preset's (random parts drawn from each image's seed), one file for every image
+(kernel=FILE, mask=FILE), or one file per image matched by file stem (kernel_dir=DIR, mask_dir=DIR:
+``photo.png`` takes ``DIR/photo.pt``, ``.npy`` or ``.png``; every image needs its file). A batch holds images
+whose files share a shape (their kernels / masks stacked); records/NAME.json names the image's files.
 
 Python: ``evaluate(EvalPlan(images_dir, "gaussian_blur", methods=["spgd", "dps"]), out="runs")`` returns an
 :class:`EvalSummary`; under torchrun, ``spgd.experiment.distributed.run_eval`` shares the images out.
@@ -36,6 +44,8 @@ from torch import Tensor
 from .. import io, metrics
 from ..api import run_sampler  # latent priors run on z and are decoded at the end
 from ..device import resolve_device
+from ..diagnostics.plots import plot_angles
+from ..diagnostics.telemetry import GradientTelemetry
 from ..errors import SpgdError
 from ..io import atomic_torch_save
 from ..metrics import LPIPS_VARIANTS, lpips_or_reason
@@ -52,7 +62,8 @@ from .console import Console
 from .images import (
     Item, check_image_size, is_asked_for, list_items, prior_image_size, probe_size, selection, selection_differences,
 )
-from .measurement import OperatorFactory, measure_per_image, measurement_baseline, viewable
+from .measurement import OperatorFactory, image_factories, measure_per_image, measurement_baseline, viewable
+from .progress import Progress, run_steps, sampler_callback, telemetry_recorder
 from .runs import (
     PathLike, RunLock, atomic_write_json, check_writable, new_run_dir, provenance, read_json, read_run_settings, shard, utc_now,
 )
@@ -87,11 +98,14 @@ class EvalPlan:
     limit: Optional[int] = None  # only the first images
     kernel: Optional[str] = None  # a blur kernel file instead of the preset's kernel
     mask: Optional[str] = None  # an inpainting mask file for every image
+    kernel_dir: Optional[str] = None  # one blur kernel file per image, by file stem (photo.png: DIR/photo.pt, ...)
+    mask_dir: Optional[str] = None  # one inpainting mask file per image, by file stem
     lpips_weights: list[str] = field(default_factory=list)
     lpips_net: str = "vgg"
     fid_weights: Optional[str] = None  # Inception weights file: FID/KID per method (spgd.metrics.fid)
     batch_size: Union[int, str] = 1  # or "auto": the largest that fits the free GPU memory (spgd.priors.execution)
     device: Optional[str] = None
+    telemetry: bool = False  # record the gradient-angle telemetry (spgd.diagnostics): CSVs and angles.png
 
     def __post_init__(self) -> None:  # as read back from settings.json
         self.images_dir = Path(self.images_dir)
@@ -123,6 +137,8 @@ class EvalPlan:
             "limit": self.limit,
             "kernel": None if self.kernel is None else str(Path(self.kernel).resolve()),
             "mask": None if self.mask is None else str(Path(self.mask).resolve()),
+            **{name: str(Path(folder).resolve()) for name, folder in (("kernel_dir", self.kernel_dir),
+                                                                      ("mask_dir", self.mask_dir)) if folder},
             "lpips": {"net": self.lpips_net, "weights": [str(Path(p).resolve()) for p in self.lpips_weights]},
             **({"fid": {"weights": str(Path(self.fid_weights).resolve())}} if self.fid_weights else {}),
             **({} if self.class_label is None else {"class_label": self.class_label}),
@@ -177,42 +193,59 @@ class EvalSetup:
     size: tuple[int, int]  # (H, W) every image is restored at
     samplers: dict[str, Any]
     sampler_settings: dict[str, dict]
-    operators: OperatorFactory
+    operators: OperatorFactory  # the operator of every image; with kernel_dir / mask_dir the first image's
     prior: Any
     channels: int  # 1: a grayscale prior (images and operator in 1 channel), else 3
     batch_size: int
     lpips: Any  # spgd.metrics.LPIPS or None
     lpips_note: str
     fid_model: Optional[FIDInception]
+    image_operators: dict = field(default_factory=dict)  # image index -> its own factory (kernel_dir / mask_dir)
 
     @property
     def lpips_label(self) -> Optional[str]:
         return self.lpips.label if self.lpips is not None else None
 
+    def operator_of(self, it: Item) -> OperatorFactory:
+        """The operator factory of one image: its own (kernel_dir / mask_dir), else the run's."""
+        return self.image_operators.get(it.index, self.operators)
 
-def set_up(plan: EvalPlan, console: Console) -> EvalSetup:
+    def batch_operator(self, items: Sequence[Item]) -> OperatorFactory:
+        """The operator factory of a batch: the images' own files stacked, else the run's."""
+        return OperatorFactory.stacked([self.operator_of(it) for it in items])
+
+
+def set_up(plan: EvalPlan, console: Console, loaded_prior: Any = None) -> EvalSetup:
     """Load the prior, build and check the samplers and the operator, find and size the images, load the
-    scorers: everything that can be wrong with the input fails here, before any work."""
+    scorers: everything that can be wrong with the input fails here, before any work. `loaded_prior`: the prior
+    the plan names, already loaded (a server that keeps it between runs)."""
     plan.validate()
     device = resolve_device(plan.device)
     items = list_items(Path(plan.images_dir), plan.limit)  # missing/empty folder -> SpgdError
     preset = plan.preset()
     settings = {m: sampler_settings(preset, m) for m in plan.methods}
     samplers = {m: make_sampler(m, **s, progress=console.level >= 1) for m, s in settings.items()}
-    operators = _operators(plan, preset, 3, console)
+    per_image = _operators(plan, preset, items, 3, console)
+    operators = per_image[items[0].index]
     # the operator parameters, and that every method can take this operator, checked before the prior loads
     require_support(plan.methods, operators(plan.seed, torch.device("cpu")))
     console.detail(f"loading prior {plan.prior!r}" + (f" from {plan.checkpoint}" if plan.checkpoint else ""))
-    prior = load_prior(plan.prior, plan.checkpoint, device=device, class_label=plan.class_label)
+    prior = loaded_prior if loaded_prior is not None else load_prior(plan.prior, plan.checkpoint, device=device,
+                                                                     class_label=plan.class_label)
     for m, smp in samplers.items():  # a schedule far beyond the prior's noise range: refused now (not garbage later)
         if getattr(smp, "sigma_max", None) is not None:
             check_start_sigma(float(smp.sigma_max), prior, m)
     channels = prior_channels(prior) or 3
     if channels != 3:
-        operators = _operators(plan, preset, channels, None)
+        per_image = _operators(plan, preset, items, channels, None)
+        operators = per_image[items[0].index]
     readable, size = _readable_images(plan, items, prior, console)
-    with torch.no_grad():  # an operator that cannot take this size (box too large, scale) fails now
-        operators(plan.seed, device).forward(torch.zeros(1, channels, *size, device=device))
+    with torch.no_grad():  # an operator that cannot take this size (box too large, scale, a mask) fails now
+        for it in readable if plan.kernel_dir or plan.mask_dir else readable[:1]:
+            try:
+                per_image[it.index](plan.seed, device).forward(torch.zeros(1, channels, *size, device=device))
+            except SpgdError as e:
+                raise SpgdError(f"{it.path.name}: {e}" if plan.kernel_dir or plan.mask_dir else str(e)) from None
     batch_size = plan.batch_size
     if batch_size == "auto":
         batch_size = auto_batch_size(prior, (channels, *size), device)
@@ -224,17 +257,20 @@ def set_up(plan: EvalPlan, console: Console) -> EvalSetup:
     return EvalSetup(device=device, items=readable, n_skipped=len(items) - len(readable), size=size,
                      samplers=samplers, sampler_settings=settings, operators=operators, prior=prior,
                      channels=channels, batch_size=int(batch_size), lpips=lpips, lpips_note=lpips_note,
-                     fid_model=fid_model)
+                     fid_model=fid_model,
+                     image_operators=per_image if plan.kernel_dir or plan.mask_dir else {})
 
 
-def _operators(plan: EvalPlan, preset: dict, channels: int, console: Optional[Console]) -> OperatorFactory:
-    """The task's operator factory with the preset's parameters, the kernel/mask files and the prior's channels
+def _operators(plan: EvalPlan, preset: dict, items: list[Item], channels: int,
+               console: Optional[Console]) -> dict[int, OperatorFactory]:
+    """Each image's operator factory (image index -> factory; one shared factory unless kernel_dir / mask_dir
+    give per-image files) with the preset's parameters, the kernel/mask files and the prior's channels
     (`console`: where the files' notes go, the first time)."""
-    factory = OperatorFactory(plan.task, preset.get("operator", {}), plan.kernel, plan.mask, plan.overrides,
-                              channels)
-    for note in factory.notes if console is not None else []:
+    factories = image_factories(plan.task, preset.get("operator", {}), [it.path for it in items], plan.kernel,
+                                plan.mask, plan.kernel_dir, plan.mask_dir, plan.overrides, channels)
+    for note in dict.fromkeys(n for f in factories for n in f.notes) if console is not None else []:
         console.warn(note)
-    return factory
+    return {it.index: f for it, f in zip(items, factories)}
 
 
 def _readable_images(plan: EvalPlan, items: list[Item], prior, console: Console) -> tuple[list[Item], tuple]:
@@ -272,7 +308,8 @@ def settings_resolved(plan: EvalPlan, setup: EvalSetup, world_size: int = 1) -> 
         "identity": plan.identity(),
         "images": selection(setup.items),  # the images restored (resuming checks that they are the same)
         "preset": plan.preset(),
-        "operator": setup.operators.recorded,  # what was used (a kernel/mask file, not the preset's)
+        "operator": setup.operators.recorded if not setup.image_operators else  # what was used (a file, not the
+        {"task": plan.task, "per_image": "records/NAME.json: operator"},  # preset's; per image with the folders)
         "samplers": setup.sampler_settings,
         "image_size": list(setup.size),
         "batch_size": setup.batch_size,
@@ -329,6 +366,7 @@ class EvalSummary:
     interrupted: bool = False
     tables: dict = field(default_factory=dict)
     rank: int = 0  # in a distributed run only rank 0's summary covers the whole run (and holds the tables)
+    angles: Optional[str] = None  # angles.png (telemetry=True, a single process), relative to run_dir
 
     @property
     def n_failed(self) -> int:
@@ -336,18 +374,20 @@ class EvalSummary:
 
 
 def evaluate(plan: EvalPlan, out: PathLike = "runs", resume: Optional[PathLike] = None,
-             console: Optional[Console] = None, argv: Optional[list[str]] = None) -> EvalSummary:
+             console: Optional[Console] = None, argv: Optional[list[str]] = None,
+             progress: Optional[Progress] = None, loaded_prior: Any = None) -> EvalSummary:
     """Evaluate in one process: into a new run folder under `out` (created once the set-up has passed), or into
-    the run folder `resume` (only the images without a result)."""
+    the run folder `resume` (only the images without a result). `progress` is called after every level of every
+    restoration (spgd.experiment.progress); `loaded_prior` as in :func:`set_up`."""
     console = console or Console()
     if resume is not None:
         with RunLock(resume, "eval"):  # before the set-up: a run in use is said at once
-            return _evaluate_in(plan, set_up(plan, console), Path(resume), True, console, argv)
+            return _evaluate_in(plan, set_up(plan, console, loaded_prior), Path(resume), True, console, argv, progress)
     check_writable(out)
-    setup = set_up(plan, console)
+    setup = set_up(plan, console, loaded_prior)
     run_dir = new_run_dir(out, "eval", plan.task)
     with RunLock(run_dir, "eval"):
-        return _evaluate_in(plan, setup, run_dir, False, console, argv)
+        return _evaluate_in(plan, setup, run_dir, False, console, argv, progress)
 
 
 def evaluate_in(plan: EvalPlan, run_dir: PathLike, console: Optional[Console] = None,
@@ -363,7 +403,7 @@ def evaluate_in(plan: EvalPlan, run_dir: PathLike, console: Optional[Console] = 
 
 
 def _evaluate_in(plan: EvalPlan, setup: EvalSetup, run_dir: Path, resume: bool, console: Console,
-                 argv: Optional[list[str]]) -> EvalSummary:
+                 argv: Optional[list[str]], progress: Optional[Progress] = None) -> EvalSummary:
     """The run of a set-up evaluation in `run_dir`; a new run that fails before its first result leaves no
     folder behind."""
     if resume:
@@ -371,7 +411,7 @@ def _evaluate_in(plan: EvalPlan, setup: EvalSetup, run_dir: Path, resume: bool, 
     else:
         provenance(run_dir, "eval", plan, settings_resolved(plan, setup), argv)
     try:
-        return Evaluation(plan, setup, run_dir, console).run()
+        return Evaluation(plan, setup, run_dir, console, progress).run()
     except Exception:
         if not resume and not any((run_dir / "records").glob("*.json")):
             shutil.rmtree(run_dir, ignore_errors=True)  # failed before the first result: leave no junk folder
@@ -386,13 +426,17 @@ def restored_path(method: str, name: str, sample: int, several_methods: bool) ->
 class Evaluation:
     """The work of one `spgd eval` run into `run_dir` (new, or resumed), once it is set up."""
 
-    def __init__(self, plan: EvalPlan, setup: EvalSetup, run_dir: Path, console: Console):
+    def __init__(self, plan: EvalPlan, setup: EvalSetup, run_dir: Path, console: Console,
+                 progress: Optional[Progress] = None):
         self.plan = plan
         self.setup = setup
         self.run_dir = Path(run_dir)
         self.console = console
+        self.progress = progress
         self.several = len(plan.methods) > 1
         self.n_skipped = setup.n_skipped  # grows when an image turns out unreadable at its turn
+        self.telemetries: dict[str, list[GradientTelemetry]] = {}  # telemetry=True: this call's, per method
+        self._position = (0, 1)  # the batch's first image among this call's images, and their number
 
     def pending(self) -> list[Item]:
         """The images of this run without a complete record (in index order)."""
@@ -428,6 +472,7 @@ class Evaluation:
         bar = self.console.progress(len(todo), desc=f"eval {plan.task}")
         try:
             for batch in self._batches(todo):
+                self._position = (summary.n_done_now, len(todo))
                 records = self._restore_batch(batch)
                 summary.n_done_now += len(records)
                 bar.update(len(batch))
@@ -441,7 +486,16 @@ class Evaluation:
             summary.n_skipped = self.n_skipped
             if rank == 0 and world_size == 1:
                 summary.tables = write_tables(self.run_dir, setup.size, plan.resize)
+                summary.angles = self._write_angles()
         return summary
+
+    def _write_angles(self) -> Optional[str]:
+        """angles.png of this call's restorations (telemetry=True), one panel per method that has levels."""
+        tels = {m: GradientTelemetry.concat(t) for m, t in self.telemetries.items() if t}
+        if not tels:
+            return None
+        plot_angles(tels, self.run_dir / "angles.png", title=f"{self.plan.task}, prior {self.plan.prior}")
+        return "angles.png"
 
     def _announce(self, n_remaining: int, n_before: int, share: str) -> None:
         """The status lines before the work: LPIPS, what is left to do (`share`: this rank's part) and how."""
@@ -465,7 +519,8 @@ class Evaluation:
                 continue
             for note in notes:  # a format conversion is news; the crop/resize asked for is not
                 (self.console.detail if is_asked_for(note) else self.console.warn)(f"{it.path.name}: {note}")
-            if batch and (len(batch) == self.setup.batch_size or batch[-1][0].index + 1 != it.index):
+            if batch and (len(batch) == self.setup.batch_size or batch[-1][0].index + 1 != it.index
+                          or self.setup.operator_of(it).part_shapes() != self.setup.operator_of(batch[0][0]).part_shapes()):
                 yield batch
                 batch = []
             batch.append((it, x, notes))
@@ -477,7 +532,7 @@ class Evaluation:
         items = [b[0] for b in batch]
         x = torch.cat([b[1] for b in batch]).to(self.setup.device)
         seeds = [image_seed(self.plan.seed, it.index) for it in items]
-        op = self.setup.operators(seeds[0], self.setup.device)
+        op = self.setup.batch_operator(items)(seeds[0], self.setup.device)
         y = measure_per_image(op, x, [noise_seed(s) for s in seeds])
         records = self._measurement_records(batch, seeds, op, x, y)
         for m in self.plan.methods:
@@ -514,6 +569,7 @@ class Evaluation:
                 "measurement_note": note, "random_parts": parts_path,
                 "measurement_metrics": None if base is None
                 else {"kind": base_kind, "psnr": base_psnr[j], "ssim": base_ssim[j]},
+                **({"operator": self.setup.operator_of(it).recorded} if self.setup.image_operators else {}),
                 "methods": {},
             })
         return records
@@ -527,9 +583,18 @@ class Evaluation:
         cost: list[dict] = []
         sampler = setup.samplers[method]
         moments = SampleMoments() if samples > 1 and getattr(sampler, "stochastic", True) else None
+        first, n_images = self._position
+        where = {"image": items[0].name, "image_index": first, "images": n_images, "method": method,
+                 "method_index": self.plan.methods.index(method), "methods": len(self.plan.methods)}
         for s in range(samples):
             gens = sample_generators(seeds, s, setup.device)
-            result = run_sampler(sampler, y, op, setup.prior, generator=gens, x_shape=tuple(x.shape))
+            tel = telemetry_recorder() if self.plan.telemetry and s == 0 else None
+            callback = sampler_callback(self.progress, tel, where, run_steps(sampler), tuple(x.shape))
+            result = run_sampler(sampler, y, op, setup.prior, generator=gens, x_shape=tuple(x.shape),
+                                 callback=callback)
+            if tel is not None and len(tel):
+                tel.save_csv(self.run_dir / "telemetry" / method / f"{items[0].name}.csv")
+                self.telemetries.setdefault(method, []).append(tel)
             cost.append(result.stats.as_dict())
             x_hat = result.x.detach()
             scored = self._score_sample(method, s, items, result.stats, op, x, y, x_hat)

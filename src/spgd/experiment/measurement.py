@@ -5,7 +5,7 @@ mask file, the seeding rule), measuring each image with its own noise, and the f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from ..operators.blur import load_kernel
 
 INPAINTING = ("inpainting_box", "inpainting_random")
 KERNEL_TASKS = ("gaussian_blur", "motion_blur")
+# the files a kernel / mask can come in (spgd.experiment.measurement.load_kernel_file / load_mask_file)
+PART_FILE_SUFFIXES = (".pt", ".npy") + io.IMAGE_EXTENSIONS
 
 
 def is_image_file(path: str) -> bool:
@@ -27,6 +29,8 @@ def is_image_file(path: str) -> bool:
 
 # operator parameters that a kernel / mask file replaces: setting them beside the file has no effect
 REPLACED_BY_FILE = {"kernel": ("kernel_size", "std", "intensity"), "mask": ("box_size", "margin", "drop")}
+
+PathLike = Union[str, Path]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -138,6 +142,24 @@ def raw_measurement(t: Tensor, path: Path) -> tuple[Tensor, list[str]]:
     return t.contiguous(), notes
 
 
+def matched_file(folder: PathLike, image: PathLike, what: str, param: str) -> str:
+    """The `what` file ("kernel", "mask") of `image` in `folder`, matched by file stem: ``photo.png`` takes
+    ``folder/photo.png``, ``photo.pt``, ``photo.npy`` or another image file named ``photo``; exactly one
+    of them. `param` names the folder's parameter in errors (kernel_dir, mask_dir)."""
+    folder, stem = Path(folder), Path(image).stem
+    if not folder.is_dir():
+        raise SpgdError(f"{param}={folder} is not a folder (a folder of {what} files named like the images)")
+    found = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.stem == stem and p.suffix.lower() in PART_FILE_SUFFIXES)
+    if not found:
+        raise SpgdError(f"{param}={folder} holds no {what} for {Path(image).name}: looked for {stem}.pt, {stem}.npy "
+                        f"or an image {stem}.png, .jpg, ...")
+    if len(found) > 1:
+        raise SpgdError(f"{param}={folder} holds {len(found)} {what} files for {Path(image).name} "
+                        f"({', '.join(p.name for p in found)}); keep one")
+    return str(found[0])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the operator of a batch
 
@@ -229,6 +251,31 @@ class OperatorFactory:
         other.params = {**self.params, "mask": mask}
         return other
 
+    def part_shapes(self) -> tuple:
+        """The shapes of the kernel / mask tensors from files (what a batch's images must share to be stacked)."""
+        return tuple(tuple(self.params[k].shape[-2:]) if k in self.params else None for k in ("kernel", "mask"))
+
+    @classmethod
+    def stacked(cls, factories: Sequence["OperatorFactory"]) -> "OperatorFactory":
+        """One factory for a batch whose images have their own kernel / mask files (image_factories): the files'
+        tensors stacked, image j's at j (they must share part_shapes()). The batch's factory itself where all
+        images share one."""
+        first = factories[0]
+        if all(f is first for f in factories):
+            return first
+        if len({f.part_shapes() for f in factories}) > 1:
+            raise SpgdError("cannot stack kernels / masks of different shapes into one batch")
+        other = object.__new__(cls)
+        other.__dict__.update(first.__dict__)
+        other.params = dict(first.params)
+        if "kernel" in first.params:
+            other.params["kernel"] = torch.cat([f.params["kernel"].reshape(-1, *f.params["kernel"].shape[-2:])
+                                                for f in factories])
+        if "mask" in first.params:
+            other.params["mask"] = torch.cat([f.params["mask"].reshape(-1, 1, *f.params["mask"].shape[-2:])
+                                              for f in factories])
+        return other
+
     def __call__(self, seed: int, device: torch.device):
         params = dict(self.params)
         if self.has_seed:
@@ -240,6 +287,38 @@ class OperatorFactory:
         if self._network is None and getattr(op, "network", None) is not None:
             self._network = op.network
         return op.to(device)
+
+
+def image_factories(
+    task: str,
+    params: dict,
+    images: Sequence[PathLike],
+    kernel: Optional[str] = None,
+    mask: Optional[str] = None,
+    kernel_dir: Optional[str] = None,
+    mask_dir: Optional[str] = None,
+    overrides: Sequence[str] = (),
+    channels: int = 3,
+) -> list[OperatorFactory]:
+    """The operator factory of each image of `images`: one factory shared by all (the preset's random parts, or
+    one kernel / mask file for every image), or, with kernel_dir / mask_dir, one per image with its own file
+    matched by file stem (spgd.experiment.measurement.matched_file). Every file is found and read here, so a
+    missing or bad one fails before any work; each factory's `notes` are for the caller to print."""
+    for name, one, folder in (("kernel", kernel, kernel_dir), ("mask", mask, mask_dir)):
+        if one is not None and folder is not None:
+            raise SpgdError(f"give {name}=FILE (one {name} for every image) or {name}_dir=DIR (one per image, "
+                            f"by file name), not both")
+    if kernel_dir is None and mask_dir is None:
+        return [OperatorFactory(task, params, kernel, mask, overrides, channels)] * len(images)
+    out = []
+    for image in images:
+        k = matched_file(kernel_dir, image, "kernel", "kernel_dir") if kernel_dir is not None else kernel
+        m = matched_file(mask_dir, image, "mask", "mask_dir") if mask_dir is not None else mask
+        try:
+            out.append(OperatorFactory(task, params, k, m, overrides, channels))
+        except SpgdError as e:
+            raise SpgdError(f"{Path(image).name}: {e}") from None
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
