@@ -470,6 +470,10 @@ def restoration_problem(plan: RestorePlan, y: Tensor, notes: list[str], factory:
     x_shape = infer_x_shape(y, op, None)  # the operator knows its input size (SR: larger, phase: unpadded)
     y = y.to(dev)
     op.forward(torch.zeros(x_shape, device=dev))  # a kernel/mask that does not fit fails here, with its message
+    if plan.task in INPAINTING and tuple(y.shape) == tuple(x_shape):
+        # a photo's missing pixels hold whatever was painted there, not measurements: zero them, as A(x) does,
+        # so that the data residual (and the verdict, and DPS's norm) counts only the pixels the mask keeps
+        y = y * op.forward(torch.ones(x_shape, device=dev))
     problem = Problem(y, op, tuple(x_shape), y, op, tuple(x_shape))
     out_hw = problem.out_hw
     if plan.pad:  # restore a padded image whose sides the network takes, then crop back to out_hw
