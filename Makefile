@@ -10,14 +10,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install browser demo test test-quick clean
+.PHONY: install install-test browser demo test test-quick clean
 
+# the package alone (what `make demo` and the commands need); the tests' extras (diffusers, Gradio, Playwright,
+# Jupyter) only for `make test`
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# keep a torch that is already there (a user's CUDA build); otherwise install $(TORCH)
 	$(PY) -c "import torch" 2>/dev/null || { test -z "$(TORCH)" || $(PY) -m pip install -q "$(TORCH)"; }
+	$(PY) -m pip install -q -e .
+	touch $@
+
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
@@ -32,10 +40,10 @@ browser:
 	  if [ "$$(id -u)" -eq 0 ]; then S=; else S=sudo; fi; \
 	  $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM); }
 
-test: install browser
+test: install-test browser
 	$(PY) -m pytest
 
-test-quick: install
+test-quick: install-test
 	$(PY) -m pytest -m "not slow"
 
 clean:

@@ -56,7 +56,7 @@ from spgd.presets import load_preset, sampler_settings
 # the budgets: a newcomer's run, or the test suite's (SPGD_NOTEBOOK_QUICK=1 executes it at tiny ones)
 QUICK = os.environ.get("SPGD_NOTEBOOK_QUICK") == "1"
 SIZE = 64 if QUICK else 128  # pixels a side
-STEPS = 3 if QUICK else 20  # SPGD's annealing levels K (the paper: 200)
+STEPS = 3 if QUICK else 10  # SPGD's annealing levels K (the paper: 200)
 WARMUP = 1 if QUICK else 2  # SPGD's likelihood warm-up steps N per level (the paper: 5)
 FACE = Path(os.environ.get("SPGD_FACE", DEMO_IMAGE))  # any photo of a face; the default ships with spgd
 torch.set_num_threads(min(4, os.cpu_count() or 1))
