@@ -59,7 +59,10 @@ SIZE = 64 if QUICK else 128  # pixels a side
 STEPS = 3 if QUICK else 10  # SPGD's annealing levels K (the paper: 200)
 WARMUP = 1 if QUICK else 2  # SPGD's likelihood warm-up steps N per level (the paper: 5)
 FACE = Path(os.environ.get("SPGD_FACE", DEMO_IMAGE))  # any photo of a face; the default ships with spgd
-torch.set_num_threads(min(4, os.cpu_count() or 1))
+# torch's threads wait for each other at every operation: on a machine busy with other work, fewer threads run
+# many times faster (the command line applies the same rule; SPGD_THREADS=N chooses)
+threads = spgd.device.apply_threads(spgd.device.choose_threads())
+print(f"{threads.threads} torch thread(s)" + (f": {threads.note}" if threads.note else ""))
 started, started_cpu = time.perf_counter(), time.process_time()
 
 

@@ -29,7 +29,7 @@ COMMANDS = {"restore": restore, "eval": evaluate, "demo": demo, "train": train, 
             "bench": bench, "fid": fid, "sweep": sweep, "models": models, "methods": methods, "app": app}
 
 # the commands that compute on the CPU (their torch thread count follows spgd.device.choose_threads)
-COMPUTING = ("restore", "eval", "demo", "train", "diagnose", "bench", "fid", "sweep")
+COMPUTING = ("restore", "eval", "demo", "train", "diagnose", "bench", "fid", "sweep", "app")
 
 
 def build_parser() -> argparse.ArgumentParser:
