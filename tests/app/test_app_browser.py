@@ -47,8 +47,11 @@ def app_url(tmp_path_factory):
     out = tmp_path_factory.mktemp("app-runs")
     port = free_port()
     log = open(out / "server.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "spgd", "app", "--port", str(port), "--out", str(out / "runs")],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    # run from `out` with a relative --out: the page (and the screenshot in docs/) names "runs", no machine path
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "spgd", "app", "--port", str(port), "--out", "runs"], cwd=out,
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 180
@@ -129,7 +132,7 @@ def test_degrade_and_restore_a_face_with_spgd(page, demo_dir, tmp_path):
     captions = pg.locator("#results").inner_text()
     assert "measurement - PSNR" in captions and "spgd - PSNR" in captions
     table = pg.locator("#table").inner_text()
-    assert "spgd" in table and "denoiser calls" in table
+    assert "spgd" in table and "denoiser calls" in table and "verdict" in table
     assert pg.locator("#table table").count() == 1  # rendered as a table
     assert pg.locator("#download").get_by_text(".zip").count() >= 1
     assert "Error" not in status_text(pg)

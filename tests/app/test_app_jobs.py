@@ -101,6 +101,9 @@ def test_degrade_and_restore_scores_and_writes_the_eval_run_folder(server, small
     assert Path(o.angles).is_file() and o.angles.endswith("angles.png")
     rows = {r["method"]: r for r in o.rows}
     assert rows["spgd"]["denoiser calls"] > 0 and rows["classical"]["denoiser calls"] == 0
+    # every result judged against its measurement (spgd.verdict): the classical solve fits to the noise
+    assert rows["classical"]["verdict"] == "ok"
+    assert all(part == "ok" or part.startswith("under-fit") for part in rows["spgd"]["verdict"].split(", "))
     assert "| spgd |" in o.table()
     names = zipfile.ZipFile(o.zip).namelist()
     assert any(n.endswith("request.json") for n in names) and any("/records/" in n for n in names)
@@ -120,6 +123,7 @@ def test_restore_my_photo_with_a_painted_mask_any_size(server, small_face):
     restored = [p for p in o.pictures if p.caption.startswith(("spgd", "classical"))]
     assert len(restored) == 2 and all(Image.open(p.path).size == (36, 28) for p in restored)
     assert [r["method"] for r in o.rows] == ["spgd", "classical"]
+    assert o.rows[1]["verdict"] == "ok"  # the painted box is no measurement: the solve fits the kept pixels
     assert any("padded to 40x32" in n for n in o.notes)
     assert Path(o.angles).is_file()
 

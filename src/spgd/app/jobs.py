@@ -46,6 +46,7 @@ from ..priors import load_prior
 from ..priors.base import prior_channels
 from ..samplers import METHODS, setting_defaults
 from ..samplers.catalog import operator_support
+from ..verdict import verdict_of_record
 
 MODES = {
     "degrade": "Degrade a clean image and restore it",
@@ -545,8 +546,16 @@ def _scores(r: dict) -> str:
 
 
 def _verdict(record: dict) -> dict:
-    """The record's verdict, when the pipeline gives one."""
-    return {"verdict": record["verdict"]} if record.get("verdict") is not None else {}
+    """The verdict column (spgd.verdict: ok, under-fit Nx, failed) of a restore record or of an eval record's
+    method entry (each of its samples judged; their distinct labels)."""
+    samples = record.get("samples")
+    entries = samples if isinstance(samples, list) and samples else [record]
+    labels = []
+    for entry in entries:
+        v = verdict_of_record(entry) if isinstance(entry, dict) else None
+        if v is not None and v.label not in labels:
+            labels.append(v.label)
+    return {"verdict": ", ".join(labels)} if labels else {}
 
 
 def _method_row(m: str, r: dict, residual: Optional[float], image_record: dict, samples: Any) -> dict:
