@@ -103,10 +103,10 @@ def test_eval_writes_everything_and_resume_does_nothing(capsys, tmp_path, two_im
     assert all(snapshot(run_dir).get(k) == after[k] for k in per_image)
 
 
-def test_interrupt_keeps_finished_images_and_resume_completes(capsys, tmp_path, two_images, monkeypatch):
+def interrupt_second_batch(monkeypatch) -> None:
+    """Ctrl-C as the evaluation starts its second batch (the first batch's images are finished)."""
     from spgd.experiment.evaluation import Evaluation
 
-    out = tmp_path / "runs"
     real = Evaluation._restore_batch
     calls = {"n": 0}
 
@@ -117,6 +117,11 @@ def test_interrupt_keeps_finished_images_and_resume_completes(capsys, tmp_path, 
         return real(self, batch)
 
     monkeypatch.setattr(Evaluation, "_restore_batch", flaky)
+
+
+def test_interrupt_keeps_finished_images_and_resume_completes(capsys, tmp_path, two_images, monkeypatch):
+    out = tmp_path / "runs"
+    interrupt_second_batch(monkeypatch)
     code, _, err = run(capsys, "eval", two_images, "--task", "denoising", *TINY, "--out", out, "-q")
     assert code == 130
     run_dir = only_run(out)
@@ -125,7 +130,7 @@ def test_interrupt_keeps_finished_images_and_resume_completes(capsys, tmp_path, 
     with open(run_dir / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) == 1
 
-    monkeypatch.setattr(Evaluation, "_restore_batch", real)
+    monkeypatch.undo()  # the real batches again
     first = (run_dir / "records" / "00000.json").stat().st_mtime_ns
     code, _, err = run(capsys, "eval", "--resume", run_dir)
     assert code == 0, err
@@ -548,26 +553,15 @@ def test_interrupted_limit_run_resumed_with_the_printed_command_has_exactly_the_
         capsys, tmp_path, four_images, monkeypatch):
     """Issue 28: Ctrl-C on `--limit 3` after one image; the printed resume command restores the 2 missing images of
     the 3 asked for, not the whole folder."""
-    from spgd.experiment.evaluation import Evaluation
-
     out = tmp_path / "runs"
-    real = Evaluation._restore_batch
-    calls = {"n": 0}
-
-    def flaky(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(Evaluation, "_restore_batch", flaky)
+    interrupt_second_batch(monkeypatch)
     code, _, err = run(capsys, "eval", four_images, "--task", "denoising", *TINY, "--limit", 3, "--batch-size", 1,
                        "--out", out, "-q")
     assert code == 130
     run_dir = only_run(out)
     printed = [line.strip() for line in err.splitlines() if line.strip().startswith("spgd eval --resume")]
     assert len(printed) == 1, err
-    monkeypatch.setattr(Evaluation, "_restore_batch", real)
+    monkeypatch.undo()  # the real batches again
     code, _, err = run(capsys, *printed[0].split()[1:])
     assert code == 0, err
     assert sorted(p.stem for p in (run_dir / "records").glob("*.json")) == ["00000", "00001", "00002"]
