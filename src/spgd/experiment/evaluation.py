@@ -616,7 +616,8 @@ class Evaluation:
         setup = self.setup
         x01, xh01 = io.to_unit(x.clamp(-1, 1)), io.to_unit(x_hat.clamp(-1, 1))
         psnr, ssim = metrics.psnr(xh01, x01).tolist(), metrics.ssim(xh01, x01).tolist()
-        verdicts = judge(x_hat, y, op)  # the data fit and the image range, for every method (spgd.verdict)
+        # the data fit and the image range, for every method (spgd.verdict): run_sampler judged x_hat already
+        verdicts = list(stats.verdict) if len(stats.verdict) == len(items) else judge(x_hat, y, op)
         rms = [v.residual for v in verdicts]
         fit_bad = [v.failed for v in verdicts]
         lpips = setup.lpips(x_hat.clamp(-1, 1), x.clamp(-1, 1)).tolist() if setup.lpips is not None else None
