@@ -41,6 +41,7 @@ from ..experiment.measurement import INPAINTING, KERNEL_TASKS, load_kernel_file,
 from ..experiment.progress import Step
 from ..experiment.restore import PAD_TASKS, RestorePlan, restore
 from ..experiment.runs import atomic_write_json, new_run_dir, read_json
+from ..experiment.tables import number
 from ..operators import TASKS, make_operator
 from ..priors import load_prior
 from ..priors.base import prior_channels
@@ -294,10 +295,8 @@ class Outcome:
 
 
 def _cell(v: Any) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
+    if v is None or isinstance(v, float):
+        return number(v, ".4g")  # the tables' formatter: "-" for None, NaN and inf
     if isinstance(v, dict):
         return ", ".join(f"{k}: {_cell(x)}" for k, x in v.items())
     return str(v).replace("|", "\\|")  # a bare | would end the cell
